@@ -1,0 +1,180 @@
+"""Command line: ``python -m meddx analyze | notes | download | make-tiny-model | train | eval | bench``.
+
+Imports are lazy so that ``--help`` and the light commands start fast. Errors meant for people
+(`InputError`, `ModelError`) print one line on stderr and exit non-zero; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from meddx.errors import InputError, MeddxError
+
+EXIT_INPUT = 2
+EXIT_MODEL = 3
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom", ""}
+
+
+def _settings(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from meddx.config import Settings
+
+    settings = Settings.from_env()
+    if getattr(args, "model", None):
+        settings = replace(settings, model=args.model)
+    if getattr(args, "probe", None):
+        settings = replace(settings, probe=args.probe)
+    return settings
+
+
+def _expand(paths: list[str]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            yield path
+
+
+def _read_notes(args: argparse.Namespace) -> str | None:
+    if args.notes_file:
+        try:
+            return Path(args.notes_file).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise InputError(f"Cannot read the notes file ({exc.strerror}).") from exc
+    return args.notes
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Analyse one or more films; one JSON object, or JSON lines for several."""
+    from meddx.pipeline import analyze
+    from meddx.vocabulary import parse_labels
+
+    settings = _settings(args)
+    notes = _read_notes(args)
+    labels = parse_labels(args.labels)
+    paths = list(_expand(args.paths))
+    batch = len(paths) > 1 or any(Path(p).is_dir() for p in args.paths)
+    failures = 0
+    for path in paths:
+        try:
+            if not path.is_file():
+                raise InputError(f"{path.name}: no such file.")
+            analysis = analyze(path, notes, labels=labels, settings=settings, filename=path.name)
+        except InputError as exc:
+            failures += 1
+            print(f"meddx: {path.name}: {exc}", file=sys.stderr)
+            if batch:
+                print(json.dumps({"file": path.name, "error": str(exc)}))
+            continue
+        data = analysis.to_dict()
+        if batch:
+            data["file"] = path.name
+        if args.json or batch:
+            print(json.dumps(data, indent=None if batch else 2))
+        else:
+            print(_summary(data, path.name))
+    if not paths:
+        print("meddx: no image files found.", file=sys.stderr)
+        return EXIT_INPUT
+    return EXIT_INPUT if failures else 0
+
+
+def _summary(data: dict, name: str) -> str:
+    lines = [f"{name}  (model {data['model']['spec']} @ {data['model']['revision']})"]
+    for f in data["findings"]:
+        mark = "FLAG" if f["flagged"] else "    "
+        lines.append(f"  {mark} {f['label']:<22} {f['probability']:.3f}")
+    lines.extend(f"  warning: {w}" for w in data["warnings"])
+    lines.append(data["disclaimer"])
+    return "\n".join(lines)
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """Copy a Hub model into a self-contained folder for offline use."""
+    from meddx.config import DEFAULT_MODEL
+    from meddx.encoder import download_model
+
+    folder = download_model(args.model or DEFAULT_MODEL, args.to)
+    print(f"Wrote {folder}. Use it with: MEDDX_MODEL=local-dir:{folder}")
+    return 0
+
+
+def cmd_make_tiny_model(args: argparse.Namespace) -> int:
+    """Write a seeded random model (tiny, or BiomedCLIP's architecture) for tests and benchmarks."""
+    from meddx.testing import make_tiny_model, train_planted_signal
+
+    folder = make_tiny_model(args.dir, size=args.size, seed=args.seed)
+    if args.planted:
+        train_planted_signal(folder, seed=args.seed)
+    print(f"Wrote {folder}. Use it with: MEDDX_MODEL=local-dir:{folder}")
+    return 0
+
+
+def cmd_notes(argv: list[str]) -> int:
+    """Extract concepts from notes (delegates to `meddx.notes_cli`)."""
+    from meddx.notes_cli import run_notes
+
+    return run_notes(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every sub-command."""
+    parser = argparse.ArgumentParser(prog="python -m meddx", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("analyze", help="score findings on chest films")
+    p.add_argument("paths", nargs="+", help="image or DICOM files, or folders of them")
+    notes = p.add_mutually_exclusive_group()
+    notes.add_argument("--notes", help="clinical notes text")
+    notes.add_argument("--notes-file", help="read clinical notes from a file")
+    p.add_argument(
+        "--labels", help='comma-separated findings to score, e.g. "effusion,nodule" (default: all)'
+    )
+    p.add_argument(
+        "--model", help="model spec: hf-hub:org/name[@rev] or local-dir:/path (default $MEDDX_MODEL)"
+    )
+    p.add_argument("--probe", help="trained head spec (default $MEDDX_PROBE)")
+    p.add_argument("--json", action="store_true", help="print JSON (always on for several files)")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("download", help="copy a Hub model into a folder that loads offline")
+    p.add_argument("--to", required=True, help="destination folder")
+    p.add_argument("--model", help="hf-hub:org/name[@rev] (default: BiomedCLIP)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("make-tiny-model", help="write a seeded random model for tests and benchmarks")
+    p.add_argument("dir")
+    p.add_argument("--size", choices=["tiny", "biomedclip"], default="tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--planted", action="store_true", help="train it to see a planted blob as a nodule")
+    p.set_defaults(func=cmd_make_tiny_model)
+
+    sub.add_parser("notes", help="extract concepts from clinical notes (see `notes --help`)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if argv and argv[0] == "notes":
+        return cmd_notes(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"meddx: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except MeddxError as exc:
+        print(f"meddx: {exc}", file=sys.stderr)
+        return EXIT_MODEL

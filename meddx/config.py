@@ -1,0 +1,66 @@
+"""Runtime settings, read once from the environment.
+
+Every knob lives here as a frozen dataclass so the rest of the package receives plain values and never
+reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_MODEL = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Guards against inputs that would hang or exhaust a small CPU Space."""
+
+    max_file_mb: int = 64
+    max_pixels: int = 60_000_000
+    min_side: int = 32
+    max_note_chars: int = 20_000
+    max_labels: int = 64
+    request_timeout_s: int = 120
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What meddx runs with. Build with `Settings.from_env()`; override fields with `dataclasses.replace`."""
+
+    model: str = DEFAULT_MODEL
+    probe: str | None = None
+    threads: int | None = None
+    top_k_maps: int = 3
+    attribution_method: str = "gradcam"
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read `MEDDX_*` variables; unset ones keep their defaults."""
+        limits = Limits(
+            max_file_mb=_int_env("MEDDX_MAX_FILE_MB", Limits.max_file_mb),
+            max_pixels=_int_env("MEDDX_MAX_PIXELS", Limits.max_pixels),
+            max_note_chars=_int_env("MEDDX_MAX_NOTE_CHARS", Limits.max_note_chars),
+            max_labels=_int_env("MEDDX_MAX_LABELS", Limits.max_labels),
+            request_timeout_s=_int_env("MEDDX_REQUEST_TIMEOUT_S", Limits.request_timeout_s),
+        )
+        threads = _int_env("MEDDX_THREADS", 0) or None
+        return cls(
+            model=os.environ.get("MEDDX_MODEL", "").strip() or DEFAULT_MODEL,
+            probe=os.environ.get("MEDDX_PROBE", "").strip() or None,
+            threads=threads,
+            top_k_maps=_int_env("MEDDX_TOP_K_MAPS", cls.top_k_maps),
+            attribution_method=os.environ.get("MEDDX_ATTRIBUTION", "").strip() or cls.attribution_method,
+            limits=limits,
+        )

@@ -1,0 +1,364 @@
+"""Load the image-text encoder and turn images and texts into embeddings.
+
+A model is named by a spec string in open_clip's spelling:
+
+- ``hf-hub:org/name`` or ``hf-hub:org/name@revision``: an open_clip repo on the Hugging Face Hub (or in the
+  local Hugging Face cache; ``HF_HUB_OFFLINE=1`` is respected);
+- ``local-dir:/path``: a folder written by ``python -m meddx download`` or ``make-tiny-model``.
+
+Both resolve to two local folders (the open_clip repo and its Hugging Face text tower) before anything is
+built, so one code path loads every model, and open_clip and transformers never reach the network
+themselves. Models are cached per process; loading is thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from meddx.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+HF_HUB = "hf-hub"
+LOCAL_DIR = "local-dir"
+CONFIG_NAME = "open_clip_config.json"
+WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+SOURCE_NAME = "meddx_source.json"
+TEXT_TOWER_DIR = "text_tower"
+MODEL_PATTERNS = [CONFIG_NAME, *WEIGHT_NAMES, "README.md", "LICENSE*"]
+TEXT_TOWER_PATTERNS = [
+    "config.json",
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec: ``hf-hub:org/name[@revision]`` or ``local-dir:/path``."""
+
+    scheme: str
+    location: str
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> ModelSpec:
+        """Parse a spec string; raise `ModelError` for anything else."""
+        spec = (spec or "").strip()
+        scheme, sep, rest = spec.partition(":")
+        if not sep or scheme not in (HF_HUB, LOCAL_DIR) or not rest.strip():
+            raise ModelError(
+                f"Unrecognised model spec {spec!r}. Use 'hf-hub:org/name' (optionally '@revision') "
+                "or 'local-dir:/path/to/folder'."
+            )
+        if scheme == HF_HUB:
+            repo, _, revision = rest.partition("@")
+            return cls(HF_HUB, repo.strip(), revision.strip() or None)
+        return cls(LOCAL_DIR, rest.strip())
+
+    def __str__(self) -> str:
+        suffix = f"@{self.revision}" if self.revision else ""
+        return f"{self.scheme}:{self.location}{suffix}"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a spec's files are on this machine, and which revision they are."""
+
+    spec: ModelSpec
+    folder: Path
+    text_folder: Path
+    revision: str
+    text_revision: str | None = None
+
+
+def _offline_fix(spec: ModelSpec) -> str:
+    return (
+        f"Fix: on a machine with internet access run `python -m meddx download --model {spec} --to DIR`, "
+        "copy DIR here and set MEDDX_MODEL=local-dir:DIR; or point HF_HOME at a Hugging Face cache that "
+        "holds the model and its text tower."
+    )
+
+
+def _hub_snapshot(repo_id: str, revision: str | None, patterns: list[str], spec: ModelSpec) -> Path:
+    """Return the local snapshot folder of a Hub repo, from the cache or by downloading it."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except LocalEntryNotFoundError as exc:
+        raise ModelError(
+            f"The model files for {repo_id!r} are not in the local Hugging Face cache and the Hub cannot be "
+            f"reached (offline mode or no network). {_offline_fix(spec)}"
+        ) from exc
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise ModelError(
+            f"Could not fetch {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}). Check the repo "
+            f"name and revision, and your network or HF_TOKEN. {_offline_fix(spec)}"
+        ) from exc
+
+
+def _read_config(folder: Path, spec: ModelSpec) -> dict:
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise ModelError(
+            f"{spec} has no {CONFIG_NAME}; it is not an open_clip model folder. Use a folder written by "
+            "`python -m meddx download` or `python -m meddx make-tiny-model`."
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(config["model_cfg"]["text_cfg"], dict):
+            raise TypeError("text_cfg must be a mapping")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{spec}: {CONFIG_NAME} is not a valid open_clip config ({exc}).") from exc
+    return config
+
+
+def _text_tower_name(config: dict) -> str:
+    text_cfg = config["model_cfg"]["text_cfg"]
+    name = text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name")
+    if not name:
+        raise ModelError("Only open_clip models with a Hugging Face text tower are supported.")
+    return name
+
+
+def resolve(spec: str | ModelSpec) -> ResolvedModel:
+    """Find (or fetch) the files of a model spec and record the revision that will be loaded."""
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
+    if spec.scheme == HF_HUB:
+        folder = _hub_snapshot(spec.location, spec.revision, MODEL_PATTERNS, spec)
+        revision = folder.name
+        source = {}
+    else:
+        folder = Path(spec.location).expanduser().resolve()
+        if not folder.is_dir():
+            raise ModelError(f"Model folder {folder} does not exist. Check MEDDX_MODEL / --model.")
+        source_path = folder / SOURCE_NAME
+        source = json.loads(source_path.read_text(encoding="utf-8")) if source_path.is_file() else {}
+        revision = source.get("revision") or "unversioned local folder"
+    config = _read_config(folder, spec)
+    tower = _text_tower_name(config)
+    text_revision = source.get("text_revision")
+    if (folder / tower).is_dir():
+        text_folder = (folder / tower).resolve()
+    elif Path(tower).is_absolute() and Path(tower).is_dir():
+        text_folder = Path(tower)
+    else:
+        text_folder = _hub_snapshot(tower, None, TEXT_TOWER_PATTERNS, spec)
+        text_revision = text_folder.name
+    return ResolvedModel(spec, folder, text_folder, revision, text_revision)
+
+
+def download_model(spec: str, to: str | Path) -> Path:
+    """Write a self-contained copy of a Hub model (weights, config, text tower config and tokenizer).
+
+    The copy loads with ``local-dir:TO`` and no network: the config is rewritten to point at the text
+    tower inside the folder, and ``meddx_source.json`` records where it came from and at which revision.
+    """
+    spec_ = ModelSpec.parse(spec)
+    if spec_.scheme != HF_HUB:
+        raise ModelError("`download` copies a Hub model: use --model hf-hub:org/name[@revision].")
+    resolved = resolve(spec_)
+    to = Path(to).expanduser().resolve()
+    (to / TEXT_TOWER_DIR).mkdir(parents=True, exist_ok=True)
+    for src_dir, dst_dir in ((resolved.folder, to), (resolved.text_folder, to / TEXT_TOWER_DIR)):
+        for item in src_dir.iterdir():
+            if item.is_file():
+                shutil.copyfile(item, dst_dir / item.name)
+    config = _read_config(to, spec_)
+    text_cfg = config["model_cfg"]["text_cfg"]
+    source = {
+        "model": str(spec_),
+        "revision": resolved.revision,
+        "text_tower": _text_tower_name(config),
+        "text_revision": resolved.text_revision,
+    }
+    text_cfg["hf_model_name"] = TEXT_TOWER_DIR
+    text_cfg["hf_tokenizer_name"] = TEXT_TOWER_DIR
+    (to / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (to / SOURCE_NAME).write_text(json.dumps(source, indent=2), encoding="utf-8")
+    return to
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an original image was placed in the square model input (to map results back onto it)."""
+
+    width: int
+    height: int
+    pad_left: int
+    pad_top: int
+    side: int
+    size: int
+
+    @property
+    def scale(self) -> float:
+        """Model-input pixels per original pixel."""
+        return self.size / self.side
+
+
+class PadToSquare:
+    """Pad an image to a square (centred, black), then resize: a centre crop would cut off lung edges."""
+
+    def __init__(self, size: int, *, fill: int = 0) -> None:
+        self.size = size
+        self.fill = fill
+
+    def __call__(self, image: Image.Image) -> tuple[Image.Image, Geometry]:
+        width, height = image.size
+        side = max(width, height)
+        left, top = (side - width) // 2, (side - height) // 2
+        canvas = Image.new(image.mode, (side, side), self.fill)
+        canvas.paste(image, (left, top))
+        resized = canvas.resize((self.size, self.size), Image.Resampling.BICUBIC)
+        return resized, Geometry(width, height, left, top, side, self.size)
+
+
+class Normalize:
+    """PIL image to a normalised float tensor (C, H, W) with the model's own mean and std."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        tensor = torch.from_numpy(array).permute(2, 0, 1)
+        return (tensor - self.mean) / self.std
+
+
+@dataclass
+class Encoder:
+    """A loaded image-text model with its tokenizer and preprocessing."""
+
+    resolved: ResolvedModel
+    model: torch.nn.Module
+    tokenizer: object
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    _text_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _text_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def spec(self) -> str:
+        """The spec string this encoder was loaded from."""
+        return str(self.resolved.spec)
+
+    @property
+    def revision(self) -> str:
+        """The revision actually loaded (a Hub commit hash, or what a downloaded folder records)."""
+        return self.resolved.revision
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's learned temperature (already exponentiated)."""
+        return float(self.model.logit_scale.detach().exp())
+
+    @property
+    def visual(self) -> torch.nn.Module:
+        """The image tower."""
+        return self.model.visual
+
+    def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, Geometry]:
+        """One image to a model input tensor (3, S, S) and the geometry that undoes the padding."""
+        square, geometry = PadToSquare(self.image_size)(image)
+        return Normalize(self.mean, self.std)(square), geometry
+
+    def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unit-norm image embeddings for a batch of preprocessed images (N, 3, S, S)."""
+        return self.model.encode_image(pixels, normalize=True)
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids trimmed to the longest text: padding to the full context costs ~12x, same result."""
+        tokens = self.tokenizer(list(texts))
+        pad_id = getattr(self.tokenizer.tokenizer, "pad_token_id", 0) or 0
+        used = (tokens != pad_id).any(dim=0).nonzero()
+        return tokens[:, : int(used.max()) + 1] if len(used) else tokens
+
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Unit-norm text embeddings (N, D), cached per text for the life of the encoder."""
+        with self._text_lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
+            if missing:
+                with torch.inference_mode():
+                    embeds = self.model.encode_text(self.tokenize(missing), normalize=True)
+                for text, embed in zip(missing, embeds, strict=True):
+                    self._text_cache[text] = embed.clone()
+            return torch.stack([self._text_cache[t] for t in texts])
+
+
+def build_encoder(resolved: ResolvedModel) -> Encoder:
+    """Build the open_clip model and tokenizer from resolved local folders."""
+    import open_clip
+    from open_clip.tokenizer import HFTokenizer
+
+    config = _read_config(resolved.folder, resolved.spec)
+    if not any((resolved.folder / name).is_file() for name in WEIGHT_NAMES):
+        raise ModelError(
+            f"{resolved.spec} has a config but no weights ({' or '.join(WEIGHT_NAMES)}). "
+            "Download the model again (`python -m meddx download`)."
+        )
+    text_cfg = dict(config["model_cfg"]["text_cfg"])
+    text_cfg.update(
+        hf_model_name=str(resolved.text_folder),
+        hf_tokenizer_name=str(resolved.text_folder),
+        hf_model_pretrained=False,
+    )
+    try:
+        model = open_clip.create_model(
+            f"local-dir:{resolved.folder}", text_cfg=text_cfg, pretrained_text=False, device="cpu"
+        )
+        tokenizer = HFTokenizer(str(resolved.text_folder), context_length=text_cfg.get("context_length", 77))
+    except Exception as exc:  # any failure to build from files is the user's to fix, with this message
+        raise ModelError(
+            f"{resolved.spec} could not be built from its files ({type(exc).__name__}: {exc}). The weights "
+            "may be damaged or not match the config: download the model again."
+        ) from exc
+    model.eval()
+    preprocess_cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    image_size = model.visual.image_size
+    image_size = image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size)
+    return Encoder(
+        resolved=resolved,
+        model=model,
+        tokenizer=tokenizer,
+        image_size=image_size,
+        mean=tuple(preprocess_cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
+        std=tuple(preprocess_cfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
+    )
+
+
+_CACHE: dict[str, Encoder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_encoder(spec: str, *, threads: int | None = None) -> Encoder:
+    """Load a model once per process (thread-safe) and return the cached `Encoder`."""
+    if threads:
+        torch.set_num_threads(threads)
+    with _CACHE_LOCK:
+        if spec not in _CACHE:
+            log.info("loading model %s", spec)
+            _CACHE[spec] = build_encoder(resolve(spec))
+            log.info("loaded model %s at revision %s", spec, _CACHE[spec].revision)
+        return _CACHE[spec]
+
+
+def clear_cache() -> None:
+    """Forget loaded models (tests, or to reload after a download)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()

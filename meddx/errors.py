@@ -1,0 +1,17 @@
+"""The two errors meddx shows to people.
+
+`InputError` carries a message that is safe to show to the person who sent the input (it never holds
+patient data); `ModelError` says that a model cannot be loaded and how to fix that.
+"""
+
+
+class MeddxError(Exception):
+    """Base class: the message is written for a human and is safe to display."""
+
+
+class InputError(MeddxError, ValueError):
+    """A bad upload, notes or option. The message says what was wrong and what is accepted."""
+
+
+class ModelError(MeddxError, RuntimeError):
+    """A model or trained head cannot be loaded. The message says how to fix it."""

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up .venv with the dev requirements and Debian's Chromium (first run only), then lint and run
+# the whole test suite offline. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-venv.sh requirements-dev.txt
+if [ ! -x /usr/bin/chromium ]; then
+  echo "Installing Debian's chromium for the browser tests ..." >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
+.venv/bin/ruff check meddx tests app.py
+.venv/bin/ruff format --check meddx tests app.py
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,61 @@
+"""Shared fixtures: every Hugging Face cache in a temp dir, offline; tiny models built once per session."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before anything imports huggingface_hub: no real cache, no network, no telemetry.
+_SESSION_HOME = tempfile.mkdtemp(prefix="meddx-test-hf-")
+os.environ["HF_HOME"] = _SESSION_HOME
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.pop("MEDDX_MODEL", None)
+os.environ.pop("MEDDX_PROBE", None)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def isolated_hf_cache(tmp_path, monkeypatch):
+    """Point the Hugging Face hub cache at a per-test temp dir and force offline mode."""
+    import huggingface_hub.constants as hf_constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A seeded, untrained tiny model folder (``local-dir:`` layout)."""
+    from meddx.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def planted_model_dir(tmp_path_factory) -> Path:
+    """A tiny model trained for seconds to call a planted bright blob a lung nodule."""
+    from meddx.testing import make_tiny_model, train_planted_signal
+
+    folder = make_tiny_model(tmp_path_factory.mktemp("planted-model"), seed=0)
+    train_planted_signal(folder, seed=0)
+    return folder
+
+
+@pytest.fixture
+def tiny_settings(tiny_model_dir):
+    """Settings that use the tiny model."""
+    from meddx.config import Settings
+
+    return Settings(model=f"local-dir:{tiny_model_dir}", threads=2)

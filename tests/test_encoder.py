@@ -1,0 +1,140 @@
+"""Model loading through the production loader: hf-hub from a cache, local-dir, download, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from meddx.encoder import ModelSpec, PadToSquare, clear_cache, download_model, load_encoder, resolve
+from meddx.errors import ModelError
+from meddx.testing import make_tiny_hub_cache
+
+TEXTS = ["chest x-ray showing a lung nodule", "chest x-ray showing no lung nodule"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    clear_cache()
+    yield
+    clear_cache()
+
+
+def test_spec_parsing():
+    assert ModelSpec.parse("hf-hub:org/name@abc") == ModelSpec("hf-hub", "org/name", "abc")
+    assert str(ModelSpec.parse("hf-hub:org/name")) == "hf-hub:org/name"
+    assert ModelSpec.parse("local-dir:/x/y").location == "/x/y"
+    for bad in ["", "org/name", "s3:bucket", "hf-hub:"]:
+        with pytest.raises(ModelError, match="Unrecognised model spec"):
+            ModelSpec.parse(bad)
+
+
+def test_local_dir_loads_and_is_cached(tiny_model_dir):
+    encoder = load_encoder(f"local-dir:{tiny_model_dir}")
+    assert load_encoder(f"local-dir:{tiny_model_dir}") is encoder
+    assert encoder.revision == "unversioned local folder"
+    emb = encoder.embed_texts(TEXTS)
+    assert emb.shape == (2, 32)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(2))
+
+
+def test_hf_hub_from_offline_cache_matches_local_dir(tiny_model_dir, isolated_hf_cache):
+    spec = make_tiny_hub_cache(isolated_hf_cache, model_folder=tiny_model_dir)
+    hub = load_encoder(spec)
+    local = load_encoder(f"local-dir:{tiny_model_dir}")
+    assert len(hub.revision) == 40 and hub.resolved.text_revision
+    torch.testing.assert_close(hub.embed_texts(TEXTS), local.embed_texts(TEXTS))
+    pixels = torch.rand(1, 3, hub.image_size, hub.image_size)
+    with torch.no_grad():
+        torch.testing.assert_close(hub.embed_images(pixels), local.embed_images(pixels))
+
+
+def test_hf_hub_revision_pin(tiny_model_dir, isolated_hf_cache):
+    spec = make_tiny_hub_cache(isolated_hf_cache, model_folder=tiny_model_dir)
+    revision = resolve(spec).revision
+    assert resolve(f"{spec}@{revision}").revision == revision
+
+
+def test_missing_hub_model_says_how_to_fix(isolated_hf_cache):
+    with pytest.raises(ModelError) as info:
+        load_encoder("hf-hub:nobody/not-cached")
+    message = str(info.value)
+    assert "not in the local Hugging Face cache" in message
+    assert "python -m meddx download" in message and "local-dir:" in message
+
+
+def test_missing_folder_and_weights(tmp_path, tiny_model_dir):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_encoder(f"local-dir:{tmp_path / 'nope'}")
+    with pytest.raises(ModelError, match=r"no open_clip_config\.json"):
+        load_encoder(f"local-dir:{tmp_path}")
+    broken = tmp_path / "noweights"
+    broken.mkdir()
+    (broken / "open_clip_config.json").write_text((tiny_model_dir / "open_clip_config.json").read_text())
+    (broken / "text_tower").symlink_to(tiny_model_dir / "text_tower")
+    with pytest.raises(ModelError, match="no weights"):
+        load_encoder(f"local-dir:{broken}")
+
+
+def test_corrupt_weights_and_config(tmp_path, tiny_model_dir):
+    import shutil
+
+    folder = tmp_path / "corrupt"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "open_clip_model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ModelError, match="could not be built"):
+        load_encoder(f"local-dir:{folder}")
+    (folder / "open_clip_config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not a valid open_clip config"):
+        load_encoder(f"local-dir:{folder}")
+
+
+def test_download_round_trip_is_self_contained(tiny_model_dir, isolated_hf_cache, tmp_path):
+    spec = make_tiny_hub_cache(isolated_hf_cache, model_folder=tiny_model_dir)
+    out = download_model(spec, tmp_path / "bundle")
+    config = json.loads((out / "open_clip_config.json").read_text())
+    assert config["model_cfg"]["text_cfg"]["hf_model_name"] == "text_tower"
+    assert (out / "text_tower" / "vocab.txt").is_file()
+    source = json.loads((out / "meddx_source.json").read_text())
+    assert source["model"] == spec and len(source["revision"]) == 40
+    # The bundle must not need the cache any more.
+    shutil_rmtree(isolated_hf_cache)
+    bundle = load_encoder(f"local-dir:{out}")
+    assert bundle.revision == source["revision"]
+    torch.testing.assert_close(
+        bundle.embed_texts(TEXTS), load_encoder(f"local-dir:{tiny_model_dir}").embed_texts(TEXTS)
+    )
+
+
+def shutil_rmtree(path):
+    import shutil
+
+    shutil.rmtree(path)
+    path.mkdir()
+
+
+def test_token_trimming_gives_the_same_embeddings(tiny_model_dir):
+    encoder = load_encoder(f"local-dir:{tiny_model_dir}")
+    trimmed = encoder.tokenize(TEXTS)
+    full = encoder.tokenizer(TEXTS)
+    assert trimmed.shape[1] < full.shape[1]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            encoder.model.encode_text(trimmed, normalize=True),
+            encoder.model.encode_text(full, normalize=True),
+        )
+
+
+def test_pad_to_square_keeps_the_whole_image():
+    from PIL import Image
+
+    image = Image.new("L", (100, 50), 255)
+    square, geometry = PadToSquare(20)(image)
+    assert square.size == (20, 20)
+    assert (geometry.pad_left, geometry.pad_top, geometry.side) == (0, 25, 100)
+    import numpy as np
+
+    arr = np.asarray(square)
+    assert arr[10, :].min() > 200  # the whole width is kept (no crop)
+    assert arr[0, :].max() < 50  # padding above

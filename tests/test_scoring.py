@@ -1,0 +1,100 @@
+"""Zero-shot scoring maths against hand computation, and a planted signal carried end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from meddx.encoder import load_encoder
+from meddx.scoring import text_directions, zero_shot_probabilities
+from meddx.tower import TowerTail, stem
+from meddx.vocabulary import load_vocabulary
+
+
+@pytest.fixture
+def encoder(tiny_model_dir):
+    return load_encoder(f"local-dir:{tiny_model_dir}")
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def test_directions_are_prompt_ensembles(encoder):
+    finding = load_vocabulary().finding("effusion")
+    directions = text_directions(encoder, [finding])
+    positives, negatives = finding.prompts()
+    # By hand: per phrase, mean of unit template embeddings, renormalised; then mean over phrases.
+    per_phrase = [
+        _unit(_unit(encoder.embed_texts([t.format(p) for t in finding.templates_positive])).mean(0))
+        for p in finding.positive
+    ]
+    expected = _unit(torch.stack(per_phrase).mean(0))
+    torch.testing.assert_close(directions.positive[0], expected, atol=1e-5, rtol=1e-5)
+    assert len(positives) == len(finding.positive) * len(finding.templates_positive)
+    assert len(negatives) == len(finding.negative) * len(finding.templates_negative)
+
+
+def test_probability_is_two_way_softmax(encoder):
+    findings = [load_vocabulary().finding(i) for i in ("effusion", "nodule", "cardiomegaly")]
+    directions = text_directions(encoder, findings)
+    image = _unit(torch.randn(2, directions.positive.shape[1]))
+    probs = zero_shot_probabilities(directions.logits(image))
+    s = encoder.logit_scale
+    for n in range(2):
+        for f in range(3):
+            pair = torch.tensor(
+                [s * image[n] @ directions.positive[f], s * image[n] @ directions.negative[f]]
+            )
+            assert probs[n, f].item() == pytest.approx(torch.softmax(pair, 0)[0].item(), abs=1e-6)
+    # Independent per finding: not one softmax across findings.
+    assert not torch.allclose(probs.sum(1), torch.ones(2))
+
+
+def test_directions_are_cached_and_order_independent(encoder):
+    vocab = load_vocabulary()
+    a = text_directions(encoder, [vocab.finding("nodule"), vocab.finding("mass")])
+    b = text_directions(encoder, [vocab.finding("mass"), vocab.finding("nodule")])
+    torch.testing.assert_close(a.positive[0], b.positive[1])
+
+
+def test_split_tower_equals_full_forward(encoder):
+    directions = text_directions(encoder, list(load_vocabulary().findings))
+    pixels = torch.randn(2, 3, encoder.image_size, encoder.image_size)
+    tail = TowerTail(encoder, directions.difference, directions.logit_scale)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            tail(stem(encoder, pixels)), directions.logits(encoder.embed_images(pixels))
+        )
+
+
+def test_custom_labels_get_generated_prompts(encoder):
+    vocab = load_vocabulary()
+    chosen = vocab.select(["Pleural effusion", "effusion", "pneumoperitoneum", "Cardiomegaly"])
+    assert [f.id for f in chosen] == ["effusion", "pneumoperitoneum", "cardiomegaly"]
+    custom = chosen[1]
+    assert (
+        custom.custom
+        and custom.positive == ("pneumoperitoneum",)
+        and custom.negative == ("no pneumoperitoneum",)
+    )
+    assert text_directions(encoder, chosen).positive.shape[0] == 3
+
+
+def test_planted_signal_is_carried_end_to_end(planted_model_dir):
+    """A tiny model trained on blob films ranks held-out blob films above clean ones (AUROC >= 0.9)."""
+    from sklearn.metrics import roc_auc_score
+
+    from meddx.testing import PLANTED_FINDING, synthetic_film
+
+    encoder = load_encoder(f"local-dir:{planted_model_dir}")
+    directions = text_directions(encoder, [load_vocabulary().finding(PLANTED_FINDING)])
+    rng = np.random.default_rng(2024)
+    labels = [i % 2 == 0 for i in range(80)]
+    films = [synthetic_film(rng, size=200, blob=y) for y in labels]
+    pixels = torch.stack([encoder.preprocess(Image.fromarray(f.pixels))[0] for f in films])
+    with torch.no_grad():
+        scores = zero_shot_probabilities(directions.logits(encoder.embed_images(pixels)))[:, 0].numpy()
+    assert roc_auc_score(labels, scores) >= 0.9
