@@ -120,16 +120,28 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_notes(argv: list[str]) -> int:
-    """Extract concepts from notes (delegates to `meddx.notes_cli`)."""
-    from meddx.notes_cli import run_notes
+# Sub-commands with their own argument parsers: name -> (module, function(argv) -> exit status, help).
+DELEGATED = {
+    "notes": ("meddx.notes_cli", "run_notes", "extract concepts from clinical notes"),
+    "train": ("meddx.train_cli", "run_train", "train a fine-tuned head on labelled films"),
+    "eval": ("meddx.train_cli", "run_eval", "evaluate zero-shot and fine-tuned scores on labelled films"),
+    "bench": ("meddx.bench", "main", "measure speed and memory on the real-size architecture"),
+}
 
-    return run_notes(argv)
+
+def _delegate(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module, function, _ = DELEGATED[name]
+    return getattr(importlib.import_module(module), function)(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every sub-command."""
-    parser = argparse.ArgumentParser(prog="python -m meddx", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m meddx",
+        description="meddx: chest X-ray triage support (decision support, not a diagnosis).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("analyze", help="score findings on chest films")
@@ -159,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--planted", action="store_true", help="train it to see a planted blob as a nodule")
     p.set_defaults(func=cmd_make_tiny_model)
 
-    sub.add_parser("notes", help="extract concepts from clinical notes (see `notes --help`)", add_help=False)
+    for name, (_, _, text) in DELEGATED.items():
+        sub.add_parser(name, help=f"{text} (see `{name} --help`)", add_help=False)
     return parser
 
 
@@ -167,10 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    if argv and argv[0] == "notes":
-        return cmd_notes(argv[1:])
-    args = build_parser().parse_args(argv)
     try:
+        if argv and argv[0] in DELEGATED:
+            return _delegate(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except InputError as exc:
         print(f"meddx: {exc}", file=sys.stderr)

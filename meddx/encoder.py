@@ -13,6 +13,7 @@ themselves. Models are cached per process; loading is thread-safe.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -250,6 +251,7 @@ class Encoder:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    direction_cache: dict = field(default_factory=dict, repr=False)
     _text_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _text_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -262,6 +264,14 @@ class Encoder:
     def revision(self) -> str:
         """The revision actually loaded (a Hub commit hash, or what a downloaded folder records)."""
         return self.resolved.revision
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies these exact weights (spec, revision, weight file size and time) for on-disk caches."""
+        weights = next(self.resolved.folder / n for n in WEIGHT_NAMES if (self.resolved.folder / n).is_file())
+        stat = weights.stat()
+        raw = f"{self.spec}|{self.revision}|{weights.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
     @property
     def logit_scale(self) -> float:

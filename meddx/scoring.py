@@ -7,19 +7,25 @@ probability is its sigmoid: exactly a two-way softmax over [positive, negative].
 
 Prompt ensembles are built with open_clip's ``build_zero_shot_classifier`` (mean of unit text embeddings
 over templates, renormalised) on token ids trimmed to the longest prompt, and cached per finding for the
-life of the encoder.
+life of the encoder and on disk (a restart skips the text tower).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from meddx.encoder import Encoder
 from meddx.vocabulary import Finding
 
+log = logging.getLogger(__name__)
 _DIRECTION_LOCK = threading.Lock()
 
 
@@ -57,17 +63,55 @@ def _unit_mean(embeddings: torch.Tensor) -> torch.Tensor:
     return mean / mean.norm()
 
 
+def _key(finding: Finding) -> str:
+    parts = (finding.positive, finding.negative, finding.templates_positive, finding.templates_negative)
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+def _store_path(encoder: Encoder) -> Path:
+    root = Path(os.environ.get("MEDDX_CACHE_DIR") or Path.home() / ".cache" / "meddx")
+    return root / "text-directions" / f"{encoder.fingerprint}.safetensors"
+
+
+def _load_store(encoder: Encoder, cache: dict) -> None:
+    """Fill the in-memory cache from disk once per encoder (a cold start then skips the text tower)."""
+    if cache.get("_loaded_from_disk"):
+        return
+    cache["_loaded_from_disk"] = True
+    path = _store_path(encoder)
+    if path.is_file():
+        try:
+            stored = load_file(str(path))
+        except Exception:  # a damaged cache file is only a lost optimisation
+            log.warning("ignoring an unreadable text-direction cache file")
+            return
+        for name, tensor in stored.items():
+            key, sign = name.rsplit(".", 1)
+            cache.setdefault(key, {})[sign] = tensor
+
+
+def _save_store(encoder: Encoder, cache: dict) -> None:
+    path = _store_path(encoder)
+    tensors = {f"{k}.{sign}": v[sign] for k, v in cache.items() if isinstance(v, dict) for sign in v}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path)
+    except OSError:  # a read-only home is fine: the cache stays in memory
+        log.info("text-direction cache not written (read-only cache dir)")
+
+
 def text_directions(encoder: Encoder, findings: list[Finding]) -> TextDirections:
-    """Positive and negative ensemble embeddings for each finding, computed once per finding and model."""
-    cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = encoder.__dict__.setdefault(
-        "_direction_cache", {}
-    )
+    """Positive and negative ensemble embeddings for each finding.
 
-    def key(f: Finding) -> tuple:
-        return (f.positive, f.negative, f.templates_positive, f.templates_negative)
-
+    Computed once per finding and model, kept in memory for the life of the encoder and on disk under
+    ``$MEDDX_CACHE_DIR`` (default ``~/.cache/meddx``), keyed by the model's fingerprint and the prompts.
+    """
+    cache = encoder.direction_cache
     with _DIRECTION_LOCK:
-        missing = [f for f in dict.fromkeys(findings) if key(f) not in cache]
+        _load_store(encoder, cache)
+        missing = [f for f in dict.fromkeys(findings) if _key(f) not in cache]
         if missing:
             groups = {}
             for sign in ("positive", "negative"):
@@ -78,14 +122,16 @@ def text_directions(encoder: Encoder, findings: list[Finding]) -> TextDirections
                 embeds = _ensemble(encoder, phrases, templates)
                 groups[sign] = dict(zip(phrases, embeds, strict=True))
             for f in missing:
-                pos = _unit_mean(torch.stack([groups["positive"][p] for p in f.positive]))
-                neg = _unit_mean(torch.stack([groups["negative"][p] for p in f.negative]))
-                cache[key(f)] = (pos, neg)
-        pairs = [cache[key(f)] for f in findings]
+                cache[_key(f)] = {
+                    "positive": _unit_mean(torch.stack([groups["positive"][p] for p in f.positive])),
+                    "negative": _unit_mean(torch.stack([groups["negative"][p] for p in f.negative])),
+                }
+            _save_store(encoder, cache)
+        entries = [cache[_key(f)] for f in findings]
     return TextDirections(
         findings=tuple(findings),
-        positive=torch.stack([p for p, _ in pairs]),
-        negative=torch.stack([n for _, n in pairs]),
+        positive=torch.stack([e["positive"] for e in entries]).clone(),
+        negative=torch.stack([e["negative"] for e in entries]).clone(),
         logit_scale=encoder.logit_scale,
     )
 

@@ -13,6 +13,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["MEDDX_CACHE_DIR"] = os.path.join(_SESSION_HOME, "meddx-cache")
 os.environ.pop("MEDDX_MODEL", None)
 os.environ.pop("MEDDX_PROBE", None)
 

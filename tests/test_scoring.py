@@ -98,3 +98,24 @@ def test_planted_signal_is_carried_end_to_end(planted_model_dir):
     with torch.no_grad():
         scores = zero_shot_probabilities(directions.logits(encoder.embed_images(pixels)))[:, 0].numpy()
     assert roc_auc_score(labels, scores) >= 0.9
+
+
+def test_directions_persist_on_disk_across_restarts(tiny_model_dir, tmp_path, monkeypatch):
+    import meddx.scoring as scoring
+    from meddx.encoder import clear_cache
+
+    monkeypatch.setenv("MEDDX_CACHE_DIR", str(tmp_path))
+    findings = list(load_vocabulary().findings)
+    clear_cache()
+    first = text_directions(load_encoder(f"local-dir:{tiny_model_dir}"), findings)
+    assert list(tmp_path.rglob("*.safetensors"))
+    clear_cache()  # a "restart": new encoder, empty memory cache
+
+    def fail(*args, **kwargs):
+        raise AssertionError("text tower should not run when the disk cache holds the directions")
+
+    monkeypatch.setattr(scoring, "_ensemble", fail)
+    second = text_directions(load_encoder(f"local-dir:{tiny_model_dir}"), findings)
+    torch.testing.assert_close(first.positive, second.positive)
+    torch.testing.assert_close(first.negative, second.negative)
+    clear_cache()
