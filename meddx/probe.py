@@ -1,0 +1,495 @@
+"""A trained linear head on frozen image embeddings: its artifact, loading, checks and serving.
+
+A head scores each finding with a logistic output on the unit image embedding ``x``: the raw logit is
+``w . x + b``, and the served probability is ``sigmoid(a * (w . x + b) + c)`` with the per-finding Platt
+calibration ``(a, c)`` fitted on validation data (see `meddx.training`). Heads start from the zero-shot
+text directions (``w = logit_scale * (positive - negative)``, ``b = 0``), so an untrained head scores
+exactly like zero-shot.
+
+A head is saved as a folder (and a Hub repo) of three files:
+
+- ``head.safetensors``: ``weight`` (F, D) and ``bias`` (F), float32;
+- ``head.json``: finding ids and names, the encoder it was trained on (spec, model, revision, embedding
+  size), calibration, operating thresholds and their rule, validation metrics, training settings, a data
+  description (counts per label only), the date and the meddx version;
+- ``README.md``: a Hugging Face model card (``meddx/templates/head_card.md``).
+
+Heads are named by a probe spec, like models: ``hf-hub:owner/name[@revision]`` or ``local-dir:/path``.
+
+**Encoder check.** Embeddings are only comparable within one set of weights, so a head is refused
+(`ModelError`) unless the loaded encoder has the same embedding size and the same identity: the same Hub
+repo *and revision* (a downloaded ``local-dir:`` copy counts as its Hub origin, from
+``meddx_source.json``), or, for a local folder with no recorded origin, byte-identical weights (sha256).
+A different revision of the same repo is refused: its weights, and therefore its embeddings, differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+import numpy as np
+import torch
+from torch import nn
+
+from meddx.encoder import CONFIG_NAME, HF_HUB, SOURCE_NAME, WEIGHT_NAMES, Encoder, ModelSpec
+from meddx.errors import InputError, ModelError
+from meddx.scoring import TextDirections
+
+log = logging.getLogger(__name__)
+
+HEAD_WEIGHTS = "head.safetensors"
+HEAD_CONFIG = "head.json"
+HEAD_CARD = "README.md"
+HEAD_FILES = [HEAD_WEIGHTS, HEAD_CONFIG, HEAD_CARD]
+HEAD_FORMAT = "meddx-linear-head"
+HEAD_FORMAT_VERSION = 1
+MODES = ("zero-shot", "fine-tuned", "both")
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """Which weights produced an embedding.
+
+    Attributes:
+        spec: The spec the encoder was loaded with (for messages).
+        model: The Hub repo id it comes from, or the spec of a local folder with no recorded origin.
+        revision: The Hub commit, or ``sha256:<digest>`` of the weights file of an unversioned folder.
+        embed_dim: The embedding size.
+    """
+
+    spec: str
+    model: str
+    revision: str
+    embed_dim: int
+
+    @property
+    def key(self) -> str:
+        """What must match for embeddings to be comparable: ``model@revision``, or the weights digest."""
+        return self.revision if self.revision.startswith("sha256:") else f"{self.model}@{self.revision}"
+
+    def to_dict(self) -> dict:
+        """JSON-safe form, as stored in ``head.json``."""
+        return {
+            "spec": self.spec,
+            "model": self.model,
+            "revision": self.revision,
+            "embed_dim": self.embed_dim,
+        }
+
+    def __str__(self) -> str:
+        return f"{self.spec} ({self.model}@{self.revision}, {self.embed_dim}-d embeddings)"
+
+
+def _weights_digest(folder: Path) -> str:
+    for name in WEIGHT_NAMES:
+        path = folder / name
+        if path.is_file():
+            with path.open("rb") as handle:
+                return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+    raise ModelError(f"{folder} has no weights file ({' or '.join(WEIGHT_NAMES)}).")
+
+
+def encoder_identity(encoder: Encoder) -> EncoderIdentity:
+    """The identity of a loaded encoder (computed once per encoder; hashes weights only when unversioned)."""
+    cached = encoder.__dict__.get("_identity")
+    if cached is not None:
+        return cached
+    folder = encoder.resolved.folder
+    config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    embed_dim = int(config["model_cfg"]["embed_dim"])
+    spec = encoder.resolved.spec
+    source_path = folder / SOURCE_NAME
+    source = json.loads(source_path.read_text(encoding="utf-8")) if source_path.is_file() else {}
+    if spec.scheme == HF_HUB:
+        model, revision = spec.location, encoder.revision
+    elif source.get("model") and source.get("revision"):
+        model, revision = ModelSpec.parse(source["model"]).location, source["revision"]
+    else:
+        model, revision = str(spec), _weights_digest(folder)
+    identity = EncoderIdentity(str(spec), model, revision, embed_dim)
+    encoder.__dict__["_identity"] = identity
+    return identity
+
+
+class LinearHead(nn.Module):
+    """One logistic output per finding on unit image embeddings: ``logits = x @ weight.T + bias``."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().to(torch.float32).clone())
+        self.bias = nn.Parameter(bias.detach().to(torch.float32).clone())
+
+    @classmethod
+    def from_directions(cls, directions: TextDirections) -> LinearHead:
+        """The zero-shot scorer as a head: ``weight = logit_scale * (positive - negative)``, ``bias = 0``."""
+        weight = directions.logit_scale * directions.difference
+        return cls(weight, torch.zeros(weight.shape[0]))
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(N, F) raw logits for (N, D) embeddings."""
+        return embeddings @ self.weight.T + self.bias
+
+
+class TrainedHead:
+    """A loaded or freshly trained head: linear weights plus the ``head.json`` metadata.
+
+    Args:
+        linear: The weights.
+        metadata: The ``head.json`` content (see the module docstring); checked against the weights.
+        source: The probe spec it was loaded from, if any.
+        revision: The Hub commit it was loaded at (``None`` for a local folder or a fresh head).
+
+    Raises:
+        ModelError: the metadata and the weights disagree (a damaged or hand-edited artifact).
+    """
+
+    def __init__(
+        self, linear: LinearHead, metadata: dict, *, source: str | None = None, revision: str | None = None
+    ) -> None:
+        self.linear = linear.eval().requires_grad_(False)
+        self.metadata = metadata
+        self.source = source
+        self.revision = revision
+        try:
+            if metadata.get("format") != HEAD_FORMAT:
+                raise ValueError(f"format is {metadata.get('format')!r}, not {HEAD_FORMAT!r}")
+            calibration = metadata["calibration"]
+            self._scale = torch.tensor(calibration["scale"], dtype=torch.float32)
+            self._shift = torch.tensor(calibration["bias"], dtype=torch.float32)
+            count, dim = len(metadata["finding_ids"]), int(metadata["encoder"]["embed_dim"])
+            vectors = (linear.bias, self._scale, self._shift)
+            if linear.weight.shape != (count, dim) or any(v.shape != (count,) for v in vectors):
+                raise ValueError(f"weights {tuple(linear.weight.shape)} do not fit {count} findings x {dim}")
+            self.encoder = EncoderIdentity(**metadata["encoder"])
+            self._thresholds = {mode: dict(metadata["thresholds"][mode]) for mode in MODES[1:]}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(
+                f"The trained head {source or ''} is damaged or not a meddx head ({exc}). Train it again "
+                "with `python -m meddx train`, or download it again."
+            ) from exc
+
+    @property
+    def finding_ids(self) -> tuple[str, ...]:
+        """The finding ids, in output order."""
+        return tuple(self.metadata["finding_ids"])
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Display names, in output order."""
+        return tuple(self.metadata["labels"])
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Operating threshold per finding id, on the calibrated fine-tuned probability."""
+        return dict(self._thresholds["fine-tuned"])
+
+    def threshold(self, finding_id: str, mode: str) -> float | None:
+        """The head's operating threshold for a finding under a scoring mode (None: use the vocabulary's).
+
+        "fine-tuned" thresholds apply to the calibrated head probability, "both" thresholds to the combined
+        probability of `combine`; both were chosen on validation data. "zero-shot" has none.
+        """
+        _check_mode(mode)
+        return None if mode == "zero-shot" else self._thresholds[mode].get(finding_id)
+
+    def check_encoder(self, encoder: Encoder) -> None:
+        """Refuse an encoder other than the one this head was trained on.
+
+        Raises:
+            ModelError: the embedding size, the model or its revision differ (see the module docstring).
+        """
+        loaded = encoder_identity(encoder)
+        if loaded.embed_dim == self.encoder.embed_dim and loaded.key == self.encoder.key:
+            return
+        raise ModelError(
+            f"This head was trained on {self.encoder}, but the loaded model is {loaded}. A head only works "
+            "on embeddings from the exact model and revision it was trained on (another revision of the same "
+            f"repo embeds images differently). Fix: load {self.encoder.spec} (MEDDX_MODEL or --model), or "
+            f"train a head for this model: python -m meddx train --model {loaded.spec} --data ... --out ..."
+        )
+
+    def logits(self, embeddings: torch.Tensor, *, calibrated: bool = True) -> torch.Tensor:
+        """(N, F) logits for (N, D) unit embeddings; calibrated (Platt) unless asked otherwise."""
+        with torch.no_grad():
+            logits = self.linear(embeddings.to(torch.float32))
+            return logits * self._scale + self._shift if calibrated else logits
+
+    def probabilities(self, embeddings: torch.Tensor, *, calibrated: bool = True) -> torch.Tensor:
+        """(N, F) per-finding probabilities for (N, D) unit embeddings."""
+        return torch.sigmoid(self.logits(embeddings, calibrated=calibrated))
+
+    def predict(self, image_embedding: torch.Tensor) -> dict[str, float]:
+        """Calibrated probability per finding id for one image's embedding, shaped (D,) or (1, D)."""
+        embedding = image_embedding.reshape(-1, image_embedding.shape[-1])
+        if embedding.shape[0] != 1:
+            raise ValueError("predict takes one image's embedding; use probabilities() for a batch")
+        values = self.probabilities(embedding)[0].tolist()
+        return dict(zip(self.finding_ids, values, strict=True))
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise InputError(f"Unknown scoring mode {mode!r}; use one of: {', '.join(MODES)}.")
+
+
+def _logit(p: float | np.ndarray) -> float | np.ndarray:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def combine(zero_shot: float, fine_tuned: float | None, mode: str) -> float:
+    """The probability a finding is ranked and flagged by, under a scoring mode.
+
+    - "zero-shot": the zero-shot probability.
+    - "fine-tuned": the head's calibrated probability.
+    - "both": the mean of the two in log-odds space, ``sigmoid((logit(z) + logit(f)) / 2)`` (the
+      normalised geometric mean of the odds): agreement keeps the score, disagreement pulls it to the middle.
+
+    Where the head does not cover a finding (``fine_tuned`` is None) every mode falls back to zero-shot.
+    NumPy arrays work element-wise.
+
+    Raises:
+        InputError: unknown mode.
+    """
+    _check_mode(mode)
+    if mode == "zero-shot" or fine_tuned is None:
+        return zero_shot
+    if mode == "fine-tuned":
+        return fine_tuned
+    return 1.0 / (1.0 + np.exp(-(_logit(zero_shot) + _logit(fine_tuned)) / 2))
+
+
+# --- the artifact ------------------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    def cell(value: object) -> str:
+        return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_card(metadata: dict) -> str:
+    """The model card (``README.md``) for a head, from ``meddx/templates/head_card.md``."""
+    template = Template(
+        resources.files("meddx").joinpath("templates/head_card.md").read_text(encoding="utf-8")
+    )
+    encoder = metadata["encoder"]
+    validation = metadata["validation"]
+    data = metadata["data"]
+    metric_rows = [
+        [
+            name,
+            m["positives"],
+            m["negatives"],
+            m["zero_shot_auroc"],
+            m["auroc"],
+            m["auprc"],
+            m["threshold"],
+            m["sensitivity"],
+            m["specificity"],
+            m["f1"],
+            m["ece_uncalibrated"],
+            m["ece"],
+        ]
+        for name, m in zip(metadata["labels"], validation["metrics"].values(), strict=True)
+    ]
+    data_rows = [
+        [name, c["positive"], c["negative"]]
+        for name, c in zip(metadata["labels"], data["counts"].values(), strict=True)
+    ]
+    hub_origin = not encoder["revision"].startswith("sha256:")
+    return template.substitute(
+        base_model=f"base_model: {encoder['model']}\n" if hub_origin else "",
+        labels=", ".join(metadata["labels"]),
+        encoder_spec=encoder["spec"],
+        encoder_model=encoder["model"],
+        encoder_revision=encoder["revision"],
+        embed_dim=encoder["embed_dim"],
+        data_source=data["description"],
+        images=data["images"],
+        train_images=data["split"]["train"],
+        validation_images=data["split"]["validation"],
+        data_table=_table(["finding", "positive", "negative"], data_rows),
+        metrics_table=_table(
+            [
+                "finding",
+                "pos",
+                "neg",
+                "zero-shot AUROC",
+                "AUROC",
+                "AUPRC",
+                "threshold",
+                "sensitivity",
+                "specificity",
+                "F1",
+                "ECE before",
+                "ECE after",
+            ],
+            metric_rows,
+        ),
+        threshold_rule=metadata["thresholds"]["rule"],
+        calibration_rule=metadata["calibration"]["rule"],
+        ece_rule=validation["ece_rule"],
+        training=json.dumps(metadata["training"], indent=2),
+        created=metadata["created"],
+        version=metadata["meddx_version"],
+    )
+
+
+def save_head(head: TrainedHead, folder: str | Path) -> Path:
+    """Write ``head.safetensors``, ``head.json`` and ``README.md`` into a folder; return the folder."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        "weight": head.linear.weight.detach().contiguous(),
+        "bias": head.linear.bias.detach().contiguous(),
+    }
+    save_file(tensors, str(folder / HEAD_WEIGHTS), metadata={"format": "pt", "meddx": HEAD_FORMAT})
+    text = json.dumps(head.metadata, indent=2, allow_nan=False)
+    (folder / HEAD_CONFIG).write_text(text + "\n", encoding="utf-8")
+    (folder / HEAD_CARD).write_text(render_card(head.metadata), encoding="utf-8")
+    return folder
+
+
+def _probe_fix() -> str:
+    return (
+        "Fix: on a machine with internet access run `hf download OWNER/NAME --local-dir DIR`, copy DIR here "
+        "and set MEDDX_PROBE=local-dir:DIR; or point HF_HOME at a Hugging Face cache that holds the head."
+    )
+
+
+def _head_snapshot(spec: ModelSpec) -> tuple[Path, str]:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(spec.location, revision=spec.revision, allow_patterns=HEAD_FILES))
+    except LocalEntryNotFoundError as exc:
+        raise ModelError(
+            f"The trained head {spec.location!r} is not in the local Hugging Face cache and the Hub cannot "
+            f"be reached (offline mode or no network). {_probe_fix()}"
+        ) from exc
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise ModelError(
+            f"Could not fetch the trained head {spec.location!r} from the Hugging Face Hub "
+            f"({type(exc).__name__}). Check the repo name and revision, and your network or HF_TOKEN. "
+            f"{_probe_fix()}"
+        ) from exc
+    return folder, folder.name
+
+
+def read_head(folder: Path, *, source: str | None = None, revision: str | None = None) -> TrainedHead:
+    """Read a head folder (no cache, no Hub): the files `save_head` writes.
+
+    Raises:
+        ModelError: files are missing or damaged.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    label = source or str(folder)
+    missing = [name for name in (HEAD_WEIGHTS, HEAD_CONFIG) if not (folder / name).is_file()]
+    if missing:
+        raise ModelError(
+            f"{label} is not a trained meddx head: {' and '.join(missing)} missing. Point MEDDX_PROBE or "
+            "--probe at a folder written by `python -m meddx train --out DIR`."
+        )
+    try:
+        tensors = load_file(str(folder / HEAD_WEIGHTS))
+        metadata = json.loads((folder / HEAD_CONFIG).read_text(encoding="utf-8"))
+        linear = LinearHead(tensors["weight"], tensors["bias"])
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise ModelError(
+            f"The trained head {label} is damaged ({type(exc).__name__}). Train or download it again."
+        ) from exc
+    return TrainedHead(linear, metadata, source=source, revision=revision)
+
+
+def _load_uncached(spec: str) -> TrainedHead:
+    try:
+        parsed = ModelSpec.parse(spec)
+    except ModelError:
+        raise ModelError(
+            f"Unrecognised probe spec {spec!r}. Use 'hf-hub:owner/name' (optionally '@revision') or "
+            "'local-dir:/path/to/head'."
+        ) from None
+    if parsed.scheme == HF_HUB:
+        folder, revision = _head_snapshot(parsed)
+        return read_head(folder, source=str(parsed), revision=revision)
+    folder = Path(parsed.location).expanduser().resolve()
+    if not folder.is_dir():
+        raise ModelError(f"Trained head folder {folder} does not exist. Check MEDDX_PROBE / --probe.")
+    return read_head(folder, source=str(parsed))
+
+
+_CACHE: dict[str, TrainedHead] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_head(spec: str) -> TrainedHead:
+    """Load a head by probe spec once per process (thread-safe); ``HF_HUB_OFFLINE=1`` is respected.
+
+    Raises:
+        ModelError: the spec is malformed, or the head is missing or damaged (the message has the fix).
+    """
+    with _CACHE_LOCK:
+        if spec not in _CACHE:
+            _CACHE[spec] = _load_uncached(spec)
+            log.info("loaded trained head %s (revision %s)", spec, _CACHE[spec].revision)
+        return _CACHE[spec]
+
+
+def clear_head_cache() -> None:
+    """Forget loaded heads (tests, or to reload after retraining into the same folder)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def publish_head(folder: str | Path, repo_id: str, *, api=None, private: bool | None = None) -> str:
+    """Upload a head folder to a Hub model repo (created if needed); return the repo URL.
+
+    Args:
+        folder: A folder written by `save_head`; it is read back and checked before anything is sent.
+        repo_id: ``owner/name``.
+        api: A `huggingface_hub.HfApi` (or an object with its ``create_repo`` and ``upload_folder``);
+            a default ``HfApi()`` using the logged-in token when omitted.
+        private: Create the repo private (None: the Hub's default).
+
+    Raises:
+        ModelError: the folder is not a head, or the Hub refused (the message says how to fix it).
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    folder = Path(folder).expanduser().resolve()
+    head = read_head(folder)
+    api = api or HfApi()
+    try:
+        url = api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="model",
+            allow_patterns=HEAD_FILES,
+            commit_message=f"meddx head ({', '.join(head.finding_ids)}) for {head.encoder.key}",
+        )
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise ModelError(
+            f"Could not publish the head to {repo_id!r} ({type(exc).__name__}: {exc}). Fix: log in with "
+            "`hf auth login` or set HF_TOKEN to a token with write access, check the repo name, and make "
+            "sure HF_HUB_OFFLINE is not set."
+        ) from exc
+    return str(url)
