@@ -6,24 +6,44 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from PIL import Image
 
 from meddx import DISCLAIMER, __version__
+from meddx.attribution import DEFAULT_METHOD, METHODS, explain, overlay, to_png_base64
+from meddx.clinical_notes import extract_concepts, finding_statuses
 from meddx.config import Settings
-from meddx.encoder import Encoder, load_encoder
+from meddx.encoder import Encoder, Geometry, load_encoder
+from meddx.errors import InputError
+from meddx.fusion import fuse
 from meddx.imaging import ImagingLimits, Study, load_study
+from meddx.probe import MODES, TrainedHead, combine, load_head
+from meddx.regions import find_regions, location_note
 from meddx.scoring import text_directions, zero_shot_probabilities
 from meddx.tower import TowerTail, stem
 from meddx.vocabulary import Finding, load_vocabulary
 
-SCORING_NOTE = (
-    "zero-shot: per finding, a two-way softmax of the image's similarity to positive vs negative prompt "
-    "ensembles, scaled by the model's logit scale; not calibrated on clinical data"
-)
+SCORING_RULES = {
+    "zero-shot": (
+        "per finding, a two-way softmax of the image's similarity to positive vs negative prompt ensembles, "
+        "scaled by the model's logit scale; not calibrated on clinical data"
+    ),
+    "fine-tuned": (
+        "the trained head's calibrated probability (Platt scaling on its validation split); findings "
+        "the head does not cover fall back to zero-shot"
+    ),
+    "both": (
+        "the mean of the zero-shot and fine-tuned probabilities in log-odds space; findings the head "
+        "does not cover fall back to zero-shot"
+    ),
+}
+NO_MAP_FINDINGS = {"no_finding"}  # a map of "nothing is wrong" points at nothing useful
+MAX_MAPS = 5
 
 
 @dataclass
@@ -40,13 +60,19 @@ class FindingResult:
     follow_up: str
     custom: bool = False
     fine_tuned: float | None = None
+    note_adjustment: float = 0.0
     evidence: list[dict] = field(default_factory=list)
     regions: list[dict] = field(default_factory=list)
 
 
 @dataclass
 class Analysis:
-    """Everything meddx says about one film. ``to_dict()`` is the JSON the API and CLI return."""
+    """Everything meddx says about one film. ``to_dict()`` is the JSON the API and CLI return.
+
+    ``preview`` is the windowed grayscale film (uint8 H x W) and ``maps`` holds, per finding id with a map,
+    ``{"heatmap": float32 H x W in [0, 1], "overlay": uint8 H x W x 3}``; neither goes into the JSON
+    unless ``include_maps`` asked for base64 PNG overlays.
+    """
 
     model: dict
     scoring: dict
@@ -56,7 +82,10 @@ class Analysis:
     timings: dict
     created: str
     notes: dict | None = None
+    explanation: dict | None = None
+    preview: Any = field(default=None, repr=False)
     maps: dict[str, Any] = field(default_factory=dict, repr=False)
+    include_maps: bool = False
     disclaimer: str = DISCLAIMER
     version: str = __version__
 
@@ -66,27 +95,77 @@ class Analysis:
         return [f for f in self.findings if f.flagged]
 
     def to_dict(self) -> dict:
-        """JSON-safe dict; heatmaps are left out (the report and ``--include-maps`` embed them)."""
+        """JSON-safe dict; heatmaps are left out unless ``include_maps`` (then base64 PNG overlays)."""
         data = asdict(self)
-        data.pop("maps")
+        for key in ("maps", "preview", "include_maps"):
+            data.pop(key)
+        if self.include_maps:
+            data["maps_png"] = {fid: to_png_base64(m["overlay"]) for fid, m in self.maps.items()}
         return data
+
+
+@dataclass
+class ScoredImage:
+    """The result of one pass through the image tower, reused by maps and the trained head."""
+
+    pixels: torch.Tensor
+    geometry: Geometry
+    tokens: torch.Tensor
+    tail: TowerTail
+    zero_shot: torch.Tensor
 
 
 def _round(x: float) -> float:
     return round(float(x), 4)
 
 
-def score_image(
-    encoder: Encoder, study: Study, findings: list[Finding]
-) -> tuple[torch.Tensor, torch.Tensor, TowerTail, object]:
-    """One pass through the image tower: zero-shot probabilities (F,), stem tokens, the tail, geometry."""
+def score_image(encoder: Encoder, study: Study, findings: list[Finding]) -> ScoredImage:
+    """One pass through the image tower: zero-shot probabilities (F,) and what maps need to reuse it."""
     pixels, geometry = encoder.preprocess(study.to_pil("RGB"))
     directions = text_directions(encoder, findings)
     tail = TowerTail(encoder, directions.difference, directions.logit_scale)
     with torch.inference_mode():
         tokens = stem(encoder, pixels[None])
         probabilities = zero_shot_probabilities(tail(tokens))[0]
-    return probabilities, tokens.clone(), tail, geometry
+    return ScoredImage(pixels, geometry, tokens.clone(), tail, probabilities.clone())
+
+
+def _notes(notes: str | None, max_chars: int) -> tuple[list, dict | None]:
+    if notes is None or not notes.strip():
+        return [], None
+    concepts = extract_concepts(notes, max_chars=max_chars)
+    return concepts, {"concepts": [c.to_dict() for c in concepts], "findings": finding_statuses(concepts)}
+
+
+def load_probe(settings: Settings, encoder: Encoder) -> TrainedHead | None:
+    """The trained head named by ``settings.probe`` (cached), checked against the loaded encoder."""
+    if not settings.probe:
+        return None
+    head = load_head(settings.probe)
+    head.check_encoder(encoder)
+    return head
+
+
+def _mode(mode: str | None, head: TrainedHead | None) -> str:
+    if mode is None:
+        return "both" if head is not None else "zero-shot"
+    if mode not in MODES:
+        raise InputError(f"Unknown scoring mode {mode!r}; choose one of: {', '.join(MODES)}.")
+    if mode != "zero-shot" and head is None:
+        raise InputError(f"Scoring mode {mode!r} needs a trained head; none is configured (MEDDX_PROBE).")
+    return mode
+
+
+def _map_targets(results: list[FindingResult], findings: list[Finding], top_k: int, requested) -> list[int]:
+    index = {f.id: i for i, f in enumerate(findings)}
+    if requested:
+        unknown = [r for r in requested if r not in index]
+        if unknown:
+            raise InputError(f"Maps were requested for findings that were not scored: {', '.join(unknown)}.")
+        chosen = list(dict.fromkeys(requested))
+    else:
+        chosen = [r.id for r in results if r.id not in NO_MAP_FINDINGS][:top_k]
+    return [index[fid] for fid in chosen[:MAX_MAPS]]
 
 
 def analyze(
@@ -96,6 +175,12 @@ def analyze(
     labels: list[str] | None = None,
     settings: Settings | None = None,
     filename: str | None = None,
+    method: str | None = None,
+    top_k: int | None = None,
+    map_findings: list[str] | None = None,
+    threshold: float | None = None,
+    mode: str | None = None,
+    include_maps: bool = False,
 ) -> Analysis:
     """Analyse one chest film (path, bytes or file object) with optional clinical notes.
 
@@ -105,15 +190,32 @@ def analyze(
         labels: findings to score (names from the vocabulary or free text); None scores all.
         settings: model, limits and options; defaults to `Settings.from_env()`.
         filename: the upload's name, used only to word error messages.
+        method: attribution method (a key of `meddx.attribution.METHODS`); default from settings.
+        top_k: how many of the most probable findings get a map (0 for none); default from settings.
+        map_findings: finding ids to map instead of the top k.
+        threshold: one threshold for every finding instead of each finding's own.
+        mode: "zero-shot", "fine-tuned" or "both" (the last two need a trained head, ``settings.probe``);
+            default "both" with a head, else "zero-shot".
+        include_maps: put the overlays into ``to_dict()`` as base64 PNGs.
 
     Raises:
-        InputError: the image, notes or labels are unusable (the message is safe to show).
+        InputError: the image, notes, labels or options are unusable (the message is safe to show).
         ModelError: the model cannot be loaded (the message says how to fix it).
     """
     settings = settings or Settings.from_env()
+    method = method or settings.attribution_method or DEFAULT_METHOD
+    top_k = settings.top_k_maps if top_k is None else top_k
+    if method not in METHODS:
+        raise InputError(f"Unknown explanation method {method!r}; choose one of: {', '.join(METHODS)}.")
+    if not 0 <= top_k <= MAX_MAPS:
+        raise InputError(f"The number of maps must be between 0 and {MAX_MAPS}.")
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise InputError("The threshold must be between 0 and 1.")
+    limits = settings.limits
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    limits = settings.limits
+
+    concepts, notes_summary = _notes(notes, limits.max_note_chars)
     study = load_study(
         image,
         filename=filename,
@@ -123,51 +225,99 @@ def analyze(
             min_side=limits.min_side,
         ),
     )
-    timings["load_image_s"] = time.perf_counter() - start
+    timings["load_s"] = time.perf_counter() - start
 
     tick = time.perf_counter()
     encoder = load_encoder(settings.model, threads=settings.threads)
+    head = load_probe(settings, encoder)
+    mode = _mode(mode, head)
     findings = load_vocabulary().select(labels, max_labels=limits.max_labels)
-    probabilities, _tokens, _tail, _geometry = score_image(encoder, study, findings)
+    scored = score_image(encoder, study, findings)
+    fine_tuned: dict[str, float] = {}
+    if head is not None:
+        with torch.inference_mode():
+            fine_tuned = head.predict(scored.tail.embed(scored.tokens))
+    image_probs = {
+        f.id: float(combine(z, fine_tuned.get(f.id), mode))
+        for f, z in zip(findings, scored.zero_shot.tolist(), strict=True)
+    }
+    fused = fuse(image_probs, concepts)
     timings["score_s"] = time.perf_counter() - tick
 
-    results = [
-        FindingResult(
-            id=f.id,
-            label=f.name,
-            probability=_round(p),
-            image_probability=_round(p),
-            zero_shot=_round(p),
-            threshold=f.threshold,
-            flagged=bool(p >= f.threshold),
-            follow_up=f.follow_up,
-            custom=f.custom,
+    results = []
+    for f, zero_shot in zip(findings, scored.zero_shot.tolist(), strict=True):
+        combined = fused[f.id]
+        head_cut = head.threshold(f.id, mode) if head is not None else None
+        cut = threshold if threshold is not None else head_cut if head_cut is not None else f.threshold
+        results.append(
+            FindingResult(
+                id=f.id,
+                label=f.name,
+                probability=_round(combined.probability),
+                image_probability=_round(image_probs[f.id]),
+                zero_shot=_round(zero_shot),
+                threshold=cut,
+                flagged=bool(combined.probability >= cut),
+                follow_up=f.follow_up,
+                custom=f.custom,
+                fine_tuned=_round(fine_tuned[f.id]) if f.id in fine_tuned else None,
+                note_adjustment=_round(combined.adjustment),
+                evidence=[e.to_dict() for e in combined.evidence],
+            )
         )
-        for f, p in zip(findings, probabilities.tolist(), strict=True)
-    ]
-    results.sort(key=lambda r: r.probability, reverse=True)
+    results.sort(key=lambda r: (r.flagged, r.probability), reverse=True)
+
+    tick = time.perf_counter()
+    targets = _map_targets(results, findings, top_k, map_findings)
+    heatmaps = explain(
+        encoder, scored.pixels, scored.tokens, scored.tail, scored.geometry, targets, method=method
+    )
+    view = study.metadata.get("view_position")
+    by_id = {r.id: r for r in results}
+    maps = {}
+    for index, heatmap in zip(targets, heatmaps, strict=True):
+        finding_id = findings[index].id
+        by_id[finding_id].regions = [r.to_dict() for r in find_regions(heatmap, view_position=view)]
+        maps[finding_id] = {"heatmap": heatmap, "overlay": overlay(study.pixels, heatmap)}
+    timings["explain_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
+
     return Analysis(
         model={
             "spec": encoder.spec,
             "revision": encoder.revision,
             "text_revision": encoder.resolved.text_revision,
         },
-        scoring={"mode": "zero-shot", "method": SCORING_NOTE},
+        scoring={
+            "mode": mode,
+            "rule": SCORING_RULES[mode],
+            "probe": None if head is None else {"spec": settings.probe, "revision": head.revision},
+        },
         findings=results,
         image=dict(study.metadata),
         warnings=list(study.warnings),
         timings={k: round(v, 4) for k, v in timings.items()},
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        notes=notes_summary,
+        explanation={
+            "method": method,
+            "mapped": [findings[i].id for i in targets],
+            "location_note": location_note(view) if targets else None,
+        },
+        preview=study.pixels,
+        maps=maps,
+        include_maps=include_maps,
     )
 
 
 def warm_up(settings: Settings | None = None) -> Encoder:
-    """Load the model and compute every finding's text directions, so the first request is fast."""
+    """Load the model, compute every finding's text directions and run one film through the chain."""
     settings = settings or Settings.from_env()
     encoder = load_encoder(settings.model, threads=settings.threads)
-    text_directions(encoder, list(load_vocabulary().findings))
+    load_probe(settings, encoder)  # a head for another encoder is refused at start, not on a request
+    film = Image.new("L", (encoder.image_size, encoder.image_size), 40)
+    film.paste(160, (0, 0, encoder.image_size, encoder.image_size // 2))
+    buffer = io.BytesIO()
+    film.save(buffer, format="PNG")
+    analyze(buffer.getvalue(), "warm-up: no fever", settings=settings, top_k=1)
     return encoder
-
-
-__all__ = ["Analysis", "FindingResult", "analyze", "replace", "score_image", "warm_up"]

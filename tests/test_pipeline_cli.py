@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from meddx.config import Settings
 from meddx.errors import InputError
 from meddx.pipeline import analyze
 from tests.dicom_factory import PLANTED_IDENTIFIERS, write_dicom
@@ -123,3 +124,97 @@ def test_make_tiny_model_biomedclip_size_builds_and_analyzes(tmp_path, dicom_fil
     result = _run_cli("analyze", str(dicom_file), "--json", env_model=f"local-dir:{folder}")
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["findings"]) == 15
+
+
+NOTES = "58-year-old smoker, 3 weeks of cough, no fever; no pneumothorax. History of right pleural effusion."
+
+
+def test_analyze_with_notes_shows_evidence_and_moves_probabilities(dicom_file, tiny_settings):
+    plain = {f.id: f for f in analyze(dicom_file, settings=tiny_settings).findings}
+    with_notes = analyze(dicom_file, NOTES, settings=tiny_settings)
+    by_id = {f.id: f for f in with_notes.findings}
+    assert with_notes.notes["findings"] == {"pneumothorax": "absent", "effusion": "historical"}
+    assert any(c["name"] == "smoking" for c in with_notes.notes["concepts"])
+    # Image-only probability is unchanged by notes; the combined one moves with visible evidence.
+    assert by_id["pneumothorax"].image_probability == plain["pneumothorax"].probability
+    assert by_id["pneumothorax"].probability < by_id["pneumothorax"].image_probability
+    assert by_id["pneumothorax"].evidence[0]["status"] == "absent"
+    assert by_id["nodule"].probability > by_id["nodule"].image_probability
+    assert any(e["concept"] == "smoking" for e in by_id["nodule"].evidence)
+    # A finding without evidence keeps its image probability exactly.
+    assert (
+        by_id["fracture"].probability == by_id["fracture"].image_probability
+        and not by_id["fracture"].evidence
+    )
+
+
+def test_analyze_maps_regions_for_top_findings(dicom_file, tiny_settings):
+    analysis = analyze(dicom_file, settings=tiny_settings, top_k=2, include_maps=True)
+    mapped = analysis.explanation["mapped"]
+    assert len(mapped) == 2 and "no_finding" not in mapped
+    assert set(analysis.maps) == set(mapped)
+    for finding_id in mapped:
+        assert analysis.maps[finding_id]["heatmap"].shape == analysis.preview.shape
+        assert analysis.maps[finding_id]["overlay"].shape == (*analysis.preview.shape, 3)
+    data = analysis.to_dict()
+    assert set(data["maps_png"]) == set(mapped)
+    mapped_results = [f for f in data["findings"] if f["id"] in mapped]
+    assert any(f["regions"] for f in mapped_results)
+    for f in mapped_results:
+        for region in f["regions"]:
+            x0, y0, x1, y1 = region["box"]
+            assert 0 <= x0 < x1 <= 224 and 0 <= y0 < y1 <= 256
+            assert region["location"]
+    assert analysis.explanation["location_note"] is None  # ViewPosition PA was given
+
+
+def test_analyze_options_are_validated(dicom_file, tiny_settings):
+    with pytest.raises(InputError, match="explanation method"):
+        analyze(dicom_file, settings=tiny_settings, method="magic")
+    with pytest.raises(InputError, match="needs a trained head"):
+        analyze(dicom_file, settings=tiny_settings, mode="fine-tuned")
+    with pytest.raises(InputError, match="threshold"):
+        analyze(dicom_file, settings=tiny_settings, threshold=1.5)
+    none = analyze(dicom_file, settings=tiny_settings, top_k=0, threshold=0.999)
+    assert not none.maps and not none.flagged
+
+
+@pytest.mark.slow
+def test_train_then_analyze_with_probe_then_eval(tmp_path, tiny_model_dir, capsys):
+    """The issue's end-to-end path: train -> analyze --probe local-dir:OUT -> eval, on an image folder."""
+    from dataclasses import replace
+
+    from meddx.train_cli import run_eval, run_train
+    from tests.test_probe import write_film_folder
+
+    model = f"local-dir:{tiny_model_dir}"
+    train = write_film_folder(tmp_path / "train", positives=20, negatives=40, seed=11)
+    held = write_film_folder(tmp_path / "held", positives=10, negatives=20, seed=12)
+    head_dir = tmp_path / "head"
+    assert run_train(["--data", str(train), "--out", str(head_dir), "--model", model]) == 0
+    settings = Settings(model=model, probe=f"local-dir:{head_dir}", threads=2)
+    film = next(held.rglob("*.png"))
+    both = analyze(film, settings=settings)
+    assert both.scoring["mode"] == "both" and both.scoring["probe"]["spec"] == settings.probe
+    nodule = next(f for f in both.findings if f.id == "nodule")
+    assert nodule.fine_tuned is not None
+    assert all(f.fine_tuned is None for f in both.findings if f.id != "nodule")
+    fine = next(f for f in analyze(film, settings=settings, mode="fine-tuned").findings if f.id == "nodule")
+    assert fine.image_probability == nodule.fine_tuned
+    zero = next(f for f in analyze(film, settings=settings, mode="zero-shot").findings if f.id == "nodule")
+    assert zero.image_probability == zero.zero_shot
+    report = tmp_path / "eval.json"
+    assert (
+        run_eval(["--data", str(held), "--model", model, "--probe", settings.probe, "--json", str(report)])
+        == 0
+    )
+    metrics = json.loads(report.read_text())
+    assert "nodule" in json.dumps(metrics)
+    # A head trained on another encoder is refused at start-up (warm_up), with a clear message.
+    from meddx.errors import ModelError
+    from meddx.pipeline import warm_up
+    from meddx.testing import make_tiny_model
+
+    other = make_tiny_model(tmp_path / "other", seed=99)
+    with pytest.raises(ModelError, match="trained on"):
+        warm_up(replace(settings, model=f"local-dir:{other}"))

@@ -1,0 +1,290 @@
+"""``python -m meddx bench``: speed and memory of the whole chain, measured in one run.
+
+By default it builds BiomedCLIP's architecture with random weights in a temp folder (no network) and,
+after warm-up, measures: process start to a served app (``ready_s``), one bare image-tower forward (the
+floor), zero-shot scoring, text embeddings cold and cached, full ``analyze`` (maps and regions for the
+top 3, notes, report) p50/p95, the naive Captum Integrated Gradients baseline (50 steps, once), peak RSS,
+and throughput of 8 concurrent ``gradio_client`` clients against one. Ratios come last, because this
+machine is noisy and only ratios from the same run mean much. ``--quick`` does all of it on the tiny
+model in well under a minute; CI runs that so the harness never rots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+NOTES = (
+    "58-year-old smoker with 3 weeks of productive cough and fever 38.4 C; no pneumothorax. "
+    "History of right pleural effusion."
+)
+TARGETS = {
+    "analyze_over_forward": ("<=", 2.0),
+    "ig_over_analyze": (">=", 50.0),
+    "ready_s": ("<=", 15.0),
+    "peak_rss_mb": ("<=", 2048.0),
+    "concurrent_throughput_ratio": (">=", 0.8),
+}
+
+
+def _film(path: Path, size: int = 1024) -> Path:
+    from PIL import Image
+
+    from meddx.testing import synthetic_film
+
+    Image.fromarray(synthetic_film(np.random.default_rng(7), size=size, blob=True).pixels).save(path)
+    return path
+
+
+def _timed(fn, repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def measure_ready(model_spec: str, threads: int, cache_dir: Path) -> float:
+    """Seconds from starting ``app.py`` in a fresh process until its page answers."""
+    import urllib.request
+
+    port = _free_port()
+    env = dict(
+        os.environ,
+        MEDDX_MODEL=model_spec,
+        MEDDX_THREADS=str(threads),
+        MEDDX_CACHE_DIR=str(cache_dir),
+        GRADIO_ANALYTICS_ENABLED="False",
+    )
+    app = Path(__file__).resolve().parents[1] / "app.py"
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(app), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while time.perf_counter() - start < 300:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with status {proc.returncode} before serving")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - start
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("app.py did not serve within 300 s")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def measure_concurrency(settings, film: Path, *, clients: int = 8, per_client: int = 3) -> dict:
+    """Requests per second through a live server: one client in sequence vs ``clients`` at once."""
+    from gradio_client import Client, handle_file
+
+    from meddx.ui import build_demo
+
+    demo = build_demo(settings)
+    port = _free_port()
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+
+        def work(n: int, errors: list) -> None:
+            client = Client(url, verbose=False)
+            for _ in range(n):
+                try:
+                    client.predict(handle_file(str(film)), NOTES, api_name="/analyze")
+                except Exception as exc:  # counted, reported, never raised inside a worker thread
+                    errors.append(type(exc).__name__)
+
+        errors: list[str] = []
+        work(1, errors)  # warm the server path
+        start = time.perf_counter()
+        work(per_client * 2, errors)
+        single = per_client * 2 / (time.perf_counter() - start)
+        threads = [threading.Thread(target=work, args=(per_client, errors)) for _ in range(clients)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        many = clients * per_client / (time.perf_counter() - start)
+    finally:
+        demo.close()
+    return {"single_rps": single, "concurrent_rps": many, "errors": len(errors), "ratio": many / single}
+
+
+def run(model_spec: str | None, *, quick: bool, threads: int, repeats: int) -> dict:
+    """Run every measurement and return the numbers (seconds, MB, ratios)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    tmp = Path(tempfile.mkdtemp(prefix="meddx-bench-"))
+    results: dict = {"threads": threads, "quick": quick}
+    if model_spec is None:
+        from meddx.testing import make_tiny_model
+
+        start = time.perf_counter()
+        folder = make_tiny_model(tmp / "model", size="tiny" if quick else "biomedclip")
+        results["build_model_s"] = time.perf_counter() - start
+        model_spec = f"local-dir:{folder}"
+    results["model"] = model_spec
+    results["ready_s"] = measure_ready(model_spec, threads, tmp / "cache")  # first start: no caches
+    results["ready_warm_s"] = measure_ready(model_spec, threads, tmp / "cache")  # restart: text cache on disk
+
+    from meddx.config import Settings
+    from meddx.encoder import load_encoder
+    from meddx.imaging import load_study
+    from meddx.pipeline import analyze, score_image, warm_up
+    from meddx.report import render_html
+    from meddx.scoring import text_directions
+    from meddx.vocabulary import load_vocabulary
+
+    settings = Settings(model=model_spec, threads=threads)
+    start = time.perf_counter()
+    warm_up(settings)
+    results["load_warm_s"] = time.perf_counter() - start
+    encoder = load_encoder(model_spec)
+    findings = list(load_vocabulary().findings)
+    film = _film(tmp / "film.png")
+    study = load_study(film)
+
+    os.environ["MEDDX_CACHE_DIR"] = str(tmp / "cold-cache")
+    encoder.direction_cache.clear()
+    results["text_cold_s"] = _timed(lambda: text_directions(encoder, findings), 1)[0]
+    results["text_cached_s"] = statistics.median(_timed(lambda: text_directions(encoder, findings), 5))
+
+    pixels = torch.rand(1, 3, encoder.image_size, encoder.image_size)
+    with torch.inference_mode():
+        _timed(lambda: encoder.embed_images(pixels), 2)
+        results["forward_s"] = statistics.median(_timed(lambda: encoder.embed_images(pixels), repeats))
+    results["zero_shot_s"] = statistics.median(_timed(lambda: score_image(encoder, study, findings), repeats))
+
+    def full() -> None:
+        render_html(analyze(film, NOTES, settings=settings))
+
+    _timed(full, 2)
+    times = _timed(full, max(repeats, 10))
+    results["analyze_p50_s"] = float(np.percentile(times, 50))
+    results["analyze_p95_s"] = float(np.percentile(times, 95))
+
+    from meddx.attribution import explain
+
+    scored = score_image(encoder, study, findings)
+    target = int(scored.zero_shot.argmax())
+    results["ig50_s"] = _timed(
+        lambda: explain(
+            encoder,
+            scored.pixels,
+            scored.tokens,
+            scored.tail,
+            scored.geometry,
+            [target],
+            method="integrated_gradients",
+            n_steps=50,
+        ),
+        1,
+    )[0]
+
+    concurrency = measure_concurrency(settings, film, per_client=2 if quick else 3)
+    results["concurrent_single_rps"] = concurrency["single_rps"]
+    results["concurrent_rps"] = concurrency["concurrent_rps"]
+    results["concurrent_errors"] = concurrency["errors"]
+    results["concurrent_throughput_ratio"] = concurrency["ratio"]
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["analyze_over_forward"] = results["analyze_p50_s"] / results["forward_s"]
+    results["ig_over_analyze"] = results["ig50_s"] / results["analyze_p50_s"]
+    return results
+
+
+def verdicts(results: dict) -> dict[str, bool]:
+    """Which targets this run met."""
+    out = {}
+    for key, (op, bound) in TARGETS.items():
+        value = results[key]
+        out[key] = value <= bound if op == "<=" else value >= bound
+    return out
+
+
+def format_table(results: dict) -> str:
+    """A plain-text table; ratios and target verdicts last."""
+    rows = [
+        ("model", results["model"]),
+        ("threads", results["threads"]),
+        ("ready_s, first start (s)", f"{results['ready_s']:.2f}"),
+        ("ready, restart with text cache (s)", f"{results['ready_warm_s']:.2f}"),
+        ("load + warm-up, in process (s)", f"{results['load_warm_s']:.2f}"),
+        ("text embeddings, cold (s)", f"{results['text_cold_s']:.3f}"),
+        ("text embeddings, cached (s)", f"{results['text_cached_s']:.5f}"),
+        ("image-tower forward, batch 1 (s)", f"{results['forward_s']:.3f}"),
+        ("zero-shot scoring, all findings (s)", f"{results['zero_shot_s']:.3f}"),
+        ("analyze p50 (s)", f"{results['analyze_p50_s']:.3f}"),
+        ("analyze p95 (s)", f"{results['analyze_p95_s']:.3f}"),
+        ("Integrated Gradients, 50 steps (s)", f"{results['ig50_s']:.2f}"),
+        ("peak RSS (MB)", f"{results['peak_rss_mb']:.0f}"),
+        ("1 client (req/s)", f"{results['concurrent_single_rps']:.2f}"),
+        ("8 clients (req/s)", f"{results['concurrent_rps']:.2f} ({results['concurrent_errors']} errors)"),
+    ]
+    verdict = verdicts(results)
+    ratios = [
+        ("analyze p50 / forward", results["analyze_over_forward"], "analyze_over_forward"),
+        ("IG50 / analyze p50", results["ig_over_analyze"], "ig_over_analyze"),
+        (
+            "8-client / 1-client throughput",
+            results["concurrent_throughput_ratio"],
+            "concurrent_throughput_ratio",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows + [(r[0], "") for r in ratios]) + 2
+    lines = [f"{name:<{width}}{value}" for name, value in rows]
+    lines.append("-" * (width + 20))
+    for name, value, key in ratios:
+        op, bound = TARGETS[key]
+        lines.append(
+            f"{name:<{width}}{value:.2f}   target {op} {bound}  {'met' if verdict[key] else 'MISSED'}"
+        )
+    for key in ("ready_s", "peak_rss_mb"):
+        op, bound = TARGETS[key]
+        lines.append(
+            f"{key:<{width}}{results[key]:.1f}   target {op} {bound}  {'met' if verdict[key] else 'MISSED'}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry: prints the table; ``--json OUT`` writes the numbers."""
+    parser = argparse.ArgumentParser(prog="python -m meddx bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model spec (default: BiomedCLIP architecture, random weights)")
+    parser.add_argument("--json", help="write the numbers to this file")
+    parser.add_argument("--quick", action="store_true", help="tiny model, a few seconds")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    results = run(args.model, quick=args.quick, threads=args.threads, repeats=args.repeats)
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return 0
