@@ -1,0 +1,213 @@
+"""The real app, launched in-process on a free port with the tiny model, called through `gradio_client`."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.dicom_factory import PLANTED_IDENTIFIERS, write_dicom
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+@pytest.fixture(scope="module")
+def gradio_tmp(tmp_path_factory) -> Path:
+    """Gradio's upload and cache folder for this module, set before the app is built."""
+    return tmp_path_factory.mktemp("gradio-tmp")
+
+
+@contextmanager
+def running_app(settings, gradio_tmp: Path) -> Iterator[str]:
+    """Build and launch the meddx app on a free port with Gradio's files in ``gradio_tmp``; yield its URL."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(gradio_tmp))
+        from meddx.ui import build_demo, launch_kwargs, queue_kwargs
+
+        demo = build_demo(settings).queue(**queue_kwargs())
+        _, url, _ = demo.launch(
+            prevent_thread_lock=True,
+            server_name="127.0.0.1",
+            server_port=_free_port(),
+            quiet=True,
+            **launch_kwargs(settings),
+        )
+        try:
+            yield url
+        finally:
+            demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model_dir, gradio_tmp):
+    """The meddx app serving the tiny model; closed after the module."""
+    from meddx.config import Settings
+
+    with running_app(Settings(model=f"local-dir:{tiny_model_dir}", threads=2), gradio_tmp) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def write_png(path: Path) -> Path:
+    """A small synthetic grayscale film: dark field, one bright rectangle."""
+    film = np.full((256, 224), 60, np.uint8)
+    film[80:170, 60:160] = 200
+    Image.fromarray(film).save(path)
+    return path
+
+
+@pytest.fixture
+def png(tmp_path) -> Path:
+    return write_png(tmp_path / "cxr.png")
+
+
+def _check_result(data: dict, markdown: str) -> None:
+    assert data["findings"], "no findings scored"
+    assert data["model"]["spec"].startswith("local-dir:")
+    assert data["disclaimer"] in markdown
+    assert data["report_markdown"].strip() == markdown.strip()
+    assert "### Findings" in markdown
+    probabilities = [f["probability"] for f in data["findings"]]
+    assert all(0.0 <= p <= 1.0 for p in probabilities)
+
+
+def test_api_lists_the_public_endpoints(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(endpoints) == {"/analyze", "/notes"}
+    required = [
+        p["parameter_name"] for p in endpoints["/analyze"]["parameters"] if not p["parameter_has_default"]
+    ]
+    assert required == ["film"]
+
+
+def test_analyze_png_through_the_client(client, png, gradio_tmp):
+    from gradio_client import handle_file
+
+    data, markdown = client.predict(
+        handle_file(png), "Productive cough and fever. No pneumothorax.", api_name="/analyze"
+    )
+    _check_result(data, markdown)
+    assert data["image"]["source_format"] == "png"
+    assert _files_under(gradio_tmp) == [], "the upload was not deleted after the request"
+
+
+def test_analyze_dicom_keeps_no_identifier(client, tmp_path, gradio_tmp):
+    from gradio_client import handle_file
+
+    path = write_dicom(tmp_path / "cxr.dcm")
+    data, markdown = client.predict(
+        handle_file(path), "", ["pneumothorax"], "hiatus hernia", api_name="/analyze"
+    )
+    _check_result(data, markdown)
+    assert data["image"]["source_format"] == "dicom"
+    assert {f["id"] for f in data["findings"]} == {"pneumothorax", "hiatus_hernia"}
+    text = json.dumps(data) + markdown
+    for value in PLANTED_IDENTIFIERS.values():
+        assert value not in text
+    assert "Doe" not in text
+    assert _files_under(gradio_tmp) == []
+
+
+def test_notes_endpoint_returns_concepts(client):
+    result = client.predict("No pleural effusion. Fever for 3 days.", api_name="/notes")
+    concepts = {c["name"]: c["status"] for c in result["concepts"]}
+    assert concepts.get("effusion") == "absent"
+    assert all({"start", "end", "text", "status"} <= set(c) for c in result["concepts"])
+
+
+def test_corrupt_file_gives_a_readable_error_and_the_app_keeps_serving(client, tmp_path, png, gradio_tmp):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    with pytest.raises(AppError) as caught:
+        client.predict(handle_file(broken), "", api_name="/analyze")
+    message = str(caught.value)
+    assert "broken.png" in message
+    assert "Traceback" not in message
+    assert _files_under(gradio_tmp) == []
+
+    data, markdown = client.predict(handle_file(png), "", api_name="/analyze")
+    _check_result(data, markdown)
+
+
+def test_too_long_notes_are_refused_with_the_limit(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="too long"):
+        client.predict("x" * 20_001, api_name="/notes")
+
+
+def test_a_path_outside_the_upload_folder_is_refused_and_left_alone(app_url, png):
+    """A hand-made request naming a server file is refused by Gradio; the file is neither read nor deleted."""
+    import httpx
+
+    film = {"path": str(png), "meta": {"_type": "gradio.FileData"}}
+    payload = {"data": [film, "", ["pneumothorax"], "", "zero-shot", "gradcam", 0, 0]}
+    with httpx.Client(base_url=app_url, timeout=60) as http:
+        event = http.post("/gradio_api/call/analyze", json=payload).json()["event_id"]
+        stream = http.get(f"/gradio_api/call/analyze/{event}").text
+    assert "event: error" in stream
+    assert png.is_file()
+
+
+def test_upload_cleanup_never_touches_files_outside_the_upload_folder(png, tmp_path, monkeypatch):
+    from meddx.ui import _delete_upload
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    _delete_upload(png)
+    assert png.is_file()
+    upload = tmp_path / "uploads" / "abc123" / "cxr.png"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(png.read_bytes())
+    _delete_upload(upload)
+    assert not upload.parent.exists()
+
+
+def test_options_reach_the_pipeline(client, png):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    data, _ = client.predict(handle_file(png), "", maps=0, threshold=0.9, api_name="/analyze")
+    assert {f["threshold"] for f in data["findings"]} == {0.9}
+    assert not any(f["flagged"] for f in data["findings"])
+    assert not any(f["regions"] for f in data["findings"])
+    with pytest.raises(AppError, match="explanation method"):
+        client.predict(handle_file(png), "", attribution_method="magic", api_name="/analyze")
+
+
+def test_options_are_passed_only_when_analyze_accepts_them(monkeypatch):
+    from meddx import attribution, ui
+
+    assert {value for _, value in ui.METHODS} == set(attribution.METHODS)
+    options = ui._analyze_options(mode="both", method="occlusion", maps="2", threshold=0.3)
+    assert options == {"mode": "both", "method": "occlusion", "top_k": 2, "threshold": 0.3}
+    assert ui._analyze_options(mode="zero-shot", method="gradcam", maps=1, threshold=0)["threshold"] is None
+
+    def older_analyze(image, notes=None, *, labels=None, settings=None, filename=None): ...
+
+    monkeypatch.setattr(ui, "analyze", older_analyze)
+    assert ui._analyze_options(mode="both", method="gradcam", maps=3, threshold=0.5) == {}

@@ -1,0 +1,189 @@
+"""The templated report: Markdown, HTML and JSON from hand-built analyses; escaping; the disclaimer."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from meddx import DISCLAIMER
+from meddx.pipeline import Analysis, FindingResult
+from meddx.report import escape_markdown, render_html, render_json, render_markdown, report_context
+
+ATTACKS = [
+    "<img src=x onerror=alert(1)>",
+    "<script>alert(2)</script>",
+    "[click me](javascript:alert(3))",
+    "![pixel](https://evil.example/p.png)",
+]
+
+
+def _finding(fid: str, label: str, probability: float, *, threshold: float = 0.5, **extra) -> FindingResult:
+    return FindingResult(
+        id=fid,
+        label=label,
+        probability=probability,
+        image_probability=extra.pop("image_probability", probability),
+        zero_shot=probability,
+        threshold=threshold,
+        flagged=probability >= threshold,
+        follow_up=extra.pop("follow_up", f"Follow up {label.lower()}."),
+        **extra,
+    )
+
+
+def _analysis(findings: list[FindingResult], **extra) -> Analysis:
+    return Analysis(
+        model={"spec": "local-dir:/models/tiny", "revision": "abc1234", "text_revision": "def5678"},
+        scoring={"mode": "zero-shot", "method": "zero-shot prompts"},
+        findings=findings,
+        image={"source_format": "dicom", "width": 64, "height": 48, "modality": "CR", "view_position": "PA"},
+        warnings=extra.pop("warnings", []),
+        timings={"total_s": 1.234},
+        created="2025-03-04T05:06:07+00:00",
+        preview=np.full((48, 64), 90, np.uint8),
+        **extra,
+    )
+
+
+@pytest.fixture
+def clear() -> Analysis:
+    """Nothing reaches its threshold; no notes, no maps."""
+    return _analysis(
+        [_finding("effusion", "Pleural effusion", 0.31), _finding("nodule", "Lung nodule", 0.12)]
+    )
+
+
+@pytest.fixture
+def flagged() -> Analysis:
+    """Two flagged findings (one custom), notes evidence, regions and maps; hostile text everywhere."""
+    heat = np.zeros((48, 64), np.float32)
+    heat[10:20, 30:40] = 1.0
+    overlay = np.zeros((48, 64, 3), np.uint8)
+    overlay[10:20, 30:40] = (255, 80, 0)
+    evidence = {
+        "concept": "cough",
+        "display": "Cough",
+        "status": "present",
+        "span": [0, 5],
+        "text": ATTACKS[0],
+        "finding": "pneumonia",
+        "delta_logit": 0.6,
+        "reason": "Cough (present) in the notes: raises Pneumonia.",
+    }
+    pneumonia = _finding(
+        "pneumonia",
+        "Pneumonia",
+        0.81,
+        image_probability=0.7,
+        evidence=[evidence, {**evidence, "text": ATTACKS[2], "status": "absent", "delta_logit": -0.4}],
+        regions=[{"box": [30, 10, 40, 20], "location": "right lower zone", "score": 0.9}],
+    )
+    custom = _finding("custom_label", ATTACKS[1], 0.66, custom=True, follow_up="Review with a radiologist.")
+    quiet = _finding("effusion", "Pleural effusion", 0.2)
+    return _analysis(
+        [quiet, custom, pneumonia],
+        notes={"concepts": [{"name": "cough", "display": "Cough", "status": "present", "text": ATTACKS[3]}]},
+        maps={"pneumonia": {"heatmap": heat, "overlay": overlay}},
+        explanation={
+            "method": "gradcam",
+            "mapped": ["pneumonia"],
+            "location_note": "Sides are the patient's.",
+        },
+        warnings=[f"File {ATTACKS[0]}.dcm: window guessed"],
+    )
+
+
+def test_escape_markdown_makes_text_inert():
+    for attack in ATTACKS:
+        text = escape_markdown(attack)
+        assert "<" not in text and ">" not in text
+        assert "](" not in text and "![" not in text
+    assert escape_markdown("a\n# heading\n- item | cell") == r"a \# heading \- item \| cell"
+    assert "://" not in escape_markdown("see https://example.org")
+
+
+def test_markdown_for_a_clear_film_says_nothing_reached_a_threshold(clear):
+    text = render_markdown(clear)
+    assert "No finding reached its threshold" in text
+    assert "reached their thresholds" not in text
+    assert "**Pleural effusion** at 0.31 (threshold 0.50)" in text
+    assert "Suggested follow-up" not in text
+    assert "Evidence from the notes" not in text
+    assert DISCLAIMER in text
+    assert "`local-dir:/models/tiny`" in text and "`abc1234`" in text
+    assert "2025-03-04 05:06 UTC" in text and "1.2 s" in text
+
+
+def test_markdown_for_flagged_findings_puts_them_first_with_evidence_and_follow_up(flagged):
+    text = render_markdown(flagged)
+    assert "2 findings reached their thresholds: **Pneumonia** (0.81) and" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "| ---" not in line]
+    rows = [line for line in rows if "Finding" not in line]
+    findings_rows = rows[:3]
+    assert "Pneumonia" in findings_rows[0] and "⚑ yes" in findings_rows[0]
+    assert "right lower zone" in findings_rows[0]
+    assert "0.70" in findings_rows[0], "the image-only score is shown when notes were given"
+    assert "Pleural effusion" in findings_rows[2] and "| no |" in findings_rows[2]
+    assert "### Evidence from the notes" in text
+    assert "raises the score (+0.60 log-odds)" in text and "lowers the score (−0.40 log-odds)" in text
+    assert "- **Pneumonia**: Follow up pneumonia\\." in text
+    assert "model attention" in text
+    assert "Maps and locations from Grad\\-CAM\\. Sides are the patient" in text
+    assert DISCLAIMER in text
+
+
+def test_markdown_escapes_notes_labels_warnings_and_file_names(flagged):
+    text = render_markdown(flagged, filename="<b>Doe</b>](javascript:x).dcm")
+    for needle in ("<img", "<script", "<b>", "](", "![", "https://"):
+        assert needle not in text, needle
+    assert "&lt;img src=x onerror=alert\\(1\\)&gt;" in text
+    assert "&lt;script&gt;alert\\(2\\)&lt;/script&gt;" in text
+
+
+def test_html_is_escaped_self_contained_and_shows_the_maps(flagged):
+    page = render_html(flagged, filename="<img src=x onerror=alert(1)>.dcm")
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<img src=x" not in page and "<script" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in page
+    sources = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<link" not in page and "@import" not in page and "url(" not in page
+    assert "right lower zone" in page
+    assert "Maps and locations from Grad-CAM. Sides are the patient&#39;s." in page
+    assert DISCLAIMER in page
+    assert page.index("Pneumonia") < page.index("Pleural effusion")
+
+
+def test_html_without_maps_shows_the_film_and_no_evidence_section(clear):
+    page = render_html(clear)
+    assert page.count('src="data:image/png;base64,') == 1
+    assert "Film as analysed" in page
+    assert "Evidence from the notes" not in page
+    assert "No finding reached its threshold" in page
+    assert DISCLAIMER in page
+
+
+def test_json_is_the_analysis_plus_the_markdown(flagged):
+    data = render_json(flagged)
+    assert data["report_markdown"] == render_markdown(flagged)
+    assert {k: v for k, v in data.items() if k != "report_markdown"} == flagged.to_dict()
+    assert data["disclaimer"] == DISCLAIMER
+
+
+def test_one_context_feeds_every_format(flagged):
+    context = report_context(flagged)
+    assert [f["label"] for f in context["findings"]][:2] == ["Pneumonia", ATTACKS[1]]
+    assert all(fig["src"] is None for fig in context["figures"])
+    assert context["show_image_only"] and not context["show_fine_tuned"]
+    assert context["disclaimer"] == DISCLAIMER
+
+
+def test_fine_tuned_scores_get_a_column_and_a_limitation(clear):
+    clear.findings[0].fine_tuned = 0.44
+    clear.scoring["mode"] = "both"
+    text = render_markdown(clear)
+    assert "Fine-tuned |" in text and "0.44" in text
+    assert "head trained" in text
