@@ -8,9 +8,11 @@ from __future__ import annotations
 import datetime as dt
 import io
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 from PIL import Image
 
@@ -42,6 +44,7 @@ SCORING_RULES = {
         "does not cover fall back to zero-shot"
     ),
 }
+REGION_SIDE = 512
 NO_MAP_FINDINGS = {"no_finding"}  # a map of "nothing is wrong" points at nothing useful
 MAX_MAPS = 5
 
@@ -70,8 +73,8 @@ class Analysis:
     """Everything meddx says about one film. ``to_dict()`` is the JSON the API and CLI return.
 
     ``preview`` is the windowed grayscale film (uint8 H x W) and ``maps`` holds, per finding id with a map,
-    ``{"heatmap": float32 H x W in [0, 1], "overlay": uint8 H x W x 3}``; neither goes into the JSON
-    unless ``include_maps`` asked for base64 PNG overlays.
+    ``{"heatmap": float32 H x W in [0, 1]}``; `overlay` blends one on the film at the size a consumer needs.
+    Neither goes into the JSON unless ``include_maps`` asked for base64 PNG overlays.
     """
 
     model: dict
@@ -89,6 +92,16 @@ class Analysis:
     disclaimer: str = DISCLAIMER
     version: str = __version__
 
+    def overlay(self, finding_id: str, *, max_side: int | None = None) -> np.ndarray:
+        """The film with one finding's map blended over it (RGB uint8), at most ``max_side`` pixels wide."""
+        film, heatmap = self.preview, self.maps[finding_id]["heatmap"]
+        scale = 1.0 if max_side is None else min(1.0, max_side / max(film.shape))
+        if scale < 1.0:
+            size = (max(1, round(film.shape[1] * scale)), max(1, round(film.shape[0] * scale)))
+            film = cv2.resize(film, size, interpolation=cv2.INTER_AREA)
+            heatmap = cv2.resize(heatmap, size, interpolation=cv2.INTER_LINEAR)
+        return overlay(film, heatmap)
+
     @property
     def flagged(self) -> list[FindingResult]:
         """Findings at or above their threshold, most probable first."""
@@ -100,7 +113,7 @@ class Analysis:
         for key in ("maps", "preview", "include_maps"):
             data.pop(key)
         if self.include_maps:
-            data["maps_png"] = {fid: to_png_base64(m["overlay"]) for fid, m in self.maps.items()}
+            data["maps_png"] = {fid: to_png_base64(self.overlay(fid)) for fid in self.maps}
         return data
 
 
@@ -166,6 +179,31 @@ def _map_targets(results: list[FindingResult], findings: list[Finding], top_k: i
     else:
         chosen = [r.id for r in results if r.id not in NO_MAP_FINDINGS][:top_k]
     return [index[fid] for fid in chosen[:MAX_MAPS]]
+
+
+def _regions(heatmap: np.ndarray, view: str | None) -> list:
+    """Regions found on the map at most `REGION_SIDE` pixels wide, boxes scaled back to the film.
+
+    Maps are smooth upsamplings of a 14 x 14 (or coarser) grid, so a smaller working copy loses nothing
+    and keeps thresholding and connected components fast on a 3000 x 3000 film.
+    """
+    height, width = heatmap.shape
+    scale = min(1.0, REGION_SIDE / max(height, width))
+    if scale == 1.0:
+        return find_regions(heatmap, view_position=view)
+    small = cv2.resize(heatmap, (max(1, round(width * scale)), max(1, round(height * scale))), cv2.INTER_AREA)
+    return [
+        replace(
+            region,
+            box=[
+                int(region.box[0] / scale),
+                int(region.box[1] / scale),
+                min(width, int(np.ceil(region.box[2] / scale))),
+                min(height, int(np.ceil(region.box[3] / scale))),
+            ],
+        )
+        for region in find_regions(small, view_position=view)
+    ]
 
 
 def analyze(
@@ -277,8 +315,8 @@ def analyze(
     maps = {}
     for index, heatmap in zip(targets, heatmaps, strict=True):
         finding_id = findings[index].id
-        by_id[finding_id].regions = [r.to_dict() for r in find_regions(heatmap, view_position=view)]
-        maps[finding_id] = {"heatmap": heatmap, "overlay": overlay(study.pixels, heatmap)}
+        by_id[finding_id].regions = [r.to_dict() for r in _regions(heatmap, view)]
+        maps[finding_id] = {"heatmap": heatmap}
     timings["explain_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
 

@@ -155,7 +155,8 @@ def test_analyze_maps_regions_for_top_findings(dicom_file, tiny_settings):
     assert set(analysis.maps) == set(mapped)
     for finding_id in mapped:
         assert analysis.maps[finding_id]["heatmap"].shape == analysis.preview.shape
-        assert analysis.maps[finding_id]["overlay"].shape == (*analysis.preview.shape, 3)
+        assert analysis.overlay(finding_id).shape == (*analysis.preview.shape, 3)
+        assert max(analysis.overlay(finding_id, max_side=100).shape) == 100
     data = analysis.to_dict()
     assert set(data["maps_png"]) == set(mapped)
     mapped_results = [f for f in data["findings"] if f["id"] in mapped]

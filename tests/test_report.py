@@ -149,7 +149,7 @@ def test_html_is_escaped_self_contained_and_shows_the_maps(flagged):
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in page
     sources = re.findall(r'(?:src|href)="([^"]*)"', page)
-    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert sources and all(s.startswith("data:image/jpeg;base64,") for s in sources)
     assert "<link" not in page and "@import" not in page and "url(" not in page
     assert "right lower zone" in page
     assert "Maps and locations from Grad-CAM. Sides are the patient&#39;s." in page
@@ -159,7 +159,7 @@ def test_html_is_escaped_self_contained_and_shows_the_maps(flagged):
 
 def test_html_without_maps_shows_the_film_and_no_evidence_section(clear):
     page = render_html(clear)
-    assert page.count('src="data:image/png;base64,') == 1
+    assert page.count('src="data:image/jpeg;base64,') == 1
     assert "Film as analysed" in page
     assert "Evidence from the notes" not in page
     assert "No finding reached its threshold" in page
