@@ -28,6 +28,7 @@ belongs to the per-request `TowerTail`; the pixel methods only call autograd on 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,7 +93,7 @@ class AttributionMethod(Protocol):
     def __call__(self, inputs: AttributionInputs) -> torch.Tensor: ...
 
 
-class GradCam:
+class GradCamMethod:
     """Grad-CAM on the patch tokens entering the last block: a (k, grid, grid) map, already non-negative."""
 
     def __call__(self, inputs: AttributionInputs) -> torch.Tensor:
@@ -131,6 +132,9 @@ class IntegratedGradientsMethod:
 class GradientShapMethod:
     """GradientShap with baselines drawn from black films plus Gaussian noise.
 
+    Captum draws the baselines and path points from the global random state, so two calls give slightly
+    different maps.
+
     Args:
         n_samples: random points on the baseline-to-input paths, per target.
         noise: standard deviation of the noise added to the black baselines, in normalised input units
@@ -157,8 +161,9 @@ class GradientShapMethod:
 class OcclusionMethod:
     """Occlusion with black windows; window = stride = one patch, enlarged by whole patches if needed.
 
-    The cost is one forward per window position and target; the window grows until at most
-    ``max_windows`` positions remain (a 14x14-patch BiomedCLIP input gets 32-px windows: 49 forwards).
+    The cost is one forward per window position and target; the window grows by whole patches, keeping a
+    tiling of the input, until at most ``max_windows`` positions remain (a 14x14-patch BiomedCLIP input
+    gets 32-px windows: 49 forwards instead of 196).
 
     Args:
         patch: the window side in model-input pixels (the ViT patch size).
@@ -172,11 +177,10 @@ class OcclusionMethod:
         self.perturbations_per_eval = perturbations_per_eval
 
     def window(self, size: int) -> int:
-        """The window side (= stride) for a ``size`` x ``size`` input."""
-        window = self.patch
-        while (size // window) ** 2 > self.max_windows:
-            window += self.patch
-        return window
+        """The window side (= stride) for a ``size`` x ``size`` input: whole patches that tile the input."""
+        grid = size // self.patch
+        fits = (m for m in range(1, grid + 1) if grid % m == 0 and (grid // m) ** 2 <= self.max_windows)
+        return next(fits, grid) * self.patch
 
     def __call__(self, inputs: AttributionInputs) -> torch.Tensor:
         pixels = inputs.batch(inputs.pixels, "the preprocessed pixels")
@@ -192,8 +196,8 @@ class OcclusionMethod:
         return _channel_sum(attributions)
 
 
-METHODS: dict[str, type] = {
-    "gradcam": GradCam,
+METHODS: dict[str, Callable[..., AttributionMethod]] = {
+    "gradcam": GradCamMethod,
     "integrated_gradients": IntegratedGradientsMethod,
     "gradient_shap": GradientShapMethod,
     "occlusion": OcclusionMethod,
