@@ -2,24 +2,28 @@
 
 import argparse
 import dataclasses
+import sys
 
-parser = argparse.ArgumentParser(
-    description="Serve the meddx chest X-ray triage app (decision support only)."
-)
-parser.add_argument(
-    "--host", default=None, help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)"
-)
-parser.add_argument("--port", type=int, default=None, help="port (default 7860, or GRADIO_SERVER_PORT)")
-parser.add_argument("--model", default=None, help="model spec, e.g. hf-hub:org/name or local-dir:/path")
-args = parser.parse_args()
+cli = argparse.ArgumentParser(description="Serve the meddx chest X-ray triage app (decision support only).")
+cli.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+cli.add_argument("--port", type=int, default=None, help="port (default 7860, or GRADIO_SERVER_PORT)")
+cli.add_argument("--model", default=None, help="model spec, e.g. hf-hub:org/name or local-dir:/path")
+args = cli.parse_args()
 
 from meddx.config import Settings  # noqa: E402  (after argparse, so --help loads nothing heavy)
+from meddx.errors import MeddxError  # noqa: E402
 from meddx.pipeline import warm_up  # noqa: E402
-from meddx.ui import build_demo, launch_kwargs, queue_kwargs  # noqa: E402
 
 settings = Settings.from_env()
 if args.model:
     settings = dataclasses.replace(settings, model=args.model)
-warm_up(settings)
+try:
+    warm_up(settings)  # a missing or broken model, or a head for other weights, stops here, before Gradio
+except MeddxError as exc:
+    print(f"meddx: {exc}", file=sys.stderr)
+    sys.exit(3)
+
+from meddx.ui import build_demo, launch_kwargs, queue_kwargs  # noqa: E402
+
 demo = build_demo(settings).queue(**queue_kwargs())
 demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(settings))

@@ -68,7 +68,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for path in paths:
         try:
             if not path.is_file():
-                raise InputError(f"{path.name}: no such file.")
+                raise InputError("No such file.")
             analysis = analyze(path, notes, labels=labels, settings=settings, filename=path.name)
         except InputError as exc:
             failures += 1

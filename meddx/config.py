@@ -31,7 +31,8 @@ class Limits:
     min_side: int = 32
     max_note_chars: int = 20_000
     max_labels: int = 64
-    request_timeout_s: int = 120
+    request_timeout_s: float = 120
+    """Time budget of one app request, in seconds (`meddx.pipeline.analyze` checks it between steps)."""
 
 
 @dataclass(frozen=True)

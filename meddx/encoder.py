@@ -37,6 +37,7 @@ WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 SOURCE_NAME = "meddx_source.json"
 TEXT_TOWER_DIR = "text_tower"
 MODEL_PATTERNS = [CONFIG_NAME, *WEIGHT_NAMES, "README.md", "LICENSE*"]
+TOKENIZER_VOCABULARIES = ("vocab.txt", "tokenizer.json")
 TEXT_TOWER_PATTERNS = [
     "config.json",
     "vocab.txt",
@@ -86,6 +87,12 @@ class ResolvedModel:
 
 
 def _offline_fix(spec: ModelSpec) -> str:
+    if spec.scheme == LOCAL_DIR:  # only its text tower is looked up in the cache
+        return (
+            f"Fix: the text tower that {spec} names in its {CONFIG_NAME} is neither a folder inside it nor "
+            "cached; copy the complete folder written by `python -m meddx download` (the text tower is its "
+            f"{TEXT_TOWER_DIR}/ subfolder), or point HF_HOME at a Hugging Face cache that holds it."
+        )
     return (
         f"Fix: on a machine with internet access run `python -m meddx download --model {spec} --to DIR`, "
         "copy DIR here and set MEDDX_MODEL=local-dir:DIR; or point HF_HOME at a Hugging Face cache that "
@@ -124,7 +131,11 @@ def _read_config(folder: Path, spec: ModelSpec) -> dict:
         if not isinstance(config["model_cfg"]["text_cfg"], dict):
             raise TypeError("text_cfg must be a mapping")
     except (ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{spec}: {CONFIG_NAME} is not a valid open_clip config ({exc}).") from exc
+        detail = f"no {exc.args[0]!r} entry" if isinstance(exc, KeyError) else _one_line(exc)
+        raise ModelError(
+            f"{spec}: {CONFIG_NAME} is not a valid open_clip config ({detail}). Download the model again "
+            "(`python -m meddx download`)."
+        ) from exc
     return config
 
 
@@ -322,6 +333,11 @@ def build_encoder(resolved: ResolvedModel) -> Encoder:
             f"{resolved.spec} has a config but no weights ({' or '.join(WEIGHT_NAMES)}). "
             "Download the model again (`python -m meddx download`)."
         )
+    if not any((resolved.text_folder / name).is_file() for name in TOKENIZER_VOCABULARIES):
+        raise ModelError(  # transformers would build a tokenizer that reads every word as unknown
+            f"{resolved.spec}: the text tower in {resolved.text_folder} has no tokenizer vocabulary "
+            f"({' or '.join(TOKENIZER_VOCABULARIES)}). Download the model again (`python -m meddx download`)."
+        )
     text_cfg = dict(config["model_cfg"]["text_cfg"])
     text_cfg.update(
         hf_model_name=str(resolved.text_folder),
@@ -335,8 +351,8 @@ def build_encoder(resolved: ResolvedModel) -> Encoder:
         tokenizer = HFTokenizer(str(resolved.text_folder), context_length=text_cfg.get("context_length", 77))
     except Exception as exc:  # any failure to build from files is the user's to fix, with this message
         raise ModelError(
-            f"{resolved.spec} could not be built from its files ({type(exc).__name__}: {exc}). The weights "
-            "may be damaged or not match the config: download the model again."
+            f"{resolved.spec} could not be built from its files ({type(exc).__name__}: {_one_line(exc)}). "
+            "The weights may be damaged or not match the config: download the model again."
         ) from exc
     model.eval()
     preprocess_cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
@@ -350,6 +366,12 @@ def build_encoder(resolved: ResolvedModel) -> Encoder:
         mean=tuple(preprocess_cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
         std=tuple(preprocess_cfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
     )
+
+
+def _one_line(exc: Exception, limit: int = 300) -> str:
+    """An exception's message on one line, cut to ``limit`` characters (torch's can run to pages)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _CACHE: dict[str, Encoder] = {}

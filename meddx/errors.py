@@ -1,7 +1,8 @@
-"""The two errors meddx shows to people.
+"""The errors meddx shows to people.
 
 `InputError` carries a message that is safe to show to the person who sent the input (it never holds
-patient data); `ModelError` says that a model cannot be loaded and how to fix that.
+patient data); `ModelError` says that a model cannot be loaded and how to fix that; `BudgetExceeded` says
+that a request ran out of its time budget and what to ask for instead.
 """
 
 
@@ -15,3 +16,7 @@ class InputError(MeddxError, ValueError):
 
 class ModelError(MeddxError, RuntimeError):
     """A model or trained head cannot be loaded. The message says how to fix it."""
+
+
+class BudgetExceeded(MeddxError, TimeoutError):
+    """A request used up its time budget and was stopped between two steps. The message says what to try."""

@@ -13,6 +13,7 @@ from the file, so patient names, IDs, dates and the like never reach a `Study`. 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import struct
@@ -48,6 +49,11 @@ __all__ = ["ACCEPTED_FORMATS", "ImagingLimits", "Study", "load_study", "sniff_fo
 # length can make that value run on into neighbouring tags such as PatientName. meddx reads only a few
 # tags and has no use for those messages, so validation on reading is off for this process.
 pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+# pydicom logs every failed decoder attempt as an ERROR with its traceback (`LOGGER.exception`), and once
+# anything has configured the root logger (open_clip's module-level `logging.info` calls `basicConfig`)
+# that lands on the CLI's stderr and in the app's log. Each failure here becomes an `InputError`, so
+# pydicom's records stay with its own handlers (a NullHandler unless `pydicom.config.debug()` is on).
+logging.getLogger("pydicom").propagate = False
 
 ACCEPTED_FORMATS = "meddx accepts PNG, JPEG, BMP, TIFF, WebP and DICOM chest X-rays."
 

@@ -21,7 +21,7 @@ from meddx.attribution import DEFAULT_METHOD, METHODS, explain, overlay, to_png_
 from meddx.clinical_notes import extract_concepts, finding_statuses
 from meddx.config import Settings
 from meddx.encoder import Encoder, Geometry, load_encoder
-from meddx.errors import InputError
+from meddx.errors import BudgetExceeded, InputError
 from meddx.fusion import fuse
 from meddx.imaging import ImagingLimits, Study, load_study
 from meddx.probe import MODES, TrainedHead, combine, load_head
@@ -181,6 +181,19 @@ def _map_targets(results: list[FindingResult], findings: list[Finding], top_k: i
     return [index[fid] for fid in chosen[:MAX_MAPS]]
 
 
+def _check_budget(start: float, budget_s: float | None, next_step: str) -> None:
+    """Stop the request before ``next_step`` if it has run for more than ``budget_s`` seconds.
+
+    Raises:
+        BudgetExceeded: the budget is used up.
+    """
+    if budget_s is not None and time.perf_counter() - start > budget_s:
+        raise BudgetExceeded(
+            f"The analysis took longer than {budget_s:g} s and was stopped before {next_step}; "
+            "try the Grad-CAM method or fewer maps."
+        )
+
+
 def _regions(heatmap: np.ndarray, view: str | None) -> list:
     """Regions found on the map at most `REGION_SIDE` pixels wide, boxes scaled back to the film.
 
@@ -219,6 +232,7 @@ def analyze(
     threshold: float | None = None,
     mode: str | None = None,
     include_maps: bool = False,
+    time_budget_s: float | None = None,
 ) -> Analysis:
     """Analyse one chest film (path, bytes or file object) with optional clinical notes.
 
@@ -235,10 +249,13 @@ def analyze(
         mode: "zero-shot", "fine-tuned" or "both" (the last two need a trained head, ``settings.probe``);
             default "both" with a head, else "zero-shot".
         include_maps: put the overlays into ``to_dict()`` as base64 PNGs.
+        time_budget_s: stop with `BudgetExceeded` once this many seconds have passed, checked after
+            reading the film and before each map (a step that has started runs to its end); None: no limit.
 
     Raises:
         InputError: the image, notes, labels or options are unusable (the message is safe to show).
         ModelError: the model cannot be loaded (the message says how to fix it).
+        BudgetExceeded: ``time_budget_s`` ran out (the message says what to try instead).
     """
     settings = settings or Settings.from_env()
     method = method or settings.attribution_method or DEFAULT_METHOD
@@ -264,6 +281,7 @@ def analyze(
         ),
     )
     timings["load_s"] = time.perf_counter() - start
+    _check_budget(start, time_budget_s, "scoring the findings")
 
     tick = time.perf_counter()
     encoder = load_encoder(settings.model, threads=settings.threads)
@@ -307,9 +325,12 @@ def analyze(
 
     tick = time.perf_counter()
     targets = _map_targets(results, findings, top_k, map_findings)
-    heatmaps = explain(
-        encoder, scored.pixels, scored.tokens, scored.tail, scored.geometry, targets, method=method
-    )
+    heatmaps = []
+    for number, target in enumerate(targets, start=1):  # one map at a time, so the budget is checked
+        _check_budget(start, time_budget_s, f"map {number} of {len(targets)}")
+        heatmaps += explain(
+            encoder, scored.pixels, scored.tokens, scored.tail, scored.geometry, [target], method=method
+        )
     view = study.metadata.get("view_position")
     by_id = {r.id: r for r in results}
     maps = {}

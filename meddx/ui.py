@@ -16,6 +16,7 @@ There are no examples: no openly licensed chest film ships with the repository.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import importlib.util
 import inspect
@@ -23,7 +24,9 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
 import traceback
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,8 +140,49 @@ def _delete_upload(path: Path) -> None:
     if root not in target.parents:
         return
     target.unlink(missing_ok=True)
-    if target.parent != root and not any(target.parent.iterdir()):
-        target.parent.rmdir()
+    if target.parent != root:
+        with contextlib.suppress(OSError):  # it holds another upload of the same content, or is gone
+            target.parent.rmdir()
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(inode, modification time) of a file, None if it does not exist: a new upload changes both."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+class _UploadsInUse:
+    """The uploads that running requests read; each is deleted when the last request using it finishes.
+
+    Gradio stores an upload at ``<upload folder>/<hash of its content>/<name>``, so requests that send the
+    same file share one path, and deleting it when the first of them finishes would break the others. The
+    last request holding a path deletes it, unless the file was uploaded again meanwhile: then the request
+    that uploaded it will. (A request still waiting in the queue holds nothing yet: if an identical upload
+    was analysed and deleted before it started, it is told to upload the file again.)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders: Counter[Path] = Counter()
+
+    @contextmanager
+    def hold(self, path: Path) -> Iterator[None]:
+        """Use ``path`` for the length of the block; delete it afterwards if no one else uses it."""
+        with self._lock:
+            self._holders[path] += 1
+            seen = _file_identity(path)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders[path] -= 1
+                if not self._holders[path]:
+                    del self._holders[path]
+                    if _file_identity(path) in (seen, None):
+                        _delete_upload(path)
 
 
 def _display_scale(height: int, width: int) -> float:
@@ -220,8 +264,9 @@ def _model_markdown(settings: Settings, analysis: Analysis | None = None) -> str
         f"**Default attribution** {code_span(settings.attribution_method)}, up to {settings.top_k_maps} maps",
         f"**Limits** files up to {settings.limits.max_file_mb} MB, notes up to "
         f"{settings.limits.max_note_chars:,} characters",
-        f"**meddx** {__version__}. Uploads and derived files are deleted after each analysis; downloads "
-        f"expire after {CACHE_SWEEP[1] // 60} minutes. Nothing is flagged or logged.",
+        f"**meddx** {__version__}. Uploads are deleted after each analysis; the images and downloads shown "
+        f"here are deleted {CACHE_SWEEP[1] // 60} to {sum(CACHE_SWEEP) // 60} minutes later. Nothing is "
+        "flagged or logged.",
     ]
     if analysis:
         lines.insert(2, f"**Scoring** {analysis.scoring.get('method') or analysis.scoring.get('mode', '')}")
@@ -233,11 +278,13 @@ class _Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.uploads = _UploadsInUse()
 
     def _analysis(
         self, film: dict | None, notes: str | None, *options: Any, progress: gr.Progress
     ) -> Analysis:
-        """Run `analyze` on an upload, then delete the upload whatever happens.
+        """Run `analyze` on an upload within the request time budget, then delete the upload whatever happens
+        (once no other running request uses the same upload).
 
         The events run with ``preprocess=False``: ``film`` is Gradio's FileData payload, whose path Gradio has
         checked lies in its upload folder (`gr.File`'s own preprocessing would leave a stray empty temp file
@@ -247,7 +294,7 @@ class _Service:
             raise InputError("Upload a chest X-ray first (PNG, JPEG, BMP, TIFF, WebP or DICOM).")
         findings, custom_findings, scoring_mode, attribution_method, maps, threshold = options
         path = Path(film["path"])
-        try:
+        with self.uploads.hold(path):
             keywords = _analyze_options(
                 mode=scoring_mode, method=attribution_method, maps=maps, threshold=threshold
             )
@@ -263,10 +310,9 @@ class _Service:
                 labels=_labels(findings, custom_findings),
                 settings=self.settings,
                 filename=film.get("orig_name") or path.name,
+                time_budget_s=self.settings.limits.request_timeout_s,
                 **keywords,
             )
-        finally:
-            _delete_upload(path)
 
     def analyze_film(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -62,11 +63,15 @@ class Vocabulary:
     def custom(self, label: str) -> Finding:
         """A finding for a free-text label typed by a user, with generated prompts."""
         spec = self.raw["custom_label"]
-        clean = " ".join(label.split())
-        if not clean or len(clean) > MAX_LABEL_CHARS or not re.search(r"[A-Za-z]", clean):
+        clean = _visible(label)
+        if not clean or len(clean) > MAX_LABEL_CHARS:
             raise InputError(
-                f"Finding labels must be 1-{MAX_LABEL_CHARS} characters with at least one letter; got "
-                f"{len(clean)} characters."
+                f"Finding labels must be 1-{MAX_LABEL_CHARS} characters long; one has {len(clean)}."
+            )
+        if not re.search(r"[A-Za-z]", clean):
+            raise InputError(
+                "Finding labels are scored with English prompts, so each needs at least one Latin letter; "
+                f"one ({len(clean)} characters) has none."
             )
         templates = self.raw["templates"]
         return Finding(
@@ -106,8 +111,13 @@ class Vocabulary:
         return list(chosen.values())
 
 
+def _visible(text: str) -> str:
+    """``text`` with control and format characters (e.g. bidi overrides) as spaces, whitespace collapsed."""
+    return " ".join("".join(" " if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text).split())
+
+
 def _normalise(text: str) -> str:
-    return " ".join(text.lower().replace("_", " ").split())
+    return _visible(text.lower().replace("_", " "))
 
 
 def _slug(text: str) -> str:

@@ -3,55 +3,20 @@
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from tests.dicom_factory import PLANTED_IDENTIFIERS, write_dicom
+from tests.live_app import files_under, running_app, write_png
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _files_under(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file()]
 
 
 @pytest.fixture(scope="module")
 def gradio_tmp(tmp_path_factory) -> Path:
     """Gradio's upload and cache folder for this module, set before the app is built."""
     return tmp_path_factory.mktemp("gradio-tmp")
-
-
-@contextmanager
-def running_app(settings, gradio_tmp: Path) -> Iterator[str]:
-    """Build and launch the meddx app on a free port with Gradio's files in ``gradio_tmp``; yield its URL."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GRADIO_TEMP_DIR", str(gradio_tmp))
-        from meddx.ui import build_demo, launch_kwargs, queue_kwargs
-
-        demo = build_demo(settings).queue(**queue_kwargs())
-        _, url, _ = demo.launch(
-            prevent_thread_lock=True,
-            server_name="127.0.0.1",
-            server_port=_free_port(),
-            quiet=True,
-            **launch_kwargs(settings),
-        )
-        try:
-            yield url
-        finally:
-            demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +33,6 @@ def client(app_url):
     from gradio_client import Client
 
     return Client(app_url, verbose=False)
-
-
-def write_png(path: Path) -> Path:
-    """A small synthetic grayscale film: dark field, one bright rectangle."""
-    film = np.full((256, 224), 60, np.uint8)
-    film[80:170, 60:160] = 200
-    Image.fromarray(film).save(path)
-    return path
 
 
 @pytest.fixture
@@ -110,7 +67,7 @@ def test_analyze_png_through_the_client(client, png, gradio_tmp):
     )
     _check_result(data, markdown)
     assert data["image"]["source_format"] == "png"
-    assert _files_under(gradio_tmp) == [], "the upload was not deleted after the request"
+    assert files_under(gradio_tmp) == [], "the upload was not deleted after the request"
 
 
 def test_analyze_dicom_keeps_no_identifier(client, tmp_path, gradio_tmp):
@@ -127,7 +84,7 @@ def test_analyze_dicom_keeps_no_identifier(client, tmp_path, gradio_tmp):
     for value in PLANTED_IDENTIFIERS.values():
         assert value not in text
     assert "Doe" not in text
-    assert _files_under(gradio_tmp) == []
+    assert files_under(gradio_tmp) == []
 
 
 def test_notes_endpoint_returns_concepts(client):
@@ -148,7 +105,7 @@ def test_corrupt_file_gives_a_readable_error_and_the_app_keeps_serving(client, t
     message = str(caught.value)
     assert "broken.png" in message
     assert "Traceback" not in message
-    assert _files_under(gradio_tmp) == []
+    assert files_under(gradio_tmp) == []
 
     data, markdown = client.predict(handle_file(png), "", api_name="/analyze")
     _check_result(data, markdown)

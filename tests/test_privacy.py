@@ -1,0 +1,230 @@
+"""Privacy: nothing of an upload stays on disk, and no log, output or message carries notes or identifiers.
+
+The film is a DICOM file with identifiers planted in it (`tests.dicom_factory.PLANTED_IDENTIFIERS`), the
+notes carry a made-up name no rule could mistake for a clinical concept. Requests go through the real
+app (in-process, Gradio's files in a temp folder) with `gradio_client`, through the page's own event the
+way the browser sends it, and through the CLI. Every log record at DEBUG (a root handler and ``caplog``),
+everything written to stdout and stderr (``capfd``; the CLI's streams), every output and every file left
+in Gradio's folder is searched.
+
+What Gradio keeps by design: the page's event returns images (the film, its map masks and the preview) and
+the two downloads (``meddx-*.html``, ``meddx-*.json``), which Gradio copies into its cache to serve them;
+`meddx.ui` has them swept by ``delete_cache`` 15-20 minutes later. The ``/analyze`` and ``/notes``
+endpoints return JSON and Markdown only, so after them nothing at all is left.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from meddx.config import Settings
+from tests.corpus import dicom_truncated
+from tests.dicom_factory import PLANTED_IDENTIFIERS, write_dicom
+from tests.live_app import files_under, running_app
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTE_MARKER = "Zebulon-Quaxley-7731"
+NOTES = f"{NOTE_MARKER} reports haemoptysis and fever for 3 days; no pleural effusion."
+SECRETS = [NOTE_MARKER, "Zebulon", "Quaxley", *PLANTED_IDENTIFIERS.values()]
+"""Strings no log, output or message may contain."""
+PIXEL_DUMP = re.compile(r"data:image|[A-Za-z0-9+/]{120,}|(?:\\x[0-9a-f]{2}){16,}")
+"""What pixel data in a log would look like: a data URI, a long base64 run, escaped bytes."""
+
+
+def assert_clean(text: str, where: str) -> None:
+    """No note text and no identifier in ``text``."""
+    for secret in SECRETS:
+        assert secret not in text, f"{secret!r} found in {where}"
+
+
+def assert_clean_log(text: str, where: str) -> None:
+    """No note text, no identifier and no pixel dump in a log or stream."""
+    assert_clean(text, where)
+    dump = PIXEL_DUMP.search(text)
+    assert dump is None, f"pixel data in {where}: {dump.group()[:80] if dump else ''}"
+
+
+@pytest.fixture(scope="module")
+def gradio_tmp(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("gradio-tmp")
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model_dir, gradio_tmp):
+    settings = Settings(model=f"local-dir:{tiny_model_dir}", threads=1)
+    with running_app(settings, gradio_tmp) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+@pytest.fixture
+def film(tmp_path) -> Path:
+    return write_dicom(tmp_path / "study.dcm")
+
+
+@pytest.fixture
+def logs(caplog):
+    """Every log record at DEBUG and above, from every thread: caplog plus a formatting root handler."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(threadName)s %(message)s"))
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield lambda: stream.getvalue() + caplog.text
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def call_page(app_url: str, path: Path, notes: str) -> dict:
+    """The page's Analyze button, as the browser sends it: upload, join the queue, read the event stream."""
+    from meddx.vocabulary import load_vocabulary
+
+    session = uuid.uuid4().hex
+    with httpx.Client(base_url=app_url, timeout=120) as http:
+        dependency = next(
+            d for d in http.get("config").json()["dependencies"] if d["api_name"] == "analyze_for_page"
+        )
+        uploaded = http.post("gradio_api/upload", files={"files": (path.name, path.read_bytes())}).json()[0]
+        film = {"path": uploaded, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+        findings = [f.id for f in load_vocabulary().findings]
+        body = {
+            "data": [film, notes, findings, "", "zero-shot", "gradcam", 2, 0],
+            "event_data": None,
+            "fn_index": dependency["id"],
+            "trigger_id": dependency["targets"][0][0],
+            "session_hash": session,
+        }
+        http.post("gradio_api/queue/join", json=body).raise_for_status()
+        with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError("the event stream ended without a result")
+
+
+def test_api_requests_leave_no_file_and_no_trace(client, film, tmp_path, gradio_tmp, logs, capfd):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    data, markdown = client.predict(handle_file(film), NOTES, api_name="/analyze")
+    assert files_under(gradio_tmp) == []
+    assert data["notes"]["concepts"], "the notes were read"
+    assert_clean(json.dumps(data) + markdown, "the /analyze result")
+
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(dicom_truncated())
+    with pytest.raises(AppError) as raised:
+        client.predict(handle_file(broken), NOTES, api_name="/analyze")
+    assert files_under(gradio_tmp) == []
+    assert_clean(str(raised.value), "the error message")
+
+    concepts = client.predict(NOTES, api_name="/notes")
+    assert any(c["name"] == "haemoptysis" for c in concepts["concepts"])
+    assert files_under(gradio_tmp) == []
+
+    captured = logs()
+    assert "HTTP Request: POST" in captured, "the log capture saw nothing"
+    out, err = capfd.readouterr()
+    assert_clean_log(captured, "the logs")
+    assert_clean_log(out + err, "stdout/stderr")
+
+
+def test_the_page_event_leaves_only_what_gradio_serves(app_url, film, gradio_tmp, logs, capfd):
+    before = set(Path(tempfile.gettempdir()).glob("meddx-request-*"))
+
+    message = call_page(app_url, film, NOTES)
+
+    assert message["success"], message
+    left = files_under(gradio_tmp)
+    names = sorted(p.name for p in left)
+    downloads = [n for n in names if n.startswith("meddx-")]
+    assert [Path(n).suffix for n in downloads] == [".html", ".json"]
+    assert set(names) - set(downloads) == {"image.png"}, names  # the film, its map masks, the preview
+    upload = film.read_bytes()
+    assert all(p.read_bytes() != upload and p.suffix != ".dcm" for p in left), "the upload was kept"
+    for path in left:
+        if path.suffix in (".html", ".json"):
+            assert_clean(path.read_text(encoding="utf-8"), path.name)
+    assert set(Path(tempfile.gettempdir()).glob("meddx-request-*")) == before, "a request folder was left"
+    response = json.dumps(message)  # it shows the notes back to their author, highlighted: by design
+    assert not any(value in response for value in PLANTED_IDENTIFIERS.values())
+    out, err = capfd.readouterr()
+    assert_clean_log(logs() + out + err, "the logs and streams")
+
+    for path in left:  # what delete_cache would do; the next test starts from an empty folder
+        path.unlink()
+
+
+def test_a_failed_page_event_leaves_nothing(app_url, tmp_path, gradio_tmp):
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(dicom_truncated())
+    message = call_page(app_url, broken, NOTES)
+    assert not message["success"]
+    assert files_under(gradio_tmp) == []
+
+
+def test_the_cli_logs_nothing_identifying_even_at_debug(film, tmp_path, tiny_model_dir):
+    """The CLI with the root logger at DEBUG on stderr: one good film, one damaged one, the notes."""
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(dicom_truncated())
+    debug_cli = "import logging, sys; logging.basicConfig(level=logging.DEBUG); from meddx.cli import main; "
+    env = dict(os.environ, MEDDX_MODEL=f"local-dir:{tiny_model_dir}", MEDDX_THREADS="1", PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            debug_cli + "sys.exit(main())",
+            "analyze",
+            str(film),
+            str(broken),
+            "--notes",
+            NOTES,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 2
+    assert "DEBUG:" in result.stderr and "loading model" in result.stderr, "the DEBUG capture saw nothing"
+    assert_clean_log(result.stderr, "the CLI's stderr")
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {line["file"] for line in lines} == {"study.dcm", "broken.dcm"}
+    assert_clean(result.stdout, "the CLI's JSON")
+
+
+def test_reports_in_every_format_carry_no_identifier(film, tiny_model_dir):
+    from meddx.pipeline import analyze
+    from meddx.report import render_html, render_json, render_markdown
+
+    analysis = analyze(film, NOTES, settings=Settings(model=f"local-dir:{tiny_model_dir}", threads=1))
+    analysis.include_maps = True
+    for name, text in (
+        ("JSON", json.dumps(render_json(analysis))),
+        ("Markdown", render_markdown(analysis)),
+        ("HTML", render_html(analysis)),
+    ):
+        assert_clean(text, f"the {name} report")
