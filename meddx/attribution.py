@@ -203,6 +203,7 @@ METHODS: dict[str, Callable[..., AttributionMethod]] = {
     "occlusion": OcclusionMethod,
 }
 DEFAULT_METHOD = "gradcam"
+FAST_METHODS = frozenset({"gradcam"})  # cheap enough to map all targets in one pass (one budget check)
 
 
 def black_baseline(encoder: Encoder) -> torch.Tensor:

@@ -235,7 +235,8 @@ class PadToSquare:
         left, top = (side - width) // 2, (side - height) // 2
         canvas = Image.new(image.mode, (side, side), self.fill)
         canvas.paste(image, (left, top))
-        resized = canvas.resize((self.size, self.size), Image.Resampling.BICUBIC)
+        # reducing_gap: shrink by whole factors first (fast), then bicubic over the last 3x; same look.
+        resized = canvas.resize((self.size, self.size), Image.Resampling.BICUBIC, reducing_gap=3.0)
         return resized, Geometry(width, height, left, top, side, self.size)
 
 

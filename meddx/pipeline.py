@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from meddx import DISCLAIMER, __version__
-from meddx.attribution import DEFAULT_METHOD, METHODS, explain, overlay, to_png_base64
+from meddx.attribution import DEFAULT_METHOD, FAST_METHODS, METHODS, explain, overlay, to_png_base64
 from meddx.clinical_notes import extract_concepts, finding_statuses
 from meddx.config import Settings
 from meddx.encoder import Encoder, Geometry, load_encoder
@@ -325,11 +325,13 @@ def analyze(
 
     tick = time.perf_counter()
     targets = _map_targets(results, findings, top_k, map_findings)
+    # Slow methods run one map at a time so that the budget is checked between maps.
+    batches = [targets] if method in FAST_METHODS else [[t] for t in targets]
     heatmaps = []
-    for number, target in enumerate(targets, start=1):  # one map at a time, so the budget is checked
-        _check_budget(start, time_budget_s, f"map {number} of {len(targets)}")
+    for batch in batches:
+        _check_budget(start, time_budget_s, f"map {len(heatmaps) + 1} of {len(targets)}")
         heatmaps += explain(
-            encoder, scored.pixels, scored.tokens, scored.tail, scored.geometry, [target], method=method
+            encoder, scored.pixels, scored.tokens, scored.tail, scored.geometry, batch, method=method
         )
     view = study.metadata.get("view_position")
     by_id = {r.id: r for r in results}

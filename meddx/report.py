@@ -22,7 +22,7 @@ from PIL import Image
 
 from meddx.pipeline import Analysis, FindingResult
 
-MAX_FIGURE_SIDE = 1024
+MAX_FIGURE_SIDE = 768
 """Images embedded in the HTML report are downscaled to at most this many pixels per side."""
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")

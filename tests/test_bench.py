@@ -1,0 +1,88 @@
+"""The benchmark harness runs end to end (``--quick``, tiny model) so that it never rots."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meddx.bench import TARGETS, format_table, verdicts
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = [
+    "forward_s",
+    "zero_shot_s",
+    "analyze_p50_s",
+    "analyze_p95_s",
+    "ig50_s",
+    "ready_s",
+    "peak_rss_mb",
+    "concurrent_throughput_ratio",
+]
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_every_key(tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MEDDX_CACHE_DIR=str(tmp_path / "cache"))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meddx",
+            "bench",
+            "--quick",
+            "--threads",
+            "1",
+            "--repeats",
+            "3",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    numbers = json.loads(out.read_text())
+    for key in KEYS:
+        assert numbers[key] > 0, key
+    assert numbers["concurrent_errors"] == 0
+    assert "analyze p50 / forward" in result.stdout and "target" in result.stdout
+
+
+def test_table_and_verdicts_from_numbers():
+    numbers = {
+        "model": "local-dir:/m",
+        "threads": 2,
+        "ready_s": 9.0,
+        "ready_warm_s": 5.0,
+        "load_warm_s": 3.0,
+        "text_cold_s": 1.0,
+        "text_cached_s": 0.0001,
+        "forward_s": 0.35,
+        "zero_shot_s": 0.36,
+        "analyze_p50_s": 0.6,
+        "analyze_p95_s": 0.7,
+        "ig50_s": 40.0,
+        "peak_rss_mb": 1500.0,
+        "ig_peak_rss_mb": 2500.0,
+        "concurrent_single_rps": 1.5,
+        "concurrent_rps": 1.4,
+        "concurrent_errors": 0,
+        "concurrent_throughput_ratio": 0.93,
+        "analyze_over_forward": 0.6 / 0.35,
+        "ig_over_analyze": 40.0 / 0.6,
+    }
+    assert all(verdicts(numbers).values())
+    assert set(verdicts(numbers)) == set(TARGETS)
+    worse = dict(numbers, analyze_over_forward=2.5, ready_s=20.0)
+    assert not verdicts(worse)["analyze_over_forward"] and not verdicts(worse)["ready_s"]
+    table = format_table(worse)
+    assert table.count("MISSED") == 2 and table.splitlines()[-1].startswith("peak_rss_mb")
