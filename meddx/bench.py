@@ -99,6 +99,22 @@ def measure_ready(model_spec: str, threads: int, cache_dir: Path) -> float:
         proc.wait(timeout=30)
 
 
+def _variants(film: Path, count: int) -> list[Path]:
+    """Copies of a film that differ in one pixel: real clients send different films, and Gradio stores
+    uploads by content, so identical files sent at once would share (and delete) one upload."""
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(film).convert("L")).copy()
+    paths = []
+    for n in range(count):
+        pixels[0, 0] = n % 256
+        pixels[0, 1] = n // 256
+        path = film.with_name(f"{film.stem}-{n}.png")
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
 def measure_concurrency(settings, film: Path, *, clients: int = 8, per_client: int = 3) -> dict:
     """Requests per second through a live server: one client in sequence vs ``clients`` at once."""
     from gradio_client import Client, handle_file
@@ -111,21 +127,25 @@ def measure_concurrency(settings, film: Path, *, clients: int = 8, per_client: i
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     url = f"http://127.0.0.1:{port}/"
     try:
+        films = iter(_variants(film, 1 + per_client * 2 + clients * per_client))
 
-        def work(n: int, errors: list) -> None:
+        def work(batch: list[Path], errors: list) -> None:
             client = Client(url, verbose=False)
-            for _ in range(n):
+            for path in batch:
                 try:
-                    client.predict(handle_file(str(film)), NOTES, api_name="/analyze")
+                    client.predict(handle_file(str(path)), NOTES, api_name="/analyze")
                 except Exception as exc:  # counted, reported, never raised inside a worker thread
                     errors.append(type(exc).__name__)
 
+        def take(n: int) -> list[Path]:
+            return [next(films) for _ in range(n)]
+
         errors: list[str] = []
-        work(1, errors)  # warm the server path
+        work(take(1), errors)  # warm the server path
         start = time.perf_counter()
-        work(per_client * 2, errors)
+        work(take(per_client * 2), errors)
         single = per_client * 2 / (time.perf_counter() - start)
-        threads = [threading.Thread(target=work, args=(per_client, errors)) for _ in range(clients)]
+        threads = [threading.Thread(target=work, args=(take(per_client), errors)) for _ in range(clients)]
         start = time.perf_counter()
         for t in threads:
             t.start()
