@@ -100,8 +100,16 @@ def _offline_fix(spec: ModelSpec) -> str:
     )
 
 
-def _hub_snapshot(repo_id: str, revision: str | None, patterns: list[str], spec: ModelSpec) -> Path:
-    """Return the local snapshot folder of a Hub repo, from the cache or by downloading it."""
+def hub_snapshot(repo_id: str, revision: str | None, patterns: list[str], *, what: str, fix: str) -> Path:
+    """Return the local snapshot folder of a Hub repo, from the cache or by downloading it.
+
+    Args:
+        repo_id: the Hub repo.
+        revision: a branch, tag or commit; None for ``main``.
+        patterns: the files to fetch.
+        what: how messages name the repo's files, e.g. "The model files for 'org/name'".
+        fix: the sentence telling the user what to do, appended to every `ModelError`.
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -109,13 +117,13 @@ def _hub_snapshot(repo_id: str, revision: str | None, patterns: list[str], spec:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except LocalEntryNotFoundError as exc:
         raise ModelError(
-            f"The model files for {repo_id!r} are not in the local Hugging Face cache and the Hub cannot be "
-            f"reached (offline mode or no network). {_offline_fix(spec)}"
+            f"{what} are not in the local Hugging Face cache and the Hub cannot be reached (offline mode or "
+            f"no network). {fix}"
         ) from exc
     except (HfHubHTTPError, OSError, ValueError) as exc:
         raise ModelError(
-            f"Could not fetch {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}). Check the repo "
-            f"name and revision, and your network or HF_TOKEN. {_offline_fix(spec)}"
+            f"{what} could not be fetched from the Hugging Face Hub ({type(exc).__name__}). Check the repo "
+            f"name and revision, and your network or HF_TOKEN. {fix}"
         ) from exc
 
 
@@ -151,7 +159,13 @@ def resolve(spec: str | ModelSpec) -> ResolvedModel:
     """Find (or fetch) the files of a model spec and record the revision that will be loaded."""
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
     if spec.scheme == HF_HUB:
-        folder = _hub_snapshot(spec.location, spec.revision, MODEL_PATTERNS, spec)
+        folder = hub_snapshot(
+            spec.location,
+            spec.revision,
+            MODEL_PATTERNS,
+            what=f"The model files for {spec.location!r}",
+            fix=_offline_fix(spec),
+        )
         revision = folder.name
         source = {}
     else:
@@ -169,7 +183,13 @@ def resolve(spec: str | ModelSpec) -> ResolvedModel:
     elif Path(tower).is_absolute() and Path(tower).is_dir():
         text_folder = Path(tower)
     else:
-        text_folder = _hub_snapshot(tower, None, TEXT_TOWER_PATTERNS, spec)
+        text_folder = hub_snapshot(
+            tower,
+            None,
+            TEXT_TOWER_PATTERNS,
+            what=f"The text tower files for {tower!r}",
+            fix=_offline_fix(spec),
+        )
         text_revision = text_folder.name
     return ResolvedModel(spec, folder, text_folder, revision, text_revision)
 

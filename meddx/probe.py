@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from meddx.encoder import CONFIG_NAME, HF_HUB, SOURCE_NAME, WEIGHT_NAMES, Encoder, ModelSpec
+from meddx.encoder import CONFIG_NAME, HF_HUB, SOURCE_NAME, WEIGHT_NAMES, Encoder, ModelSpec, hub_snapshot
 from meddx.errors import InputError, ModelError
 from meddx.scoring import TextDirections
 
@@ -372,22 +372,13 @@ def _probe_fix() -> str:
 
 
 def _head_snapshot(spec: ModelSpec) -> tuple[Path, str]:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        folder = Path(snapshot_download(spec.location, revision=spec.revision, allow_patterns=HEAD_FILES))
-    except LocalEntryNotFoundError as exc:
-        raise ModelError(
-            f"The trained head {spec.location!r} is not in the local Hugging Face cache and the Hub cannot "
-            f"be reached (offline mode or no network). {_probe_fix()}"
-        ) from exc
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelError(
-            f"Could not fetch the trained head {spec.location!r} from the Hugging Face Hub "
-            f"({type(exc).__name__}). Check the repo name and revision, and your network or HF_TOKEN. "
-            f"{_probe_fix()}"
-        ) from exc
+    folder = hub_snapshot(
+        spec.location,
+        spec.revision,
+        list(HEAD_FILES),
+        what=f"The trained head files for {spec.location!r}",
+        fix=_probe_fix(),
+    )
     return folder, folder.name
 
 
