@@ -18,7 +18,8 @@ for a grayscale film replicated into RGB is the attribution of the gray value it
 is kept and divided by its maximum over the whole model input (padding included, so a map that peaks in the
 padding does not reach 1 on the film). A map with no positive evidence is all zeros. The square model-input
 map is upsampled bilinearly to the padded square's side and the padding is cropped off: the exact inverse of
-`meddx.encoder.PadToSquare`.
+`meddx.encoder.PadToSquare`. `film_maps` keeps each map as a `FilmMap` (the square and the geometry), so
+that regions, overlays and previews ask for the size they need instead of building a 3000 x 3000 map.
 
 Thread safety: nothing here registers a hook on a shared module. Grad-CAM hooks ``tail.grid``, which
 belongs to the per-request `TowerTail`; the pixel methods only call autograd on the shared image tower
@@ -206,11 +207,97 @@ DEFAULT_METHOD = "gradcam"
 FAST_METHODS = frozenset({"gradcam"})  # cheap enough to map all targets in one pass (one budget check)
 
 
+def _method(name: str) -> Callable[..., AttributionMethod]:
+    if name not in METHODS:
+        raise ValueError(f"unknown attribution method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name]
+
+
 def black_baseline(encoder: Encoder) -> torch.Tensor:
     """The normalised value of an all-black film (1, 3, S, S): what padding and "absent" look like."""
     mean = torch.tensor(encoder.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(encoder.std, dtype=torch.float32).view(1, 3, 1, 1)
     return (-mean / std).expand(1, 3, encoder.image_size, encoder.image_size)
+
+
+@dataclass(frozen=True)
+class FilmMap:
+    """One finding's map: positive evidence on the model-input square, and where that square sits on the film.
+
+    Attributes:
+        square: (g, g) float32 in [0, 1], covering the padded model input (1 at the strongest evidence,
+            all zeros when nothing raised the score).
+        geometry: how the film was padded and resized (from `Encoder.preprocess`).
+    """
+
+    square: np.ndarray
+    geometry: Geometry
+
+    def on_film(self, *, max_side: int | None = None) -> np.ndarray:
+        """The map on the film, (H, W) float32 in [0, 1]; or shrunk so that no side exceeds ``max_side``.
+
+        The square is upsampled bilinearly (half-pixel centres, like ``torch.nn.functional.interpolate(...,
+        align_corners=False)``) to the padded square's side and the padding is cropped off: the exact
+        inverse of `meddx.encoder.PadToSquare`. Asking for a small size never builds the full-size map.
+        """
+        g = self.geometry
+        scale = 1.0 if max_side is None else min(1.0, max_side / max(g.width, g.height))
+        width, height = max(1, round(g.width * scale)), max(1, round(g.height * scale))
+        if not self.square.any():
+            return np.zeros((height, width), np.float32)
+        side = max(width, height, round(g.side * scale))
+        top, left = min(round(g.pad_top * scale), side - height), min(round(g.pad_left * scale), side - width)
+        square = cv2.resize(self.square, (side, side), interpolation=cv2.INTER_LINEAR)
+        return np.clip(square[top : top + height, left : left + width], 0.0, 1.0).astype(np.float32)
+
+
+def attribute(
+    encoder: Encoder,
+    pixels: torch.Tensor | None,
+    tokens: torch.Tensor | None,
+    tail: nn.Module,
+    targets: list[int],
+    *,
+    method: str = DEFAULT_METHOD,
+    **options,
+) -> torch.Tensor:
+    """The raw signed maps of the given findings' scores over the model input: (k, g, g), any g.
+
+    Arguments as for `explain`, which turns these into maps on the film.
+    """
+    factory = _method(method)
+    # Tensors made under inference_mode (the scoring pass, cached text features) cannot be saved for
+    # backward: work on clones made outside it.
+    with torch.inference_mode(False), torch.enable_grad():
+        scorer = ImageScorer(encoder.visual, tail.difference.clone(), tail.logit_scale)
+        inputs = AttributionInputs(
+            pixels=None if pixels is None else pixels.detach().clone().reshape(1, *pixels.shape[-3:]),
+            tokens=None if tokens is None else tokens.detach().clone(),
+            tail=tail,
+            scorer=scorer,
+            baseline=black_baseline(encoder).clone(),
+            targets=list(targets),
+        )
+        return factory(**options)(inputs).detach()
+
+
+def film_maps(
+    encoder: Encoder,
+    pixels: torch.Tensor | None,
+    tokens: torch.Tensor | None,
+    tail: nn.Module,
+    geometry: Geometry,
+    targets: list[int],
+    *,
+    method: str = DEFAULT_METHOD,
+    **options,
+) -> list[FilmMap]:
+    """`explain`, but each map stays a `FilmMap`: put it on the film at the size a consumer needs."""
+    if not targets:
+        _method(method)
+        return []
+    maps = attribute(encoder, pixels, tokens, tail, targets, method=method, **options)
+    return [FilmMap(square, geometry) for square in normalise(maps)]
 
 
 def explain(
@@ -243,45 +330,29 @@ def explain(
     Raises:
         ValueError: unknown method, or an input the method needs is missing.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; choose one of {sorted(METHODS)}")
-    if not targets:
-        return []
-    # Tensors made under inference_mode (the scoring pass, cached text features) cannot be saved for
-    # backward: work on clones made outside it.
-    with torch.inference_mode(False), torch.enable_grad():
-        scorer = ImageScorer(encoder.visual, tail.difference.clone(), tail.logit_scale)
-        inputs = AttributionInputs(
-            pixels=None if pixels is None else pixels.detach().clone().reshape(1, *pixels.shape[-3:]),
-            tokens=None if tokens is None else tokens.detach().clone(),
-            tail=tail,
-            scorer=scorer,
-            baseline=black_baseline(encoder).clone(),
-            targets=list(targets),
-        )
-        maps = METHODS[method](**options)(inputs).detach()
-    return to_image(maps, geometry)
+    maps = film_maps(encoder, pixels, tokens, tail, geometry, targets, method=method, **options)
+    return [m.on_film() for m in maps]
 
 
-def to_image(maps: torch.Tensor, geometry: Geometry) -> list[np.ndarray]:
-    """Square maps covering the model input (k, g, g), any g, to normalised maps on the original film.
+def normalise(maps: torch.Tensor) -> list[np.ndarray]:
+    """Signed square maps (k, g, g) to positive evidence in [0, 1]: the positive part over its maximum.
 
-    Keeps the positive part, divides by its maximum, upsamples bilinearly (half-pixel centres, like
-    ``torch.nn.functional.interpolate(..., align_corners=False)``) to the padded square's side and crops
-    the padding off.
+    A map whose positive peak is numerically nothing becomes all zeros.
     """
     out = []
     for signed in maps.float().cpu().numpy():
         positive = np.maximum(signed, 0.0)
         peak = float(positive.max())
         if not np.isfinite(peak) or peak <= max(_TINY, _RELATIVE_TINY * float(np.abs(signed).max())):
-            out.append(np.zeros((geometry.height, geometry.width), np.float32))
-            continue
-        square = cv2.resize(positive / peak, (geometry.side, geometry.side), interpolation=cv2.INTER_LINEAR)
-        top, left = geometry.pad_top, geometry.pad_left
-        crop = square[top : top + geometry.height, left : left + geometry.width]
-        out.append(np.clip(crop, 0.0, 1.0).astype(np.float32))
+            out.append(np.zeros_like(positive, dtype=np.float32))
+        else:
+            out.append((positive / peak).astype(np.float32))
     return out
+
+
+def to_image(maps: torch.Tensor, geometry: Geometry) -> list[np.ndarray]:
+    """Square maps covering the model input (k, g, g), any g, to normalised maps on the original film."""
+    return [FilmMap(square, geometry).on_film() for square in normalise(maps)]
 
 
 def overlay(

@@ -17,7 +17,15 @@ import torch
 from PIL import Image
 
 from meddx import DISCLAIMER, __version__
-from meddx.attribution import DEFAULT_METHOD, FAST_METHODS, METHODS, explain, overlay, to_png_base64
+from meddx.attribution import (
+    DEFAULT_METHOD,
+    FAST_METHODS,
+    METHODS,
+    FilmMap,
+    film_maps,
+    overlay,
+    to_png_base64,
+)
 from meddx.clinical_notes import extract_concepts, finding_statuses
 from meddx.config import Settings
 from meddx.encoder import Encoder, Geometry, load_encoder
@@ -73,7 +81,8 @@ class Analysis:
     """Everything meddx says about one film. ``to_dict()`` is the JSON the API and CLI return.
 
     ``preview`` is the windowed grayscale film (uint8 H x W) and ``maps`` holds, per finding id with a map,
-    ``{"heatmap": float32 H x W in [0, 1]}``; `overlay` blends one on the film at the size a consumer needs.
+    a `meddx.attribution.FilmMap` (``maps[id].on_film(max_side=...)`` gives the float32 map in [0, 1] at the
+    size a consumer needs); `overlay` blends one on the film.
     Neither goes into the JSON unless ``include_maps`` asked for base64 PNG overlays.
     """
 
@@ -94,12 +103,9 @@ class Analysis:
 
     def overlay(self, finding_id: str, *, max_side: int | None = None) -> np.ndarray:
         """The film with one finding's map blended over it (RGB uint8), at most ``max_side`` pixels wide."""
-        film, heatmap = self.preview, self.maps[finding_id]["heatmap"]
-        scale = 1.0 if max_side is None else min(1.0, max_side / max(film.shape))
-        if scale < 1.0:
-            size = (max(1, round(film.shape[1] * scale)), max(1, round(film.shape[0] * scale)))
-            film = cv2.resize(film, size, interpolation=cv2.INTER_AREA)
-            heatmap = cv2.resize(heatmap, size, interpolation=cv2.INTER_LINEAR)
+        film, heatmap = self.preview, self.maps[finding_id].on_film(max_side=max_side)
+        if heatmap.shape != film.shape[:2]:
+            film = cv2.resize(film, heatmap.shape[::-1], interpolation=cv2.INTER_AREA)
         return overlay(film, heatmap)
 
     @property
@@ -194,25 +200,25 @@ def _check_budget(start: float, budget_s: float | None, next_step: str) -> None:
         )
 
 
-def _regions(heatmap: np.ndarray, view: str | None) -> list:
+def _regions(film_map: FilmMap, view: str | None) -> list:
     """Regions found on the map at most `REGION_SIDE` pixels wide, boxes scaled back to the film.
 
     Maps are smooth upsamplings of a 14 x 14 (or coarser) grid, so a smaller working copy loses nothing
     and keeps thresholding and connected components fast on a 3000 x 3000 film.
     """
-    height, width = heatmap.shape
-    scale = min(1.0, REGION_SIDE / max(height, width))
-    if scale == 1.0:
-        return find_regions(heatmap, view_position=view)
-    small = cv2.resize(heatmap, (max(1, round(width * scale)), max(1, round(height * scale))), cv2.INTER_AREA)
+    small = film_map.on_film(max_side=REGION_SIDE)
+    width, height = film_map.geometry.width, film_map.geometry.height
+    if small.shape == (height, width):
+        return find_regions(small, view_position=view)
+    sx, sy = small.shape[1] / width, small.shape[0] / height
     return [
         replace(
             region,
             box=[
-                int(region.box[0] / scale),
-                int(region.box[1] / scale),
-                min(width, int(np.ceil(region.box[2] / scale))),
-                min(height, int(np.ceil(region.box[3] / scale))),
+                int(region.box[0] / sx),
+                int(region.box[1] / sy),
+                min(width, int(np.ceil(region.box[2] / sx))),
+                min(height, int(np.ceil(region.box[3] / sy))),
             ],
         )
         for region in find_regions(small, view_position=view)
@@ -330,16 +336,16 @@ def analyze(
     heatmaps = []
     for batch in batches:
         _check_budget(start, time_budget_s, f"map {len(heatmaps) + 1} of {len(targets)}")
-        heatmaps += explain(
+        heatmaps += film_maps(
             encoder, scored.pixels, scored.tokens, scored.tail, scored.geometry, batch, method=method
         )
     view = study.metadata.get("view_position")
     by_id = {r.id: r for r in results}
     maps = {}
-    for index, heatmap in zip(targets, heatmaps, strict=True):
+    for index, film_map in zip(targets, heatmaps, strict=True):
         finding_id = findings[index].id
-        by_id[finding_id].regions = [r.to_dict() for r in _regions(heatmap, view)]
-        maps[finding_id] = {"heatmap": heatmap}
+        by_id[finding_id].regions = [r.to_dict() for r in _regions(film_map, view)]
+        maps[finding_id] = film_map
     timings["explain_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
 

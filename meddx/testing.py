@@ -49,6 +49,8 @@ class Architecture:
 
 ARCHITECTURES = {
     "tiny": Architecture(32, "test_vit", 96, 64, 2, 2, 128, 64, 128, timm_pool="avg"),
+    # The same tiny tower pooling its class token, as BiomedCLIP's does (tests of that code path).
+    "tiny-cls": Architecture(32, "test_vit", 96, 64, 2, 2, 128, 64, 128),
     "biomedclip": Architecture(512, "vit_base_patch16_224", 224, 768, 12, 12, 3072, 256, 512),
 }
 

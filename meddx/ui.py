@@ -209,9 +209,7 @@ def _mask(analysis: Analysis, finding_id: str, regions: list[dict], shape: tuple
     mask = np.zeros(shape, np.float32)
     scale = shape[0] / np.asarray(analysis.preview).shape[0]
     if finding_id in analysis.maps:
-        heat = _resize(np.asarray(analysis.maps[finding_id]["heatmap"], np.float32), scale)[
-            : shape[0], : shape[1]
-        ]
+        heat = analysis.maps[finding_id].on_film(max_side=max(shape))[: shape[0], : shape[1]]
         mask[: heat.shape[0], : heat.shape[1]] = np.where(heat >= 0.25, 0.65 * heat, 0.0)
     for region in regions:
         x0, y0, x1, y1 = (max(0, round(v * scale)) for v in region["box"])

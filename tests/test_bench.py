@@ -18,6 +18,7 @@ KEYS = [
     "zero_shot_s",
     "analyze_p50_s",
     "analyze_p95_s",
+    "maps_top3_s",
     "ig50_s",
     "ready_s",
     "peak_rss_mb",
@@ -70,6 +71,7 @@ def test_table_and_verdicts_from_numbers():
         "zero_shot_s": 0.36,
         "analyze_p50_s": 0.6,
         "analyze_p95_s": 0.7,
+        "maps_top3_s": 0.1,
         "ig50_s": 40.0,
         "peak_rss_mb": 1500.0,
         "ig_peak_rss_mb": 2500.0,
@@ -78,6 +80,7 @@ def test_table_and_verdicts_from_numbers():
         "concurrent_errors": 0,
         "concurrent_throughput_ratio": 0.93,
         "analyze_over_forward": 0.6 / 0.35,
+        "maps_over_forward": 0.1 / 0.35,
         "ig_over_analyze": 40.0 / 0.6,
     }
     assert all(verdicts(numbers).values())

@@ -195,14 +195,14 @@ def test_analyze_stops_between_steps_once_the_budget_is_spent(settings, films, m
         analyze(films[0], settings=settings, time_budget_s=0)
 
     clock = [0.0]  # the pipeline's clock moves only while a map is drawn: one second per map
-    real_explain = pipeline.explain
+    real_film_maps = pipeline.film_maps
 
     def one_second_per_map(*args, **kwargs):
         clock[0] += 1.0
-        return real_explain(*args, **kwargs)
+        return real_film_maps(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
-    monkeypatch.setattr(pipeline, "explain", one_second_per_map)
+    monkeypatch.setattr(pipeline, "film_maps", one_second_per_map)
     slow = "gradient_shap"  # slow methods draw one map at a time, with a budget check before each
     with pytest.raises(BudgetExceeded) as raised:
         analyze(films[0], settings=settings, top_k=5, method=slow, time_budget_s=2.5)

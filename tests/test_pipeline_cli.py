@@ -154,7 +154,7 @@ def test_analyze_maps_regions_for_top_findings(dicom_file, tiny_settings):
     assert len(mapped) == 2 and "no_finding" not in mapped
     assert set(analysis.maps) == set(mapped)
     for finding_id in mapped:
-        assert analysis.maps[finding_id]["heatmap"].shape == analysis.preview.shape
+        assert analysis.maps[finding_id].on_film().shape == analysis.preview.shape
         assert analysis.overlay(finding_id).shape == (*analysis.preview.shape, 3)
         assert max(analysis.overlay(finding_id, max_side=100).shape) == 100
     data = analysis.to_dict()

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from meddx import DISCLAIMER
+from meddx.attribution import FilmMap
+from meddx.encoder import Geometry
 from meddx.pipeline import Analysis, FindingResult
 from meddx.report import escape_markdown, render_html, render_json, render_markdown, report_context
 
@@ -58,10 +60,9 @@ def clear() -> Analysis:
 @pytest.fixture
 def flagged() -> Analysis:
     """Two flagged findings (one custom), notes evidence, regions and maps; hostile text everywhere."""
-    heat = np.zeros((48, 64), np.float32)
-    heat[10:20, 30:40] = 1.0
-    overlay = np.zeros((48, 64, 3), np.uint8)
-    overlay[10:20, 30:40] = (255, 80, 0)
+    square = np.zeros((64, 64), np.float32)  # the model input: the 48 x 64 film padded 8 px top and bottom
+    square[18:28, 30:40] = 1.0
+    heat = FilmMap(square, Geometry(width=64, height=48, pad_left=0, pad_top=8, side=64, size=64))
     evidence = {
         "concept": "cough",
         "display": "Cough",
@@ -85,7 +86,7 @@ def flagged() -> Analysis:
     return _analysis(
         [quiet, custom, pneumonia],
         notes={"concepts": [{"name": "cough", "display": "Cough", "status": "present", "text": ATTACKS[3]}]},
-        maps={"pneumonia": {"heatmap": heat, "overlay": overlay}},
+        maps={"pneumonia": heat},
         explanation={
             "method": "gradcam",
             "mapped": ["pneumonia"],
