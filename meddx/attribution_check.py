@@ -3,6 +3,9 @@
 Run ``python -m meddx.attribution_check`` to build a tiny model, teach it that a bright blob is a lung
 nodule (`meddx.testing.train_planted_signal`), and print three numbers per method on held-out films:
 
+0. **The model's evidence is the blob**: the nodule probability of each held-out film against that of the
+   same film drawn without its blob (`blob_free_twins`). The explainers are judged on this model only
+   because removing the blob, and nothing else, takes its nodule score away.
 1. **Pointing game**: how often the map's maximum falls inside the planted blob's box.
 2. **Model randomisation** (Adebayo et al., 2018, "Sanity checks for saliency maps"): the Spearman rank
    correlation between the trained model's map and the map of a copy whose image tower has random
@@ -60,6 +63,20 @@ def held_out_films(count: int, *, size: int = 192, seed: int = EVAL_SEED) -> lis
     return [synthetic_film(rng, size=size, blob=True) for _ in range(count)]
 
 
+def blob_free_twins(count: int, *, size: int = 192, seed: int = EVAL_SEED) -> list[SyntheticFilm]:
+    """The films of `held_out_films` drawn again without their blob: the same film, nothing else changed."""
+    rng = np.random.default_rng(seed)
+    twins = []
+    for _ in range(count):
+        before = copy.deepcopy(rng.bit_generator.state)
+        synthetic_film(rng, size=size, blob=True)
+        after = copy.deepcopy(rng.bit_generator.state)
+        rng.bit_generator.state = before
+        twins.append(synthetic_film(rng, size=size, blob=False))  # the blob is drawn last: same background
+        rng.bit_generator.state = after
+    return twins
+
+
 def nodule_difference(encoder: Encoder) -> tuple[torch.Tensor, float]:
     """The planted finding's text direction (1, D) and the logit scale."""
     directions = text_directions(encoder, [load_vocabulary().finding(PLANTED_FINDING)])
@@ -80,6 +97,15 @@ def film_map(encoder: Encoder, scored: Scored, method: str, **options) -> np.nda
     return explain(
         encoder, scored.pixels, scored.tokens, scored.tail, scored.geometry, [0], method=method, **options
     )[0]
+
+
+def nodule_probability(encoder: Encoder, films: Sequence[SyntheticFilm]) -> np.ndarray:
+    """The planted finding's zero-shot probability for each film."""
+    difference, logit_scale = nodule_difference(encoder)
+    scorer = ImageScorer(encoder.visual, difference, logit_scale)
+    pixels = torch.stack([encoder.preprocess(Image.fromarray(f.pixels).convert("RGB"))[0] for f in films])
+    with torch.inference_mode():
+        return torch.sigmoid(scorer(pixels)[:, 0]).numpy()
 
 
 def pointing_hit(heatmap: np.ndarray, box: tuple[int, int, int, int], *, tolerance: float = 0.0) -> bool:
@@ -248,8 +274,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         train_planted_signal(folder, seed=0, steps=args.steps)
         print(f"trained the planted tiny model ({args.steps} steps) in {time.perf_counter() - start:.0f} s")
         encoder = build_encoder(resolve(ModelSpec("local-dir", str(folder))))
-        results = evaluate(encoder, held_out_films(args.images, size=args.size))
+        films = held_out_films(args.images, size=args.size)
+        with_blob = nodule_probability(encoder, films)
+        without = nodule_probability(encoder, blob_free_twins(args.images, size=args.size))
+        results = evaluate(encoder, films)
     print(f"{args.images} held-out {args.size}-px films with a planted blob; options {CHECK_OPTIONS}")
+    print(
+        f"nodule probability with the blob {with_blob.mean():.3f}, same films without it {without.mean():.3f}"
+        f" (falls by > 0.5 on {np.mean(with_blob - without > 0.5):.0%} of films)"
+    )
     columns = ("pointing", "+-15px", "rand. rho", "del. AUC", "random", "s/map")
     print(f"{'method':<22}" + "".join(f"{c:>11}" for c in columns))
     for r in results:

@@ -287,14 +287,16 @@ def test_explain_is_thread_safe_and_leaves_no_hooks(planted):
 # --- Evidence on the planted tiny model (meddx.attribution_check prints the same numbers) -------------
 #
 # The brief's bar for the pointing game is 0.90. The session's planted model (120 training steps) does not
-# reach it: about half the time its nodule evidence sits in the token next to the blob's (Grad-CAM's peak
-# is then a cell centre just outside the box), and the pixel methods also credit the film's outer ring of
-# patches, which the model leans on (blacking out one border patch lowers the nodule probability from 0.86
-# to 0.66 on average, one inner patch to 0.85).
-# The same code on the same model trained for 400 steps reaches 0.875 (Grad-CAM). The tests below hold the
+# let any method reach it, although its nodule score does come from the blob (the same films without the
+# blob fall from 0.85 to 0.11; test above). About half the time its nodule evidence at the last block sits
+# in the token next to the blob's (Grad-CAM's peak is then a cell centre just outside the box; hooking an
+# earlier block, down to the patch embeddings, gives the same 0.475), and the pixel methods also credit the
+# film's outer ring of patches. Integrated Gradients' peak moves with the number of steps (0.825 at 16,
+# 0.55 at 50). Training longer, larger inputs (160 px, 10 x 10 patches), soft-edged blobs, varied lungs,
+# cut-out and gain augmentation, and blurred baselines were measured and did not give a model on which a
+# method passes all three checks (numbers in the explanations issue's notes). The tests below hold the
 # measured behaviour with a margin (floors 7-12x chance, which catch misaligned maps). Grad-CAM's deletion
-# curve does not beat random order on this model (0.057 vs 0.043), so it is not asserted; the brief's 0.90
-# pointing bar is an open item of the explanations issue, not a test.
+# curve does not beat random order on this model (0.057 vs 0.043), so it is not asserted.
 
 EVIDENCE_FILMS = 40  # held-out 192-px films (the model reads 96 px, so every map is un-resized)
 CHANCE = 0.05  # the planted blob's box covers about 5% of a film
@@ -309,6 +311,21 @@ def evidence(planted):
 
     results = evaluate(planted[0], held_out_films(EVIDENCE_FILMS))
     return {r.method: r for r in results}
+
+
+def test_the_planted_model_reads_the_blob(planted):
+    """The premise of the pointing game: the same films without their blob lose their nodule score."""
+    from meddx.attribution_check import blob_free_twins, held_out_films, nodule_probability
+
+    films, twins = held_out_films(EVIDENCE_FILMS), blob_free_twins(EVIDENCE_FILMS)
+    assert all(
+        np.array_equal(f.pixels, t.pixels) == (f.box is None) for f, t in zip(films, twins, strict=True)
+    )
+    changed = [(f.pixels != t.pixels).mean() for f, t in zip(films, twins, strict=True)]
+    assert min(changed) > 0 and max(changed) < 0.1  # only the blob's pixels differ
+    with_blob, without = nodule_probability(planted[0], films), nodule_probability(planted[0], twins)
+    assert with_blob.mean() > 0.7 and without.mean() < 0.3  # measured: 0.853 and 0.106
+    assert np.mean(with_blob - without > 0.5) >= 0.8  # measured: 0.88
 
 
 @pytest.mark.slow
