@@ -13,12 +13,13 @@ themselves. Models are cached per process; loading is thread-safe.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -346,6 +347,7 @@ class Encoder:
 def build_encoder(resolved: ResolvedModel) -> Encoder:
     """Build the open_clip model and tokenizer from resolved local folders."""
     import open_clip
+    from accelerate import init_empty_weights
     from open_clip.tokenizer import HFTokenizer
 
     config = _read_config(resolved.folder, resolved.spec)
@@ -365,10 +367,19 @@ def build_encoder(resolved: ResolvedModel) -> Encoder:
         hf_tokenizer_name=str(resolved.text_folder),
         hf_model_pretrained=False,
     )
+    checkpoint = next(resolved.folder / n for n in WEIGHT_NAMES if (resolved.folder / n).is_file())
     try:
-        model = open_clip.create_model(
-            f"local-dir:{resolved.folder}", text_cfg=text_cfg, pretrained_text=False, device="cpu"
-        )
+        # Parameters are made without memory (buffers for real) and the checkpoint's tensors become them:
+        # no random initialisation to overwrite, and never two copies of the weights in memory.
+        with init_empty_weights(include_buffers=False), _quiet_random_init_warning():
+            model = open_clip.create_model(
+                f"local-dir:{resolved.folder}",
+                text_cfg=text_cfg,
+                pretrained_text=False,
+                load_weights=False,
+                device=None,  # .to("cpu") cannot move parameters that have no data yet
+            )
+        model.load_state_dict(_read_weights(checkpoint, model), strict=True, assign=True)
         tokenizer = HFTokenizer(str(resolved.text_folder), context_length=text_cfg.get("context_length", 77))
     except Exception as exc:  # any failure to build from files is the user's to fix, with this message
         raise ModelError(
@@ -387,6 +398,42 @@ def build_encoder(resolved: ResolvedModel) -> Encoder:
         mean=tuple(preprocess_cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
         std=tuple(preprocess_cfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
     )
+
+
+class _RandomInitWarning(logging.Filter):
+    """Drops open_clip's "initialized randomly" warning: the checkpoint is assigned right after."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning() -> Iterator[None]:
+    root, quiet = logging.getLogger(), _RandomInitWarning()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
+def _read_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """An open_clip checkpoint's tensors, read into memory with the keys ``model`` expects.
+
+    Read, not memory-mapped: the model then never depends on the file staying as it was.
+    """
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(path, backend="pread")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    position_ids = "text.transformer.embeddings.position_ids"  # older transformers saved this buffer
+    if position_ids in state and position_ids not in model.state_dict():
+        del state[position_ids]
+    return state
 
 
 def _one_line(exc: Exception, limit: int = 300) -> str:

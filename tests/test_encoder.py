@@ -39,6 +39,30 @@ def test_local_dir_loads_and_is_cached(tiny_model_dir):
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(2))
 
 
+def test_weights_are_the_checkpoint_and_buffers_are_real(tiny_model_dir, tmp_path):
+    """Parameters are made empty and the checkpoint assigned: every tensor must hold the file's values."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    saved = load_file(tiny_model_dir / "open_clip_model.safetensors")
+    encoder = load_encoder(f"local-dir:{tiny_model_dir}")
+    state = encoder.model.state_dict()
+    assert state.keys() == saved.keys()
+    for key, value in saved.items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0, msg=key)
+    assert not any(t.is_meta for t in [*encoder.model.parameters(), *encoder.model.buffers()])
+
+    # BiomedCLIP ships a PyTorch .bin, written by an older transformers that saved the position ids.
+    bin_dir = tmp_path / "bin-model"
+    shutil.copytree(tiny_model_dir, bin_dir)
+    (bin_dir / "open_clip_model.safetensors").unlink()
+    old = dict(saved, **{"text.transformer.embeddings.position_ids": torch.arange(128)[None]})
+    torch.save(old, bin_dir / "open_clip_pytorch_model.bin")
+    from_bin = load_encoder(f"local-dir:{bin_dir}")
+    torch.testing.assert_close(from_bin.embed_texts(TEXTS), encoder.embed_texts(TEXTS), rtol=0, atol=0)
+
+
 def test_hf_hub_from_offline_cache_matches_local_dir(tiny_model_dir, isolated_hf_cache):
     spec = make_tiny_hub_cache(isolated_hf_cache, model_folder=tiny_model_dir)
     hub = load_encoder(spec)
