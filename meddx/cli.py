@@ -57,11 +57,13 @@ def _read_notes(args: argparse.Namespace) -> str | None:
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Analyse one or more films; one JSON object, or JSON lines for several."""
     from meddx.pipeline import analyze
-    from meddx.vocabulary import parse_labels
+    from meddx.vocabulary import load_vocabulary, parse_labels
 
     settings = _settings(args)
     notes = _read_notes(args)
     labels = parse_labels(args.labels)
+    to_map = parse_labels(args.map)  # names or synonyms, as for --labels
+    map_ids = [f.id for f in load_vocabulary().select(to_map)] if to_map else None
     paths = list(_expand(args.paths))
     batch = len(paths) > 1 or any(Path(p).is_dir() for p in args.paths)
     failures = 0
@@ -69,7 +71,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         try:
             if not path.is_file():
                 raise InputError("No such file.")
-            analysis = analyze(path, notes, labels=labels, settings=settings, filename=path.name)
+            analysis = analyze(
+                path,
+                notes,
+                labels=labels,
+                settings=settings,
+                filename=path.name,
+                method=args.method,
+                top_k=args.top_k,
+                map_findings=map_ids,
+                threshold=args.threshold,
+                mode=args.mode,
+                include_maps=args.include_maps,
+            )
         except InputError as exc:
             failures += 1
             print(f"meddx: {path.name}: {exc}", file=sys.stderr)
@@ -77,6 +91,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 print(json.dumps({"file": path.name, "error": str(exc)}))
             continue
         data = analysis.to_dict()
+        if args.overlays:
+            data["overlay_files"] = _write_overlays(analysis, path, Path(args.overlays))
         if batch:
             data["file"] = path.name
         if args.json or batch:
@@ -89,11 +105,31 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_INPUT if failures else 0
 
 
+def _write_overlays(analysis, film: Path, folder: Path) -> list[str]:
+    """Each mapped finding's overlay at the film's full size, as ``FOLDER/<film>.<finding>.png``."""
+    from meddx.attribution import png_bytes
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for finding_id in analysis.maps:
+            target = folder / f"{film.stem}.{finding_id}.png"
+            target.write_bytes(png_bytes(analysis.overlay(finding_id)))
+            written.append(str(target))
+    except OSError as exc:
+        raise MeddxError(f"Cannot write the overlays to {folder} ({exc.strerror}).") from exc
+    return written
+
+
 def _summary(data: dict, name: str) -> str:
     lines = [f"{name}  (model {data['model']['spec']} @ {data['model']['revision']})"]
     for f in data["findings"]:
         mark = "FLAG" if f["flagged"] else "    "
         lines.append(f"  {mark} {f['label']:<22} {f['probability']:.3f}")
+        for region in f["regions"]:
+            box = ", ".join(str(v) for v in region["box"])
+            lines.append(f"         region: {region['location']} (score {region['score']:.2f}, box {box})")
+    lines.extend(f"  overlay: {path}" for path in data.get("overlay_files", []))
     lines.extend(f"  warning: {w}" for w in data["warnings"])
     lines.append(data["disclaimer"])
     return "\n".join(lines)
@@ -156,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", help="model spec: hf-hub:org/name[@rev] or local-dir:/path (default $MEDDX_MODEL)"
     )
     p.add_argument("--probe", help="trained head spec (default $MEDDX_PROBE)")
+    p.add_argument("--mode", help="zero-shot, fine-tuned or both (the last two need a trained head)")
+    p.add_argument("--threshold", type=float, help="one flagging threshold for every finding (0-1)")
+    p.add_argument(
+        "--method",
+        help="attribution method: gradcam (default, fast), integrated_gradients, gradient_shap or occlusion "
+        "(seconds to a minute per map on a CPU)",
+    )
+    p.add_argument("--top-k", type=int, help="maps and regions for the N most probable findings (default 3)")
+    p.add_argument("--map", help="comma-separated findings to map instead of the top k")
+    p.add_argument("--include-maps", action="store_true", help="embed the overlays in the JSON as base64 PNG")
+    p.add_argument("--overlays", metavar="DIR", help="write each map's overlay as DIR/<film>.<finding>.png")
     p.add_argument("--json", action="store_true", help="print JSON (always on for several files)")
     p.set_defaults(func=cmd_analyze)
 

@@ -105,6 +105,53 @@ def test_cli_batch_continues_past_bad_file(tmp_path, dicom_file, png_file, tiny_
 
 
 @pytest.mark.slow
+def test_cli_regions_overlays_and_map_options(tmp_path, dicom_file, tiny_model_dir):
+    model = f"local-dir:{tiny_model_dir}"
+    result = _run_cli(
+        "analyze",
+        str(dicom_file),
+        "--json",
+        "--top-k",
+        "2",
+        "--overlays",
+        str(tmp_path / "ov"),
+        env_model=model,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    mapped = data["explanation"]["mapped"]
+    assert data["explanation"]["method"] == "gradcam" and len(mapped) == 2
+    assert data["overlay_files"] == [str(tmp_path / "ov" / f"film.{fid}.png") for fid in mapped]
+    for path in data["overlay_files"]:
+        with Image.open(path) as overlay:  # the film's full size, in colour
+            assert overlay.size == (data["image"]["width"], data["image"]["height"]) and overlay.mode == "RGB"
+    regions = [r for f in data["findings"] if f["id"] in mapped for r in f["regions"]]
+    assert regions and all(len(r["box"]) == 4 and r["location"] and 0 < r["score"] <= 1 for r in regions)
+    assert all(not f["regions"] for f in data["findings"] if f["id"] not in mapped)
+    assert "maps_png" not in data
+
+    result = _run_cli(
+        "analyze", str(dicom_file), "--map", "Pleural effusion, nodule", "--method", "occlusion",
+        "--include-maps", "--json", env_model=model,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["explanation"] == {
+        "method": "occlusion",
+        "mapped": ["effusion", "nodule"],
+        "location_note": None,
+    }
+    assert set(data["maps_png"]) == {"effusion", "nodule"}
+
+    summary = _run_cli("analyze", str(dicom_file), "--map", "nodule", env_model=model)
+    assert summary.returncode == 0 and "region: " in summary.stdout
+    for bad in (["--method", "rollout"], ["--top-k", "-1"], ["--threshold", "2"], ["--map", "no such thing"]):
+        result = _run_cli("analyze", str(dicom_file), *bad, env_model=model)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, (bad, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
 def test_cli_model_error_is_one_line(dicom_file, tmp_path):
     result = _run_cli("analyze", str(dicom_file), env_model=f"local-dir:{tmp_path / 'missing'}")
     assert result.returncode == 3
