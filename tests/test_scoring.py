@@ -37,6 +37,25 @@ def test_directions_are_prompt_ensembles(encoder):
     assert len(negatives) == len(finding.negative) * len(finding.templates_negative)
 
 
+def test_every_finding_gets_its_own_ensemble_when_computed_together(encoder, tmp_path, monkeypatch):
+    """Phrases are embedded shortest first in small batches; each must come back to its own finding."""
+    monkeypatch.setenv("MEDDX_CACHE_DIR", str(tmp_path))
+    encoder.direction_cache.clear()
+    findings = list(load_vocabulary().findings)
+    directions = text_directions(encoder, findings)
+    for row, finding in enumerate(findings):
+        for sign, phrases, templates in (
+            ("positive", finding.positive, finding.templates_positive),
+            ("negative", finding.negative, finding.templates_negative),
+        ):
+            per_phrase = [
+                _unit(_unit(encoder.embed_texts([t.format(p) for t in templates])).mean(0)) for p in phrases
+            ]
+            expected = _unit(torch.stack(per_phrase).mean(0))
+            torch.testing.assert_close(getattr(directions, sign)[row], expected, atol=1e-5, rtol=1e-5)
+    encoder.direction_cache.clear()
+
+
 def test_probability_is_two_way_softmax(encoder):
     findings = [load_vocabulary().finding(i) for i in ("effusion", "nodule", "cardiomegaly")]
     directions = text_directions(encoder, findings)
