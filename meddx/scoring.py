@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class TextDirections:
         return self.logit_scale * image_embeddings @ self.difference.T
 
 
+MAX_CUSTOM_DIRECTIONS = 256  # custom labels' text directions kept in memory, least recently used dropped
 PHRASES_PER_BATCH = 8  # phrases of similar length share a batch, so little of it is padding
 
 
@@ -107,7 +109,7 @@ def _load_store(encoder: Encoder, cache: dict) -> None:
 
 def _save_store(encoder: Encoder, cache: dict) -> None:
     path = _store_path(encoder)
-    tensors = {f"{k}.{sign}": v[sign] for k, v in cache.items() if isinstance(v, dict) for sign in v}
+    tensors = {f"{k}.{sign}": v[sign] for k, v in cache.items() if not k.startswith("_") for sign in v}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -120,13 +122,20 @@ def _save_store(encoder: Encoder, cache: dict) -> None:
 def text_directions(encoder: Encoder, findings: list[Finding]) -> TextDirections:
     """Positive and negative ensemble embeddings for each finding.
 
-    Computed once per finding and model, kept in memory for the life of the encoder and on disk under
-    ``$MEDDX_CACHE_DIR`` (default ``~/.cache/meddx``), keyed by the model's fingerprint and the prompts.
+    Vocabulary findings are computed once per model, kept in memory for the life of the encoder and on disk
+    under ``$MEDDX_CACHE_DIR`` (default ``~/.cache/meddx``), keyed by the model's fingerprint and the
+    prompts. A user's custom labels are never written to disk, and only the `MAX_CUSTOM_DIRECTIONS` most
+    recently used stay in memory.
     """
     cache = encoder.direction_cache
     with _DIRECTION_LOCK:
         _load_store(encoder, cache)
-        missing = [f for f in dict.fromkeys(findings) if _key(f) not in cache]
+        custom: OrderedDict = cache.setdefault("_custom", OrderedDict())
+
+        def known(f: Finding) -> dict | None:
+            return custom.get(_key(f)) if f.custom else cache.get(_key(f))
+
+        missing = [f for f in dict.fromkeys(findings) if known(f) is None]
         if missing:
             groups = {}
             for sign in ("positive", "negative"):
@@ -137,12 +146,18 @@ def text_directions(encoder: Encoder, findings: list[Finding]) -> TextDirections
                 embeds = _ensemble(encoder, phrases, templates)
                 groups[sign] = dict(zip(phrases, embeds, strict=True))
             for f in missing:
-                cache[_key(f)] = {
+                (custom if f.custom else cache)[_key(f)] = {
                     "positive": _unit_mean(torch.stack([groups["positive"][p] for p in f.positive])),
                     "negative": _unit_mean(torch.stack([groups["negative"][p] for p in f.negative])),
                 }
-            _save_store(encoder, cache)
-        entries = [cache[_key(f)] for f in findings]
+            if not all(f.custom for f in missing):
+                _save_store(encoder, cache)
+        entries = [known(f) for f in findings]
+        for f in findings:
+            if f.custom:
+                custom.move_to_end(_key(f))
+        while len(custom) > MAX_CUSTOM_DIRECTIONS:
+            custom.popitem(last=False)
     return TextDirections(
         findings=tuple(findings),
         positive=torch.stack([e["positive"] for e in entries]).clone(),

@@ -138,3 +138,30 @@ def test_directions_persist_on_disk_across_restarts(tiny_model_dir, tmp_path, mo
     torch.testing.assert_close(first.positive, second.positive)
     torch.testing.assert_close(first.negative, second.negative)
     clear_cache()
+
+
+def test_custom_labels_stay_off_disk_and_are_bounded_in_memory(tiny_model_dir, tmp_path, monkeypatch):
+    """A user's own labels are not written anywhere, and memory holds only the most recent ones."""
+    from safetensors.torch import load_file
+
+    import meddx.scoring as scoring
+    from meddx.encoder import clear_cache
+
+    monkeypatch.setenv("MEDDX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(scoring, "MAX_CUSTOM_DIRECTIONS", 3)
+    clear_cache()
+    encoder = load_encoder(f"local-dir:{tiny_model_dir}")
+    vocabulary = load_vocabulary()
+    text_directions(encoder, [vocabulary.finding("nodule")])
+    (store,) = tmp_path.rglob("*.safetensors")
+    on_disk = set(load_file(store))
+    labels = [vocabulary.custom(f"mass number {n}") for n in range(5)]
+    first = text_directions(encoder, labels[:1]).positive
+    for label in labels[1:]:
+        text_directions(encoder, [label])
+    assert set(load_file(store)) == on_disk  # the store was not rewritten with custom labels
+    custom = encoder.direction_cache["_custom"]
+    assert list(custom) == [scoring._key(label) for label in labels[2:]]  # the three most recent
+    torch.testing.assert_close(text_directions(encoder, labels[:1]).positive, first)  # recomputed the same
+    assert len(custom) == 3 and next(reversed(custom)) == scoring._key(labels[0])
+    clear_cache()
