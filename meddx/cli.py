@@ -67,6 +67,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     paths = list(_expand(args.paths))
     batch = len(paths) > 1 or any(Path(p).is_dir() for p in args.paths)
     failures = 0
+    overlay_names: set[str] = set()
     for path in paths:
         try:
             if not path.is_file():
@@ -92,7 +93,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             continue
         data = analysis.to_dict()
         if args.overlays:
-            data["overlay_files"] = _write_overlays(analysis, path, Path(args.overlays))
+            data["overlay_files"] = _write_overlays(analysis, path, Path(args.overlays), overlay_names)
         if batch:
             data["file"] = path.name
         if args.json or batch:
@@ -105,19 +106,28 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_INPUT if failures else 0
 
 
-def _write_overlays(analysis, film: Path, folder: Path) -> list[str]:
-    """Each mapped finding's overlay at the film's full size, as ``FOLDER/<film>.<finding>.png``."""
+def _write_overlays(analysis, film: Path, folder: Path, taken: set[str]) -> list[str]:
+    """Each mapped finding's overlay at the film's full size, as ``FOLDER/<film>.<finding>.png``.
+
+    Films with the same name from different folders (``a/image.dcm``, ``b/image.dcm``) get ``image-2``,
+    ``image-3``...: ``taken`` holds the names this run has used.
+    """
     from meddx.attribution import png_bytes
 
+    stem, n = film.stem, 1
+    while stem in taken:
+        n += 1
+        stem = f"{film.stem}-{n}"
+    taken.add(stem)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         written = []
         for finding_id in analysis.maps:
-            target = folder / f"{film.stem}.{finding_id}.png"
+            target = folder / f"{stem}.{finding_id}.png"
             target.write_bytes(png_bytes(analysis.overlay(finding_id)))
             written.append(str(target))
     except OSError as exc:
-        raise MeddxError(f"Cannot write the overlays to {folder} ({exc.strerror}).") from exc
+        raise InputError(f"Cannot write the overlays to {folder} ({exc.strerror}).") from exc
     return written
 
 

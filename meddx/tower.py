@@ -69,8 +69,8 @@ def _class_token_pooled(trunk: nn.Module) -> bool:
     block = trunk.blocks[-1]
     return (
         getattr(trunk, "global_pool", None) == "token"
+        and getattr(trunk, "cls_token", None) is not None  # the pooled first token is the class token
         and getattr(trunk, "attn_pool", None) is None
-        and int(trunk.num_prefix_tokens) >= 1
         and type(block) is Block
         and type(block.attn) is Attention
     )

@@ -143,6 +143,18 @@ def test_cli_regions_overlays_and_map_options(tmp_path, dicom_file, tiny_model_d
     }
     assert set(data["maps_png"]) == {"effusion", "nodule"}
 
+    batch = tmp_path / "batch"
+    for folder in ("a", "b"):  # the same file name in two folders must not share overlay files
+        (batch / folder).mkdir(parents=True)
+        (batch / folder / "image.dcm").write_bytes(dicom_file.read_bytes())
+    result = _run_cli(
+        "analyze", str(batch), "--top-k", "1", "--overlays", str(tmp_path / "ov3"), env_model=model
+    )
+    assert result.returncode == 0, result.stderr
+    files = [json.loads(line)["overlay_files"] for line in result.stdout.splitlines()]
+    assert [Path(f[0]).name.split(".")[0] for f in files] == ["image", "image-2"]
+    assert len(list((tmp_path / "ov3").iterdir())) == 2
+
     summary = _run_cli("analyze", str(dicom_file), "--map", "nodule", env_model=model)
     assert summary.returncode == 0 and "region: " in summary.stdout
     for bad in (["--method", "rollout"], ["--top-k", "-1"], ["--threshold", "2"], ["--map", "no such thing"]):
