@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -40,6 +42,8 @@ from meddx.scoring import text_directions
 from meddx.testing import PLANTED_FINDING, SyntheticFilm, synthetic_film
 from meddx.tower import TowerTail, stem
 from meddx.vocabulary import load_vocabulary
+
+log = logging.getLogger(__name__)
 
 EVAL_SEED = 20240611  # held out: training draws its films from seed 0
 CHECK_OPTIONS: dict[str, dict] = {"integrated_gradients": {"n_steps": 16}}  # fewer steps than the default 50
@@ -253,8 +257,25 @@ def _mean(values: Iterable[float]) -> float:
     return float(np.mean(list(values)))
 
 
+def format_report(
+    results: Sequence[Evidence], with_blob: np.ndarray, without: np.ndarray, *, images: int, size: int
+) -> str:
+    """The evidence as a plain-text table, after the blob-dependence line."""
+    columns = ("pointing", "+-15px", "rand. rho", "del. AUC", "random", "s/map")
+    lines = [
+        f"{images} held-out {size}-px films with a planted blob; options {CHECK_OPTIONS}",
+        f"nodule probability with the blob {with_blob.mean():.3f}, same films without it {without.mean():.3f}"
+        f" (falls by > 0.5 on {np.mean(with_blob - without > 0.5):.0%} of films)",
+        f"{'method':<22}" + "".join(f"{c:>11}" for c in columns),
+    ]
+    for r in results:
+        values = (r.pointing, r.pointing_15px, r.randomisation_rho, r.deletion_auc, r.random_deletion_auc)
+        lines.append(f"{r.method:<22}" + "".join(f"{v:>11.3f}" for v in (*values, r.seconds_per_map)))
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Build and train the planted tiny model, then print the evidence table."""
+    """Build and train the planted tiny model, then print the evidence table on standard output."""
     from meddx.encoder import ModelSpec, build_encoder, resolve
     from meddx.testing import make_tiny_model, train_planted_signal
 
@@ -266,28 +287,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=120, help="training steps (the test fixture uses 120)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # others: warnings only
+    log.setLevel(logging.INFO)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("MEDDX_CACHE_DIR", tmp)  # the throwaway model's text directions stay in tmp
         folder = make_tiny_model(Path(tmp) / "planted", seed=0)
         start = time.perf_counter()
         train_planted_signal(folder, seed=0, steps=args.steps)
-        print(f"trained the planted tiny model ({args.steps} steps) in {time.perf_counter() - start:.0f} s")
+        seconds = time.perf_counter() - start
+        log.info("trained the planted tiny model (%d steps) in %.0f s", args.steps, seconds)
         encoder = build_encoder(resolve(ModelSpec("local-dir", str(folder))))
         films = held_out_films(args.images, size=args.size)
         with_blob = nodule_probability(encoder, films)
         without = nodule_probability(encoder, blob_free_twins(args.images, size=args.size))
         results = evaluate(encoder, films)
-    print(f"{args.images} held-out {args.size}-px films with a planted blob; options {CHECK_OPTIONS}")
-    print(
-        f"nodule probability with the blob {with_blob.mean():.3f}, same films without it {without.mean():.3f}"
-        f" (falls by > 0.5 on {np.mean(with_blob - without > 0.5):.0%} of films)"
-    )
-    columns = ("pointing", "+-15px", "rand. rho", "del. AUC", "random", "s/map")
-    print(f"{'method':<22}" + "".join(f"{c:>11}" for c in columns))
-    for r in results:
-        values = (r.pointing, r.pointing_15px, r.randomisation_rho, r.deletion_auc, r.random_deletion_auc)
-        print(f"{r.method:<22}" + "".join(f"{v:>11.3f}" for v in (*values, r.seconds_per_map)))
+    sys.stdout.write(format_report(results, with_blob, without, images=args.images, size=args.size) + "\n")
 
 
 if __name__ == "__main__":

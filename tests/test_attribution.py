@@ -356,3 +356,25 @@ def test_model_randomisation(evidence, method):
 def test_deletion_beats_random_order(evidence, method):
     """Blacking out the most-attributed patches first lowers the score faster than a random order."""
     assert evidence[method].deletion_auc < evidence[method].random_deletion_auc, evidence[method]
+
+
+def test_evidence_report_text():
+    from meddx.attribution_check import Evidence, format_report
+
+    results = [Evidence("gradcam", 0.475, 0.55, 0.077, 0.057, 0.043, 0.004)]
+    text = format_report(results, np.array([0.9, 0.8]), np.array([0.1, 0.5]), images=2, size=192)
+    lines = text.splitlines()
+    assert lines[0].startswith("2 held-out 192-px films")
+    assert "with the blob 0.850, same films without it 0.300 (falls by > 0.5 on 50% of films)" in lines[1]
+    assert lines[2].split() == [
+        "method",
+        "pointing",
+        "+-15px",
+        "rand.",
+        "rho",
+        "del.",
+        "AUC",
+        "random",
+        "s/map",
+    ]
+    assert lines[3].split() == ["gradcam", "0.475", "0.550", "0.077", "0.057", "0.043", "0.004"]
