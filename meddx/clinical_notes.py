@@ -29,6 +29,7 @@ from importlib import resources
 import yaml
 
 from meddx.errors import InputError
+from meddx.jsonable import as_json_dict
 from meddx.vocabulary import load_vocabulary
 
 MAX_CHARS = 20_000
@@ -129,17 +130,7 @@ class Concept:
 
     def to_dict(self) -> dict:
         """JSON-safe dict."""
-        return {
-            "name": self.name,
-            "display": self.display,
-            "category": self.category,
-            "status": self.status,
-            "start": self.start,
-            "end": self.end,
-            "text": self.text,
-            "supports": list(self.supports),
-            "value": self.value,
-        }
+        return as_json_dict(self)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import yaml
 
 from meddx.clinical_notes import Concept
 from meddx.errors import InputError
+from meddx.jsonable import as_json_dict
 
 _PRECEDENCE = ("present", "uncertain", "historical", "absent", "family")
 _EPS = 1e-6
@@ -52,16 +53,7 @@ class EvidenceItem:
 
     def to_dict(self) -> dict:
         """JSON-safe dict."""
-        return {
-            "concept": self.concept,
-            "display": self.display,
-            "status": self.status,
-            "span": list(self.span),
-            "text": self.text,
-            "finding": self.finding,
-            "delta_logit": self.delta_logit,
-            "reason": self.reason,
-        }
+        return as_json_dict(self)
 
 
 @dataclass(frozen=True)
@@ -81,14 +73,7 @@ class FusedFinding:
 
     def to_dict(self) -> dict:
         """JSON-safe dict."""
-        return {
-            "finding": self.finding,
-            "image_probability": self.image_probability,
-            "probability": self.probability,
-            "adjustment": self.adjustment,
-            "limited_by": self.limited_by,
-            "evidence": [e.to_dict() for e in self.evidence],
-        }
+        return as_json_dict(self)
 
 
 @dataclass(frozen=True)
