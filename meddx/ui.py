@@ -8,15 +8,15 @@ Public endpoints (``gradio_client`` and MCP):
 
 The page's own events are private. Privacy: nothing is flagged or logged except, on an internal error, the
 exception type and code location (never notes, pixels or DICOM tags); the uploaded file and the per-request
-folder holding the downloads are deleted once the response is built, and ``delete_cache`` sweeps whatever
-Gradio itself cached (the images and downloads it serves back).
+folder holding the downloads are deleted once the response is built (the upload's empty folder within a
+minute: `meddx.uploads`), and ``delete_cache`` sweeps whatever Gradio itself cached (the images and downloads
+it serves back).
 
 There are no examples: no openly licensed chest film ships with the repository.
 """
 
 from __future__ import annotations
 
-import contextlib
 import html
 import importlib.util
 import inspect
@@ -24,9 +24,7 @@ import json
 import logging
 import shutil
 import tempfile
-import threading
 import traceback
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +32,6 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-from gradio.utils import get_upload_folder
 from PIL import Image
 
 from meddx import DISCLAIMER, __version__
@@ -44,6 +41,7 @@ from meddx.errors import InputError, MeddxError
 from meddx.pipeline import MAX_MAPS, Analysis, analyze
 from meddx.probe import MODES
 from meddx.report import code_span, render_html, render_json
+from meddx.uploads import UploadsInUse
 from meddx.vocabulary import load_vocabulary, parse_labels
 
 log = logging.getLogger(__name__)
@@ -131,58 +129,6 @@ def _shown_errors(action: str) -> Iterator[None]:
             "persists.",
             print_exception=False,
         ) from None
-
-
-def _delete_upload(path: Path) -> None:
-    """Delete an uploaded file and its (per-upload) folder, only if it lies in Gradio's upload folder."""
-    root = Path(get_upload_folder()).resolve()
-    target = path.resolve()
-    if root not in target.parents:
-        return
-    target.unlink(missing_ok=True)
-    if target.parent != root:
-        with contextlib.suppress(OSError):  # it holds another upload of the same content, or is gone
-            target.parent.rmdir()
-
-
-def _file_identity(path: Path) -> tuple[int, int] | None:
-    """(inode, modification time) of a file, None if it does not exist: a new upload changes both."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns
-
-
-class _UploadsInUse:
-    """The uploads that running requests read; each is deleted when the last request using it finishes.
-
-    Gradio stores an upload at ``<upload folder>/<hash of its content>/<name>``, so requests that send the
-    same file share one path, and deleting it when the first of them finishes would break the others. The
-    last request holding a path deletes it, unless the file was uploaded again meanwhile: then the request
-    that uploaded it will. (A request still waiting in the queue holds nothing yet: if an identical upload
-    was analysed and deleted before it started, it is told to upload the file again.)
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._holders: Counter[Path] = Counter()
-
-    @contextmanager
-    def hold(self, path: Path) -> Iterator[None]:
-        """Use ``path`` for the length of the block; delete it afterwards if no one else uses it."""
-        with self._lock:
-            self._holders[path] += 1
-            seen = _file_identity(path)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._holders[path] -= 1
-                if not self._holders[path]:
-                    del self._holders[path]
-                    if _file_identity(path) in (seen, None):
-                        _delete_upload(path)
 
 
 def _display_scale(height: int, width: int) -> float:
@@ -276,7 +222,7 @@ class _Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.uploads = _UploadsInUse()
+        self.uploads = UploadsInUse()
 
     def _analysis(
         self, film: dict | None, notes: str | None, *options: Any, progress: gr.Progress

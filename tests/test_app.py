@@ -131,19 +131,6 @@ def test_a_path_outside_the_upload_folder_is_refused_and_left_alone(app_url, png
     assert png.is_file()
 
 
-def test_upload_cleanup_never_touches_files_outside_the_upload_folder(png, tmp_path, monkeypatch):
-    from meddx.ui import _delete_upload
-
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
-    _delete_upload(png)
-    assert png.is_file()
-    upload = tmp_path / "uploads" / "abc123" / "cxr.png"
-    upload.parent.mkdir(parents=True)
-    upload.write_bytes(png.read_bytes())
-    _delete_upload(upload)
-    assert not upload.parent.exists()
-
-
 def test_options_reach_the_pipeline(client, png):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
