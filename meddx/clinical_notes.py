@@ -146,6 +146,7 @@ class _Cue:
     category: str  # negation | uncertainty | historical | family | pseudo | termination
     direction: str  # forward | backward | bidirectional | either
     max_words: int | None = None
+    ends: frozenset[str] | None = None  # a termination: the categories whose scope it ends (None: all)
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,11 @@ def _cue_meanings(cues: dict) -> dict[str, _Meaning]:
         meanings[_phrase(phrase)] = _Meaning()
     for phrase in cues["termination"]:
         meanings[_phrase(phrase)] = _Meaning(cue=_Cue("termination", "bidirectional"))
+    for category, phrases in cues.get("termination_of", {}).items():
+        for phrase in phrases:
+            meanings[_phrase(phrase)] = _Meaning(
+                cue=_Cue("termination", "bidirectional", ends=frozenset({category}))
+            )
     return meanings
 
 
@@ -448,9 +454,17 @@ class _Clause:
         i = bisect.bisect_left(starts, a)
         return i < len(items) and items[i].end <= b
 
+    def _terminated(self, a: int, b: int, category: str) -> bool:
+        """Whether a termination that ends ``category``'s scope lies within low[a:b]."""
+        i = bisect.bisect_left(self._termination_starts, a)
+        for termination in itertools.takewhile(lambda t: t.end <= b, self.terminations[i:]):
+            if termination.cue.ends is None or category in termination.cue.ends:
+                return True
+        return False
+
     def _blocked(self, a: int, b: int, cue: _Cue, forward: bool) -> bool:
         """Whether the gap low[a:b] between a cue and a concept stops the cue's scope."""
-        if b - a > _REACH or self._any_between(self._termination_starts, self.terminations, a, b):
+        if b - a > _REACH or self._terminated(a, b, cue.category):
             return True
         gap = self.low[a:b]
         if cue.max_words is not None and len(_WORD_RE.findall(gap)) > cue.max_words:

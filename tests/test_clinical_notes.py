@@ -107,6 +107,12 @@ def test_spans_are_offsets_into_the_original_text(examples):
         # history and family
         ("No history of asthma.", {"asthma": "absent"}),
         ("History of TB.", {"tuberculosis": "historical"}),
+        ("History of COPD with new cough.", {"copd": "historical", "cough": "present"}),
+        ("No history of COPD or new cough.", {"copd": "absent", "cough": "absent"}),
+        (
+            "No pneumothorax, small effusion and edema.",
+            {"pneumothorax": "absent", "effusion": "present", "edema": "present"},
+        ),
         ("A 3-day history of cough.", {"cough": "present"}),
         ("Compared to the prior study, the effusion is smaller.", {"effusion": "present"}),
         ("Family history of lung cancer.", {"cancer": "family"}),
