@@ -104,6 +104,8 @@ def test_spans_are_offsets_into_the_original_text(examples):
         ("No effusion, possible pneumonia.", {"effusion": "absent", "pneumonia": "uncertain"}),
         ("Atelectasis versus pneumonia.", {"atelectasis": "uncertain", "pneumonia": "uncertain"}),
         ("Pneumonia is unlikely.", {"pneumonia": "absent"}),
+        ("Should fever develop, start antibiotics.", {"fever": "uncertain"}),
+        ("Follow-up film to ensure resolution of pneumonia.", {"pneumonia": "uncertain"}),
         # history and family
         ("No history of asthma.", {"asthma": "absent"}),
         ("History of TB.", {"tuberculosis": "historical"}),
