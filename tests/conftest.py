@@ -54,6 +54,12 @@ def planted_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def gradio_tmp(tmp_path_factory) -> Path:
+    """Gradio's upload and cache folder for one test module's live app, set before the app is built."""
+    return tmp_path_factory.mktemp("gradio-tmp")
+
+
 @pytest.fixture
 def tiny_settings(tiny_model_dir):
     """Settings that use the tiny model."""

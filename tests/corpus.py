@@ -15,18 +15,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space
 from pydicom.uid import (
-    DigitalXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
-    generate_uid,
 )
 
-from tests.dicom_factory import PLANTED_IDENTIFIERS
+from tests.dicom_factory import chest_dataset
 
 BOMB_SIDE = 20_000
 """The side the decompression-bomb files claim: 400 million pixels, far above the 60 million limit."""
@@ -225,32 +222,9 @@ def dicom_dataset(
     if pixels is None:
         pixels = film().astype(np.uint16) * 16
         bits_stored = 12
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    for keyword, value in PLANTED_IDENTIFIERS.items():
-        setattr(ds, keyword, value)
-    ds.Modality = modality
-    ds.ViewPosition = "PA"
-    ds.BodyPartExamined = "CHEST"
-    samples = 3 if pixels.ndim == (4 if frames > 1 else 3) else 1
-    ds.Rows, ds.Columns = pixels.shape[-3:-1] if samples == 3 else pixels.shape[-2:]
-    ds.SamplesPerPixel = samples
-    if samples == 3:
-        ds.PlanarConfiguration = 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = pixels.dtype.itemsize * 8
-    ds.BitsStored = bits_stored or ds.BitsAllocated
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
-    ds.PixelData = pixels.tobytes()
-    return ds
+    return chest_dataset(
+        pixels, photometric=photometric, bits_stored=bits_stored, frames=frames, modality=modality
+    )
 
 
 def dicom_bytes(ds: Dataset, *, file_format: bool = True) -> bytes:

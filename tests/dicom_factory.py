@@ -6,7 +6,13 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    UID,
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
 
 PLANTED_IDENTIFIERS = {
     "PatientName": "Doe^Jane",
@@ -17,27 +23,57 @@ PLANTED_IDENTIFIERS = {
 }
 
 
+def chest_dataset(
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    frames: int = 1,
+    modality: str = "DX",
+    sop_class: UID = DigitalXRayImageStorageForPresentation,
+    identifiers: dict[str, str] = PLANTED_IDENTIFIERS,
+    **tags: object,
+) -> Dataset:
+    """An uncompressed PA chest data set holding ``pixels`` (colour when the last axis is 3), identifiers
+    planted, and any further ``tags``."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    for keyword, value in identifiers.items():
+        setattr(ds, keyword, value)
+    ds.Modality = modality
+    ds.ViewPosition = "PA"
+    ds.BodyPartExamined = "CHEST"
+    samples = 3 if pixels.ndim == (4 if frames > 1 else 3) else 1
+    ds.Rows, ds.Columns = pixels.shape[-3:-1] if samples == 3 else pixels.shape[-2:]
+    ds.SamplesPerPixel = samples
+    if samples == 3:
+        ds.PlanarConfiguration = 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = pixels.dtype.itemsize * 8
+    ds.BitsStored = bits_stored or ds.BitsAllocated
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
+    ds.PixelData = pixels.tobytes()
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
 def write_dicom(path: Path, pixels: np.ndarray | None = None, *, view_position: str = "PA") -> Path:
     """A 12-bit MONOCHROME2 CR chest film with planted identifiers; a bright square in the middle."""
     if pixels is None:
         pixels = np.full((256, 224), 600, np.uint16)
         pixels[96:160, 80:144] = 3500
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
+    ds = chest_dataset(
+        pixels.astype(np.uint16), bits_stored=12, modality="CR", sop_class=ComputedRadiographyImageStorage
+    )
     ds.ViewPosition = view_position
-    for key, value in PLANTED_IDENTIFIERS.items():
-        setattr(ds, key, value)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path

@@ -14,12 +14,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def gradio_tmp(tmp_path_factory) -> Path:
-    """Gradio's upload and cache folder for this module, set before the app is built."""
-    return tmp_path_factory.mktemp("gradio-tmp")
-
-
-@pytest.fixture(scope="module")
 def app_url(tiny_model_dir, gradio_tmp):
     """The meddx app serving the tiny model; closed after the module."""
     from meddx.config import Settings

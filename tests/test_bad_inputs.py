@@ -211,11 +211,6 @@ def test_analyze(case: Case, settings: Settings):
 
 
 @pytest.fixture(scope="module")
-def gradio_tmp(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("gradio-tmp")
-
-
-@pytest.fixture(scope="module")
 def client(settings, gradio_tmp):
     from gradio_client import Client
 

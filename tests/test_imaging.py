@@ -11,21 +11,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 from pydicom import dcmwrite
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space
 from pydicom.uid import (
     UID,
-    DigitalXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     RLELossless,
-    generate_uid,
 )
 
 from meddx.errors import InputError
 from meddx.imaging import ACCEPTED_FORMATS, ImagingLimits, Study, load_study, sniff_format
+from tests.dicom_factory import chest_dataset
 
 IDENTIFIERS = {
     "PatientName": "Doe^Jane",
@@ -62,36 +60,16 @@ def make_dataset(
     frames: int = 1,
     **tags: object,
 ) -> Dataset:
-    """An uncompressed DX data set holding `pixels`, with identifiers planted in it."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    for keyword, value in IDENTIFIERS.items():
-        setattr(ds, keyword, value)
-    ds.Modality = "DX"
-    ds.ViewPosition = "PA"
-    ds.BodyPartExamined = "CHEST"
-    ds.ImagerPixelSpacing = [0.139, 0.139]
-    samples = 3 if pixels.ndim == (4 if frames > 1 else 3) else 1
-    ds.Rows, ds.Columns = pixels.shape[-3:-1] if samples == 3 else pixels.shape[-2:]
-    ds.SamplesPerPixel = samples
-    if samples == 3:
-        ds.PlanarConfiguration = 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = pixels.dtype.itemsize * 8
-    ds.BitsStored = bits_stored or ds.BitsAllocated
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
-    ds.PixelData = pixels.tobytes()
-    for keyword, value in tags.items():
-        setattr(ds, keyword, value)
-    return ds
+    """An uncompressed DX data set holding `pixels`, with `IDENTIFIERS` planted in it."""
+    tags.setdefault("ImagerPixelSpacing", [0.139, 0.139])
+    return chest_dataset(
+        pixels,
+        photometric=photometric,
+        bits_stored=bits_stored,
+        frames=frames,
+        identifiers=IDENTIFIERS,
+        **tags,
+    )
 
 
 def to_bytes(ds: Dataset) -> bytes:

@@ -72,11 +72,6 @@ def films(tmp_path_factory) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def gradio_tmp(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("gradio-tmp")
-
-
-@pytest.fixture(scope="module")
 def app_url(settings, gradio_tmp):
     with running_app(settings, gradio_tmp) as url:
         yield url

@@ -59,11 +59,6 @@ def assert_clean_log(text: str, where: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def gradio_tmp(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("gradio-tmp")
-
-
-@pytest.fixture(scope="module")
 def app_url(tiny_model_dir, gradio_tmp):
     settings = Settings(model=f"local-dir:{tiny_model_dir}", threads=1)
     with running_app(settings, gradio_tmp) as url:
