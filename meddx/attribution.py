@@ -11,15 +11,16 @@ and calls ``.attribute(inputs, target=..., baselines=...)``; `METHODS` names the
 - ``gradient_shap``: `GradientShap` on the pixels, baselines drawn from black films with Gaussian noise.
 - ``occlusion``: `Occlusion` of patch-sized windows (enlarged when needed to bound the number of forwards).
 
-Every map returned by `explain` is float32 at the original image's size, ``(geometry.height,
+`film_maps` returns each map as a `FilmMap` (the square model-input map and the geometry), so that
+regions, overlays and previews ask for the size they need instead of building a 3000 x 3000 map. On the
+film (``FilmMap.on_film()``) a map is float32 at the original image's size, ``(geometry.height,
 geometry.width)``, and holds **positive evidence only**: where the map is high, the pixels raised the
 finding's score. Pixel-level attributions are first summed (signed) over the three colour channels, which
 for a grayscale film replicated into RGB is the attribution of the gray value itself; then the positive part
 is kept and divided by its maximum over the whole model input (padding included, so a map that peaks in the
 padding does not reach 1 on the film). A map with no positive evidence is all zeros. The square model-input
 map is upsampled bilinearly to the padded square's side and the padding is cropped off: the exact inverse of
-`meddx.encoder.PadToSquare`. `film_maps` keeps each map as a `FilmMap` (the square and the geometry), so
-that regions, overlays and previews ask for the size they need instead of building a 3000 x 3000 map.
+`meddx.encoder.PadToSquare`.
 
 Thread safety: nothing here registers a hook on a shared module. Grad-CAM hooks ``tail.grid``, which
 belongs to the per-request `TowerTail`; the pixel methods only call autograd on the shared image tower
@@ -263,7 +264,7 @@ def attribute(
 ) -> torch.Tensor:
     """The raw signed maps of the given findings' scores over the model input: (k, g, g), any g.
 
-    Arguments as for `explain`, which turns these into maps on the film.
+    Arguments as for `film_maps`, which turns these into maps on the film.
     """
     factory = _method(method)
     # Tensors made under inference_mode (the scoring pass, cached text features) cannot be saved for
@@ -292,26 +293,7 @@ def film_maps(
     method: str = DEFAULT_METHOD,
     **options,
 ) -> list[FilmMap]:
-    """`explain`, but each map stays a `FilmMap`: put it on the film at the size a consumer needs."""
-    if not targets:
-        _method(method)
-        return []
-    maps = attribute(encoder, pixels, tokens, tail, targets, method=method, **options)
-    return [FilmMap(square, geometry) for square in normalise(maps)]
-
-
-def explain(
-    encoder: Encoder,
-    pixels: torch.Tensor | None,
-    tokens: torch.Tensor | None,
-    tail: nn.Module,
-    geometry: Geometry,
-    targets: list[int],
-    *,
-    method: str = DEFAULT_METHOD,
-    **options,
-) -> list[np.ndarray]:
-    """Maps of the given findings' scores on the original film, one per target.
+    """Maps of the given findings' scores, one per target, each ready to be put on the film at any size.
 
     Args:
         encoder: the loaded model.
@@ -324,14 +306,18 @@ def explain(
         **options: the method's settings (e.g. ``n_steps=16`` for integrated_gradients).
 
     Returns:
-        float32 maps of shape (geometry.height, geometry.width) in [0, 1]: positive evidence only, 1 at the
-        strongest evidence in the model input; all zeros where nothing raised the score.
+        `FilmMap`s whose ``on_film()`` is a float32 map of shape (geometry.height, geometry.width) in
+        [0, 1]: positive evidence only, 1 at the strongest evidence in the model input; all zeros where
+        nothing raised the score.
 
     Raises:
         ValueError: unknown method, or an input the method needs is missing.
     """
-    maps = film_maps(encoder, pixels, tokens, tail, geometry, targets, method=method, **options)
-    return [m.on_film() for m in maps]
+    if not targets:
+        _method(method)
+        return []
+    maps = attribute(encoder, pixels, tokens, tail, targets, method=method, **options)
+    return [FilmMap(square, geometry) for square in normalise(maps)]
 
 
 def normalise(maps: torch.Tensor) -> list[np.ndarray]:
@@ -365,7 +351,7 @@ def overlay(
 
     Args:
         gray: the film, uint8 (H, W) (or (H, W, 3) RGB).
-        heatmap: a map from `explain`, (H, W) in [0, 1].
+        heatmap: a map on the film (`FilmMap.on_film`), (H, W) in [0, 1].
         alpha: the blend weight at the map's maximum.
         colormap: ``"turbo"`` or ``"jet"`` (OpenCV colormaps).
     """

@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from meddx.attribution import METHODS, ImageScorer, black_baseline, explain
+from meddx.attribution import METHODS, ImageScorer, black_baseline, film_maps
 from meddx.encoder import Encoder, Geometry
 from meddx.scoring import text_directions
 from meddx.testing import PLANTED_FINDING, SyntheticFilm, synthetic_film
@@ -52,7 +52,7 @@ POINTING_TOLERANCE = 15.0  # pixels, as in Zhang et al. (2018)
 
 @dataclass(frozen=True)
 class Scored:
-    """One film after the scoring pass, ready for `explain`."""
+    """One film after the scoring pass, ready for `film_maps`."""
 
     film: SyntheticFilm
     pixels: torch.Tensor
@@ -98,9 +98,10 @@ def score_film(encoder: Encoder, film: SyntheticFilm, difference: torch.Tensor, 
 
 def film_map(encoder: Encoder, scored: Scored, method: str, **options) -> np.ndarray:
     """The nodule map of one scored film."""
-    return explain(
+    [nodule] = film_maps(
         encoder, scored.pixels, scored.tokens, scored.tail, scored.geometry, [0], method=method, **options
-    )[0]
+    )
+    return nodule.on_film()
 
 
 def nodule_probability(encoder: Encoder, films: Sequence[SyntheticFilm]) -> np.ndarray:

@@ -237,12 +237,12 @@ def run(model_spec: str | None, *, quick: bool, threads: int, repeats: int) -> d
     results["analyze_p50_s"] = float(np.percentile(times, 50))
     results["analyze_p95_s"] = float(np.percentile(times, 95))
 
-    from meddx.attribution import explain
+    from meddx.attribution import film_maps
 
     scored = score_image(encoder, study, findings)
     target = int(scored.zero_shot.argmax())
     results["ig50_s"] = _timed(
-        lambda: explain(
+        lambda: film_maps(
             encoder,
             scored.pixels,
             scored.tokens,

@@ -1,9 +1,10 @@
 """Regions of an attribution map: boxes on the original film, each with a score and its location in words.
 
-A map from `meddx.attribution.explain` (float, original image size, [0, 1], positive evidence only) is
-thresholded, split into connected components (OpenCV, 8-connectivity), and each component becomes a box
-``[x0, y0, x1, y1]`` in original pixels, end-exclusive (PIL's crop-box convention). Tiny components are
-dropped, boxes that overlap or nearly touch are merged, and the strongest ``max_regions`` are kept.
+A map on the film (`meddx.attribution.FilmMap.on_film`: float, original image size, [0, 1], positive
+evidence only) is thresholded, split into connected components (OpenCV, 8-connectivity), and each component
+becomes a box ``[x0, y0, x1, y1]`` in original pixels, end-exclusive (PIL's crop-box convention). Tiny
+components are dropped, boxes that overlap or nearly touch are merged, and the strongest ``max_regions``
+are kept.
 
 - Threshold: by default Otsu's threshold on the map's non-zero values (quantised to 256 levels); when those
   values do not have two distinct levels, the 90th percentile of them. ``percentile=`` overrides Otsu.

@@ -16,13 +16,19 @@ from torch import nn
 from meddx.attribution import (
     METHODS,
     AttributionInputs,
-    explain,
+    film_maps,
     heatmap_png,
     overlay,
     to_image,
     to_png_base64,
 )
 from meddx.encoder import Geometry
+
+
+def explain(*args, **kwargs) -> list[np.ndarray]:
+    """`film_maps`, each put on the film at full size."""
+    return [m.on_film() for m in film_maps(*args, **kwargs)]
+
 
 S, PATCH, GRID = 48, 8, 6  # a hand-built "model input": 48 px, 8-px patches, a 6x6 token grid
 WIDE = Geometry(width=150, height=100, pad_left=0, pad_top=25, side=150, size=S)
@@ -46,7 +52,7 @@ class LinearTail(nn.Module):
 
 
 def stub_encoder() -> SimpleNamespace:
-    """What `explain` reads from an encoder, around a tower that is never called by Grad-CAM."""
+    """What `film_maps` reads from an encoder, around a tower that is never called by Grad-CAM."""
     return SimpleNamespace(visual=nn.Identity(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), image_size=S)
 
 

@@ -58,6 +58,7 @@ def test_analyze_in_the_browser(browser, app_url, shots, tmp_path, viewport):
 
     film = write_png(tmp_path / "cxr.png")
     page = browser.new_page(viewport=VIEWPORTS[viewport])
+    page.set_default_timeout(60_000)  # a busy 2-core machine once took over 30 s to show an upload
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(app_url)
