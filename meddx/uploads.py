@@ -41,10 +41,10 @@ def upload_root() -> Path:
     return Path(get_upload_folder()).resolve()
 
 
-def delete_upload(path: Path) -> None:
-    """Delete an uploaded file, only if it lies below Gradio's upload folder. Its folder stays (see above)."""
+def delete_upload(path: Path, root: Path) -> None:
+    """Delete an uploaded file if it lies below the upload folder ``root``; its folder stays (see above)."""
     target = path.resolve()
-    if upload_root() in target.parents:
+    if root.resolve() in target.parents:
         target.unlink(missing_ok=True)
 
 
@@ -91,6 +91,7 @@ class UploadsInUse:
     def __init__(
         self, *, sweep_every_s: float | None = SWEEP_EVERY_S, empty_folder_age_s: float = EMPTY_FOLDER_AGE_S
     ) -> None:
+        self.root = upload_root()  # Gradio fixes its upload folder when the app is built, as here
         self._lock = threading.Lock()
         self._holders: Counter[Path] = Counter()
         self._sweep_every_s = sweep_every_s
@@ -112,13 +113,13 @@ class UploadsInUse:
                 if not self._holders[path]:
                     del self._holders[path]
                     if _file_identity(path) in (seen, None):
-                        delete_upload(path)
+                        delete_upload(path, self.root)
             self.sweep()
 
     def sweep(self) -> None:
         """Sweep the upload folder now; a folder that cannot be read is left for the next sweep."""
         with contextlib.suppress(OSError):
-            sweep_upload_folder(upload_root(), empty_folder_age_s=self._empty_folder_age_s)
+            sweep_upload_folder(self.root, empty_folder_age_s=self._empty_folder_age_s)
 
     def _start_sweeper(self) -> None:
         """Sweep every few seconds from the first request on, so that the last request's folder goes too."""

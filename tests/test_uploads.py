@@ -47,10 +47,10 @@ def age(path: Path, seconds: float) -> None:
 def test_files_outside_the_upload_folder_are_never_deleted(root, tmp_path):
     outside = tmp_path / "cxr.png"
     outside.write_bytes(b"film")
-    delete_upload(outside)
+    delete_upload(outside, root)
     assert outside.is_file()
     upload = receive(root, b"film")
-    delete_upload(upload)
+    delete_upload(upload, root)
     assert not upload.exists()
 
 
