@@ -285,8 +285,6 @@ class Encoder:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     direction_cache: dict = field(default_factory=dict, repr=False)
-    _text_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    _text_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def spec(self) -> str:
@@ -333,15 +331,9 @@ class Encoder:
         return tokens[:, : int(used.max()) + 1] if len(used) else tokens
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Unit-norm text embeddings (N, D), cached per text for the life of the encoder."""
-        with self._text_lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
-            if missing:
-                with torch.inference_mode():
-                    embeds = self.model.encode_text(self.tokenize(missing), normalize=True)
-                for text, embed in zip(missing, embeds, strict=True):
-                    self._text_cache[text] = embed.clone()
-            return torch.stack([self._text_cache[t] for t in texts])
+        """Unit-norm text embeddings (N, D), computed in one batch (`meddx.scoring` caches what it needs)."""
+        with torch.inference_mode():
+            return self.model.encode_text(self.tokenize(list(texts)), normalize=True)
 
 
 def build_encoder(resolved: ResolvedModel) -> Encoder:

@@ -32,6 +32,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+from gradio.utils import get_upload_folder
 from PIL import Image
 
 from meddx import DISCLAIMER, __version__
@@ -222,7 +223,7 @@ class _Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.uploads = UploadsInUse()
+        self.uploads = UploadsInUse(Path(get_upload_folder()))  # Gradio's, fixed when the app is built
 
     def _analysis(
         self, film: dict | None, notes: str | None, *options: Any, progress: gr.Progress

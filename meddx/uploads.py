@@ -24,8 +24,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gradio.utils import get_upload_folder
-
 EMPTY_FOLDER_AGE_S = 30.0
 """An upload's folder is removed once it has been empty this long."""
 STRAY_FILE_AGE_S = 600.0
@@ -34,11 +32,6 @@ SWEEP_EVERY_S = 30.0
 """How often the upload folder is swept while the app runs, besides after each request."""
 TEMPORARY_PREFIX = "tmp"
 """The name Python's `tempfile` (which Gradio uses while receiving an upload) gives its files."""
-
-
-def upload_root() -> Path:
-    """Gradio's upload folder (``GRADIO_TEMP_DIR``, else ``<temp>/gradio``)."""
-    return Path(get_upload_folder()).resolve()
 
 
 def delete_upload(path: Path, root: Path) -> None:
@@ -81,7 +74,8 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 
 
 class UploadsInUse:
-    """The uploads that running requests read; each is deleted when the last request using it finishes.
+    """The uploads in ``root`` (Gradio's upload folder) that running requests read; each is deleted when the
+    last request using it finishes.
 
     The last request holding a path deletes it, unless the file was uploaded again meanwhile: then the
     request that uploaded it will. (A request still waiting in the queue holds nothing yet: if an identical
@@ -89,9 +83,13 @@ class UploadsInUse:
     """
 
     def __init__(
-        self, *, sweep_every_s: float | None = SWEEP_EVERY_S, empty_folder_age_s: float = EMPTY_FOLDER_AGE_S
+        self,
+        root: Path,
+        *,
+        sweep_every_s: float | None = SWEEP_EVERY_S,
+        empty_folder_age_s: float = EMPTY_FOLDER_AGE_S,
     ) -> None:
-        self.root = upload_root()  # Gradio fixes its upload folder when the app is built, as here
+        self.root = root.resolve()
         self._lock = threading.Lock()
         self._holders: Counter[Path] = Counter()
         self._sweep_every_s = sweep_every_s

@@ -22,10 +22,9 @@ from meddx.uploads import (
 
 
 @pytest.fixture
-def root(tmp_path, monkeypatch) -> Path:
+def root(tmp_path) -> Path:
     folder = tmp_path / "uploads"
     folder.mkdir()
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
     return folder
 
 
@@ -55,7 +54,7 @@ def test_files_outside_the_upload_folder_are_never_deleted(root, tmp_path):
 
 
 def test_the_last_request_holding_a_shared_upload_deletes_it(root):
-    uploads = UploadsInUse(sweep_every_s=None)
+    uploads = UploadsInUse(root, sweep_every_s=None)
     upload = receive(root, b"same film")
     with uploads.hold(upload):
         with uploads.hold(upload):
@@ -65,7 +64,7 @@ def test_the_last_request_holding_a_shared_upload_deletes_it(root):
 
 
 def test_an_upload_sent_again_meanwhile_is_left_to_the_request_that_sent_it(root):
-    uploads = UploadsInUse(sweep_every_s=None)
+    uploads = UploadsInUse(root, sweep_every_s=None)
     upload = receive(root, b"same film")
     with uploads.hold(upload):
         upload.unlink()
@@ -78,7 +77,7 @@ def test_an_upload_sent_again_meanwhile_is_left_to_the_request_that_sent_it(root
 
 def test_an_identical_upload_arriving_while_the_last_holder_finishes_is_not_lost(root):
     """In CI: Gradio had made the content's folder, the finishing request removed it, the rename failed."""
-    uploads = UploadsInUse(sweep_every_s=None)
+    uploads = UploadsInUse(root, sweep_every_s=None)
     upload = receive(root, b"same film")
     with uploads.hold(upload):
         temporary = root / "tmpsecond"
@@ -113,7 +112,7 @@ def test_the_sweep_removes_old_empty_folders_and_stale_temporary_files_only(root
 
 
 def test_the_sweeper_removes_the_last_requests_folder_in_the_background(root):
-    uploads = UploadsInUse(sweep_every_s=0.05, empty_folder_age_s=0.3)
+    uploads = UploadsInUse(root, sweep_every_s=0.05, empty_folder_age_s=0.3)
     upload = receive(root, b"film")
     with uploads.hold(upload):
         pass
