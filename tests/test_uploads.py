@@ -120,4 +120,5 @@ def test_the_sweeper_removes_the_last_requests_folder_in_the_background(root):
     deadline = time.monotonic() + 10
     while upload.parent.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    uploads.close()
     assert list(root.iterdir()) == []
