@@ -14,6 +14,7 @@ from meddx.bench import TARGETS, format_table, verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = [
+    "dicom_3000_load_s",
     "forward_s",
     "zero_shot_s",
     "analyze_p50_s",
@@ -67,6 +68,7 @@ def test_table_and_verdicts_from_numbers():
         "load_warm_s": 3.0,
         "text_cold_s": 1.0,
         "text_cached_s": 0.0001,
+        "dicom_3000_load_s": 0.05,
         "forward_s": 0.35,
         "zero_shot_s": 0.36,
         "analyze_p50_s": 0.6,
