@@ -1,4 +1,4 @@
-"""``python -m meddx bench``: speed and memory of the whole chain, measured in one run.
+"""Speed and memory of the whole chain, measured in one run (``python -m meddx bench``, see `meddx.cli`).
 
 By default it builds BiomedCLIP's architecture with random weights in a temp folder (no network) and,
 after warm-up, measures: process start to a served app (``ready_s``), one bare image-tower forward (the
@@ -12,9 +12,7 @@ on the tiny model in well under a minute; CI runs that so the harness never rots
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import resource
 import socket
@@ -343,19 +341,3 @@ def format_table(results: dict) -> str:
             f"{key:<{width}}{results[key]:.1f}   target {op} {bound}  {'met' if verdict[key] else 'MISSED'}"
         )
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry: prints the table; ``--json OUT`` writes the numbers."""
-    parser = argparse.ArgumentParser(prog="python -m meddx bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model spec (default: BiomedCLIP architecture, random weights)")
-    parser.add_argument("--json", help="write the numbers to this file")
-    parser.add_argument("--quick", action="store_true", help="tiny model, a few seconds")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
-    args = parser.parse_args(argv)
-    results = run(args.model, quick=args.quick, threads=args.threads, repeats=args.repeats)
-    print(format_table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
-    return 0

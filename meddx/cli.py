@@ -1,4 +1,5 @@
-"""Command line: ``python -m meddx analyze | notes | download | make-tiny-model | train | eval | bench``.
+"""Command line: ``python -m meddx analyze | notes | notes-eval | download | make-tiny-model | train | eval
+| bench``.
 
 Imports are lazy so that ``--help`` and the light commands start fast. Errors meant for people
 (`InputError`, `ModelError`) print one line on stderr and exit non-zero; no traceback.
@@ -166,12 +167,27 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run `meddx.bench` and print its table; ``--json OUT`` also writes the numbers."""
+    from meddx.bench import format_table, run
+
+    results = run(args.model, quick=args.quick, threads=args.threads, repeats=args.repeats)
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return 0
+
+
 # Sub-commands with their own argument parsers: name -> (module, function(argv) -> exit status, help).
 DELEGATED = {
     "notes": ("meddx.notes_cli", "run_notes", "extract concepts from clinical notes"),
     "train": ("meddx.train_cli", "run_train", "train a fine-tuned head on labelled films"),
     "eval": ("meddx.train_cli", "run_eval", "evaluate zero-shot and fine-tuned scores on labelled films"),
-    "bench": ("meddx.bench", "main", "measure speed and memory on the real-size architecture"),
+    "notes-eval": (
+        "meddx.notes_cli",
+        "run_notes_eval",
+        "measure the notes reader on a labelled sentence set",
+    ),
 }
 
 
@@ -227,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--planted", action="store_true", help="train it to see a planted blob as a nodule")
     p.set_defaults(func=cmd_make_tiny_model)
+
+    p = sub.add_parser("bench", help="measure speed and memory on the real-size architecture")
+    p.add_argument("--model", help="model spec (default: BiomedCLIP architecture, random weights)")
+    p.add_argument("--json", help="write the numbers to this file")
+    p.add_argument("--quick", action="store_true", help="tiny model, a few seconds")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=10)
+    p.set_defaults(func=cmd_bench)
 
     for name, (_, _, text) in DELEGATED.items():
         sub.add_parser(name, help=f"{text} (see `{name} --help`)", add_help=False)

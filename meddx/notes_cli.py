@@ -4,6 +4,8 @@
     python -m meddx notes "TEXT" --json     a JSON list of concepts
     python -m meddx notes --jsonl < in      JSON lines {"id", "text"} in, one JSON line per input out:
                                             {"id", "findings": {finding: status}, "concepts": [...]}
+    python -m meddx notes-eval [PATH]       precision and recall on a labelled sentence set
+                                            (`meddx.notes_eval`; default: tests/data/note_sentences.jsonl)
 
 With no TEXT and no ``--jsonl`` the notes are read from standard input. In ``--jsonl`` output a line that
 cannot be read gives ``{"id": ..., "error": "..."}`` and the run goes on; ``findings`` holds the image
@@ -114,3 +116,24 @@ def run_notes(argv: list[str]) -> int:
 
 
 __all__ = ["run_notes"]
+
+
+def run_notes_eval(argv: list[str]) -> int:
+    """Print `meddx.notes_eval`'s report for the labelled set at ``argv[0]`` (default: the repository's)."""
+    from pathlib import Path
+
+    from meddx.notes_eval import DEFAULT_PATH, evaluate, format_report, load_examples
+
+    parser = argparse.ArgumentParser(
+        prog="python -m meddx notes-eval", description="Measure the notes reader on a labelled sentence set."
+    )
+    parser.add_argument(
+        "path", nargs="?", type=Path, default=DEFAULT_PATH, help="JSON lines with expected statuses"
+    )
+    args = parser.parse_args(argv)
+    if not args.path.is_file():
+        print(f"meddx: no such file: {args.path}", file=sys.stderr)
+        return EXIT_INPUT
+    examples = load_examples(args.path)
+    print(format_report(evaluate(examples), len(examples)))
+    return 0

@@ -1,4 +1,4 @@
-"""Measure `meddx.clinical_notes` on a labelled sentence set: ``python -m meddx.notes_eval [PATH]``.
+"""Measure `meddx.clinical_notes` on a labelled sentence set (``python -m meddx notes-eval [PATH]``).
 
 The set is JSON lines ``{"id": ..., "text": ..., "expected": {"<concept>": "<status>", ...}}`` where
 ``expected`` lists every concept the sentence mentions (demographics and vitals are left out: their
@@ -12,7 +12,6 @@ Printed: precision, recall and F1 per status over (sentence, concept) pairs, and
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,19 +141,3 @@ def format_report(report: Report, n_examples: int) -> str:
         lines += ["", "disagreements (id, concept, expected, predicted):"]
         lines += [f"  {i} {name}: {want} -> {got}" for i, name, want, got in report.errors]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Evaluate the set at ``argv[0]`` (default: the repository's tests/data/note_sentences.jsonl)."""
-    args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0]) if args else DEFAULT_PATH
-    if not path.is_file():
-        print(f"notes_eval: no such file: {path}", file=sys.stderr)
-        return 2
-    examples = load_examples(path)
-    print(format_report(evaluate(examples), len(examples)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ import yaml
 
 from meddx.clinical_notes import MAX_CHARS, Concept, extract_concepts, finding_statuses
 from meddx.errors import InputError
-from meddx.notes_cli import run_notes
+from meddx.notes_cli import run_notes, run_notes_eval
 from meddx.notes_eval import evaluate, format_report, load_examples, statuses
 from meddx.vocabulary import load_vocabulary
 
@@ -356,6 +356,14 @@ def test_run_notes_jsonl(monkeypatch, capsys):
     assert all("error" in o for o in out[1:5])
     assert "too long" in out[3]["error"] and "xxx" not in out[3]["error"]
     assert out[5] == {"id": "b", "findings": {}, "concepts": [out[5]["concepts"][0]]}
+
+
+def test_notes_eval_prints_the_report_and_refuses_a_missing_file(tmp_path, capsys):
+    assert run_notes_eval([str(SET_PATH)]) == 0
+    out = capsys.readouterr().out
+    assert "macro-F1 (finding present" in out and "s001" not in out.split("disagreements")[0]
+    assert run_notes_eval([str(tmp_path / "missing.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
 
 
 def test_run_notes_errors(capsys):
