@@ -336,11 +336,6 @@ def normalise(maps: torch.Tensor) -> list[np.ndarray]:
     return out
 
 
-def to_image(maps: torch.Tensor, geometry: Geometry) -> list[np.ndarray]:
-    """Square maps covering the model input (k, g, g), any g, to normalised maps on the original film."""
-    return [FilmMap(square, geometry).on_film() for square in normalise(maps)]
-
-
 def overlay(
     gray: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.45, colormap: str = "turbo"
 ) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Evidence that the attribution maps mean something, measured on the planted tiny model.
 
-Run ``python -m meddx.attribution_check`` to build a tiny model, teach it that a bright blob is a lung
-nodule (`meddx.testing.train_planted_signal`), and print three numbers per method on held-out films:
+Run ``python -m meddx attribution-check`` (`run_check`) to build a tiny model, teach it that a bright blob
+is a lung nodule (`meddx.testing.train_planted_signal`), and print three numbers per method on held-out
+films:
 
 0. **The model's evidence is the blob**: the nodule probability of each held-out film against that of the
    same film drawn without its blob (`blob_free_twins`). The explainers are judged on this model only
@@ -18,12 +19,10 @@ The tests in ``tests/test_attribution.py`` call the same functions.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -275,36 +274,20 @@ def format_report(
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Build and train the planted tiny model, then print the evidence table on standard output."""
+def run_check(*, images: int = 30, size: int = 192, steps: int = 120) -> str:
+    """Build and train the planted tiny model in a temp folder; return the evidence table as text."""
     from meddx.encoder import ModelSpec, build_encoder, resolve
     from meddx.testing import make_tiny_model, train_planted_signal
 
-    parser = argparse.ArgumentParser(
-        prog="python -m meddx.attribution_check", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--images", type=int, default=30, help="held-out films per method")
-    parser.add_argument("--size", type=int, default=192, help="film side in pixels (the model reads 96)")
-    parser.add_argument("--steps", type=int, default=120, help="training steps (the test fixture uses 120)")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # others: warnings only
-    log.setLevel(logging.INFO)
-    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("MEDDX_CACHE_DIR", tmp)  # the throwaway model's text directions stay in tmp
         folder = make_tiny_model(Path(tmp) / "planted", seed=0)
         start = time.perf_counter()
-        train_planted_signal(folder, seed=0, steps=args.steps)
-        seconds = time.perf_counter() - start
-        log.info("trained the planted tiny model (%d steps) in %.0f s", args.steps, seconds)
+        train_planted_signal(folder, seed=0, steps=steps)
+        log.info("trained the planted tiny model (%d steps) in %.0f s", steps, time.perf_counter() - start)
         encoder = build_encoder(resolve(ModelSpec("local-dir", str(folder))))
-        films = held_out_films(args.images, size=args.size)
+        films = held_out_films(images, size=size)
         with_blob = nodule_probability(encoder, films)
-        without = nodule_probability(encoder, blob_free_twins(args.images, size=args.size))
+        without = nodule_probability(encoder, blob_free_twins(images, size=size))
         results = evaluate(encoder, films)
-    sys.stdout.write(format_report(results, with_blob, without, images=args.images, size=args.size) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+    return format_report(results, with_blob, without, images=images, size=size)

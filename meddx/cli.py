@@ -1,5 +1,5 @@
 """Command line: ``python -m meddx analyze | notes | notes-eval | download | make-tiny-model | train | eval
-| bench``.
+| bench | attribution-check``.
 
 Imports are lazy so that ``--help`` and the light commands start fast. Errors meant for people
 (`InputError`, `ModelError`) print one line on stderr and exit non-zero; no traceback.
@@ -167,6 +167,22 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attribution_check(args: argparse.Namespace) -> int:
+    """Train the planted tiny model and print `meddx.attribution_check`'s evidence table."""
+    import logging
+
+    import torch
+
+    from meddx.attribution_check import log as check_log
+    from meddx.attribution_check import run_check
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # progress lines only, on stderr
+    check_log.setLevel(logging.INFO)
+    torch.set_num_threads(args.threads)
+    print(run_check(images=args.images, size=args.size, steps=args.steps))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run `meddx.bench` and print its table; ``--json OUT`` also writes the numbers."""
     from meddx.bench import format_table, run
@@ -243,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--planted", action="store_true", help="train it to see a planted blob as a nodule")
     p.set_defaults(func=cmd_make_tiny_model)
+
+    p = sub.add_parser(
+        "attribution-check", help="measure how faithful the maps are on a tiny model with a planted nodule"
+    )
+    p.add_argument("--images", type=int, default=30, help="held-out films per method")
+    p.add_argument("--size", type=int, default=192, help="film side in pixels (the model reads 96)")
+    p.add_argument("--steps", type=int, default=120, help="training steps (the test fixture uses 120)")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_attribution_check)
 
     p = sub.add_parser("bench", help="measure speed and memory on the real-size architecture")
     p.add_argument("--model", help="model spec (default: BiomedCLIP architecture, random weights)")

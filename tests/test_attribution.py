@@ -16,13 +16,19 @@ from torch import nn
 from meddx.attribution import (
     METHODS,
     AttributionInputs,
+    FilmMap,
     film_maps,
     heatmap_png,
+    normalise,
     overlay,
-    to_image,
     to_png_base64,
 )
 from meddx.encoder import Geometry
+
+
+def on_film(maps: torch.Tensor, geometry: Geometry) -> np.ndarray:
+    """The first of the raw square maps, normalised and put on the film at full size."""
+    return FilmMap(normalise(maps)[0], geometry).on_film()
 
 
 def explain(*args, **kwargs) -> list[np.ndarray]:
@@ -148,7 +154,7 @@ def test_integrated_gradients_match_the_hand_computed_map(geometry):
         maps = METHODS["integrated_gradients"](n_steps=8)(inputs)
     expected = ((pixels - baseline) * weight).sum(dim=1)  # summed over channels
     torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-6)
-    heatmap = to_image(maps, geometry)[0]
+    heatmap = on_film(maps, geometry)
     assert heatmap.shape == (geometry.height, geometry.width)
     assert argmax_xy(heatmap) == expected_position(20, 30, geometry)
 
@@ -160,7 +166,7 @@ def test_a_map_without_positive_evidence_is_all_zeros():
     )
     with torch.enable_grad():
         maps = METHODS["integrated_gradients"](n_steps=4)(inputs)
-    heatmap = to_image(maps, WIDE)[0]
+    heatmap = on_film(maps, WIDE)
     assert heatmap.shape == (WIDE.height, WIDE.width) and not heatmap.any()
 
 

@@ -172,6 +172,23 @@ def test_cli_model_error_is_one_line(dicom_file, tmp_path):
 
 
 @pytest.mark.slow
+def test_cli_attribution_check_prints_the_evidence_table():
+    result = _run_cli(
+        "attribution-check", "--images", "2", "--steps", "5", "--threads", "1", env_model="unused"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("2 held-out 192-px films")
+    assert {line.split()[0] for line in lines[3:]} == {
+        "gradcam",
+        "integrated_gradients",
+        "gradient_shap",
+        "occlusion",
+    }
+    assert "trained the planted tiny model (5 steps)" in result.stderr
+
+
+@pytest.mark.slow
 def test_make_tiny_model_biomedclip_size_builds_and_analyzes(tmp_path, dicom_file):
     """BiomedCLIP's exact architecture with random weights: builds, loads, analyses."""
     from meddx.testing import make_tiny_model
