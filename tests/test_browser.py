@@ -58,14 +58,26 @@ def test_analyze_in_the_browser(browser, app_url, shots, tmp_path, viewport):
 
     film = write_png(tmp_path / "cxr.png")
     page = browser.new_page(viewport=VIEWPORTS[viewport])
-    page.set_default_timeout(60_000)  # a busy 2-core machine once took over 30 s to show an upload
+    page.set_default_timeout(60_000)
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    trace: list[str] = []  # what the page did, shown if the upload never appears
+    page.on("console", lambda message: trace.append(f"console {message.type}: {message.text[:300]}"))
+    page.on("requestfailed", lambda request: trace.append(f"failed: {request.url[:150]} {request.failure}"))
+    page.on("response", lambda r: trace.append(f"{r.status} {r.url[:150]}") if "upload" in r.url else None)
     page.goto(app_url)
 
     page.get_by_text("Decision support, not a diagnosis.").first.wait_for()
+    # Gradio loads each component's code on demand: upload only once the upload area itself has rendered
+    # and the page has stopped fetching, or the file can reach an input that nothing listens to yet.
+    page.get_by_text("Click to Upload").first.wait_for()
+    page.wait_for_load_state("networkidle")
     page.locator("input[type=file]").first.set_input_files(str(film))
-    page.get_by_text("cxr.png").first.wait_for()
+    try:
+        page.get_by_text("cxr.png").first.wait_for()
+    except Exception:
+        page.screenshot(path=str(shots / f"{viewport}-upload-failed.png"), full_page=True)
+        raise AssertionError("the uploaded file never appeared; the page did:\n" + "\n".join(trace)) from None
     page.get_by_label("Clinical notes (optional)").fill(HOSTILE)
     page.get_by_role("button", name="Check notes").click()
     expect(page.locator("#meddx-notes")).to_contain_text("<img src=x onerror=alert(1)>", timeout=30_000)
