@@ -344,7 +344,10 @@ def _from_hub(rest: str) -> LabelledImages:
     try:
         import datasets
     except ImportError as exc:
-        raise InputError("Reading 'hf:' data needs the 'datasets' package: pip install datasets.") from exc
+        raise InputError(
+            "Reading 'hf:' data needs the 'datasets' package: pip install \"meddx[train]\" "
+            "(or pip install -r requirements-train.txt)."
+        ) from exc
     try:
         dataset = datasets.load_dataset(name, revision=revision, split=split)
     except (ConnectionError, FileNotFoundError) as exc:

@@ -32,6 +32,15 @@ from meddx.errors import InputError, MeddxError
 EXIT_INPUT = 2
 EXIT_MODEL = 3
 MODE_ORDER = ("zero-shot", "fine-tuned", "both")
+# What `train` and `eval` need beyond requirements.txt (requirements-train.txt): import name -> package.
+TRAIN_EXTRA = {"datasets": "datasets", "matplotlib": "matplotlib", "sklearn": "scikit-learn"}
+TRAIN_EXTRA_HINT = 'pip install "meddx[train]" (or pip install -r requirements-train.txt)'
+
+
+def _need_train_extra() -> None:
+    missing = [package for name, package in TRAIN_EXTRA.items() if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"needs the train extra ({', '.join(missing)} missing): {TRAIN_EXTRA_HINT}.")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -116,6 +125,7 @@ def run_train(argv: list[str]) -> int:
     """Run ``train`` with the arguments after the sub-command; returns the exit status."""
     args = _train_parser().parse_args(argv)
     try:
+        _need_train_extra()
         return _train(args)
     except MeddxError as exc:
         return _fail("train", exc)
@@ -172,6 +182,7 @@ def run_eval(argv: list[str]) -> int:
     """Run ``eval`` with the arguments after the sub-command; returns the exit status."""
     args = _eval_parser().parse_args(argv)
     try:
+        _need_train_extra()
         return _eval(args)
     except MeddxError as exc:
         return _fail("eval", exc)
@@ -291,7 +302,7 @@ def _axes(title: str, xlabel: str, ylabel: str):
 def _plot(curves: dict, folder: Path) -> list[Path]:
     """``roc_<finding>.png`` and ``reliability_<finding>.png`` per finding with both classes; the paths."""
     if importlib.util.find_spec("matplotlib") is None:
-        raise InputError("--plot needs matplotlib: pip install matplotlib.")
+        raise InputError(f"--plot needs matplotlib: {TRAIN_EXTRA_HINT}.")
     from meddx.training import auroc, reliability, roc_curve
 
     folder.mkdir(parents=True, exist_ok=True)
