@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv with the dev requirements and Debian's Chromium (first run only), then lint and run
-# the whole test suite offline. Extra arguments go to pytest.
+# the whole test suite offline. Extra arguments go to pytest. The suite includes the runtime-only checks
+# (tests/test_runtime.py runs scripts/check-runtime.sh: cached .venv-runtime and .venv-wheel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-venv.sh requirements-dev.txt
