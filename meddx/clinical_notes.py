@@ -23,6 +23,7 @@ import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
 
@@ -33,17 +34,49 @@ from meddx.jsonable import as_json_dict
 from meddx.vocabulary import load_vocabulary
 
 MAX_CHARS = 20_000
-STATUSES = ("present", "absent", "uncertain", "historical", "family")
-FINDING_PRECEDENCE = ("present", "uncertain", "historical", "absent")
-"""How `finding_statuses` picks one status from several mentions: the first that occurs wins."""
+
+
+class Status(StrEnum):
+    """What the notes say about a concept. The one list of statuses; their order is `PRECEDENCE`."""
+
+    PRESENT = "present"
+    ABSENT = "absent"
+    UNCERTAIN = "uncertain"
+    HISTORICAL = "historical"
+    NO_HISTORY = "no_history"
+    """"no history of X": no past X. Says nothing about now, so it never counts as X absent."""
+    FAMILY = "family"
+
+
+PRECEDENCE: tuple[Status, ...] = (
+    Status.PRESENT,
+    Status.UNCERTAIN,
+    Status.HISTORICAL,
+    Status.ABSENT,
+    Status.NO_HISTORY,
+    Status.FAMILY,
+)
+"""How several mentions of one concept become one status: the first that occurs wins (a finding stated
+present anywhere is present; "absent" needs every mention negated)."""
+STATUSES = tuple(Status)
+FINDING_PRECEDENCE = tuple(s for s in PRECEDENCE if s is not Status.FAMILY)
+"""`finding_statuses` leaves family-history mentions out: they are not the patient's."""
+
+
+def strongest(statuses: Iterable[str]) -> Status | None:
+    """The status that wins by `PRECEDENCE` among ``statuses`` (None when there are none)."""
+    ranked = [PRECEDENCE.index(Status(s)) for s in statuses]
+    return PRECEDENCE[min(ranked)] if ranked else None
+
 
 _CUE_STATUS = {
-    "negation": "absent",
-    "uncertainty": "uncertain",
-    "historical": "historical",
-    "family": "family",
+    "negation": Status.ABSENT,
+    "uncertainty": Status.UNCERTAIN,
+    "historical": Status.HISTORICAL,
+    "negated_history": Status.NO_HISTORY,
+    "family": Status.FAMILY,
 }
-_CHAIN_PRECEDENCE = ("family", "negation", "uncertainty", "historical")
+_CHAIN_PRECEDENCE = ("family", "negated_history", "negation", "uncertainty", "historical")
 _REACH = 300  # characters: the farthest any cue acts, however long the clause
 
 _ALNUM = r"[^\W_]"
@@ -110,7 +143,7 @@ class Concept:
         name: normalised id, e.g. ``"effusion"``, ``"cough"``, ``"smoking"``, ``"age"``.
         display: display name.
         category: ``finding`` | ``symptom`` | ``risk_factor`` | ``history`` | ``demographic`` | ``vital``.
-        status: ``present`` | ``absent`` | ``uncertain`` | ``historical`` | ``family``.
+        status: a `Status`: present, absent, uncertain, historical, no_history or family.
         start: offset of the matched span in the original text.
         end: offset just past the span (``text[start:end] == concept.text``).
         text: the matched span as written.
@@ -121,7 +154,7 @@ class Concept:
     name: str
     display: str
     category: str
-    status: str
+    status: Status
     start: int
     end: int
     text: str
@@ -146,6 +179,7 @@ class _Cue:
     category: str  # negation | uncertainty | historical | family | pseudo | termination
     direction: str  # forward | backward | bidirectional | either
     max_words: int | None = None
+    max_words_back: int | None = None  # an "either" cue's reach backward, when it differs
     ends: frozenset[str] | None = None  # a termination: the categories whose scope it ends (None: all)
 
 
@@ -185,7 +219,9 @@ class _Lexicon:
     patterns: tuple[tuple[re.Pattern[str], _Meaning], ...]
     definitions: dict[str, _Definition]
     conjunctions: re.Pattern[str]
+    inclusive: frozenset[str]
     breakers: frozenset[str]
+    negated_history: dict[str, Status]
 
 
 def _read_yaml(name: str) -> dict:
@@ -204,7 +240,7 @@ def _key(phrase: str) -> str:
 
 
 def _plural(word: str) -> str | None:
-    if not word.isalpha() or len(word) < 3:
+    if not word.isalpha() or len(word) < 4:  # not "doe" -> "does", "pe" -> "pes"
         return None
     if word.endswith(("s", "x", "ch", "sh")):
         return word + "es"
@@ -280,22 +316,22 @@ def _concept_meanings(notes: dict) -> tuple[dict[str, _Meaning], dict[str, _Defi
 def _cue_meanings(cues: dict) -> dict[str, _Meaning]:
     """Phrase -> meaning for ConText cues, neutral phrases and terminations."""
     meanings: dict[str, _Meaning] = {}
-    for category in ("negation", "uncertainty", "historical", "family", "pseudo"):
+    for category in ("negation", "uncertainty", "historical", "negated_history", "family", "pseudo"):
         for direction, items in cues[category].items():
             for item in items:
-                phrase, max_words = (
-                    (item["phrase"], item.get("max_words")) if isinstance(item, dict) else (item, None)
-                )
-                meanings[_phrase(phrase)] = _Meaning(cue=_Cue(category, direction, max_words))
+                item = item if isinstance(item, dict) else {"phrase": item}
+                cue = _Cue(category, direction, item.get("max_words"), item.get("max_words_back"))
+                meanings[_phrase(item["phrase"])] = _Meaning(cue=cue)
     for phrase in cues.get("neutral", ()):
         meanings[_phrase(phrase)] = _Meaning()
     for phrase in cues["termination"]:
         meanings[_phrase(phrase)] = _Meaning(cue=_Cue("termination", "bidirectional"))
+    ends: dict[str, set[str]] = {}
     for category, phrases in cues.get("termination_of", {}).items():
         for phrase in phrases:
-            meanings[_phrase(phrase)] = _Meaning(
-                cue=_Cue("termination", "bidirectional", ends=frozenset({category}))
-            )
+            ends.setdefault(_phrase(phrase), set()).add(category)
+    for key, categories in ends.items():
+        meanings[key] = _Meaning(cue=_Cue("termination", "bidirectional", ends=frozenset(categories)))
     return meanings
 
 
@@ -312,14 +348,16 @@ def _lexicon() -> _Lexicon:
         (re.compile(p["regex"]), _Meaning((definitions[p["concept"]],))) for p in notes.get("patterns", ())
     )
     rules = cues["list_rules"]
-    conjunctions = "|".join(re.escape(c) for c in rules["conjunctions"])
+    conjunctions = "|".join(re.escape(c) for c in [*rules["conjunctions"], *rules["inclusive_conjunctions"]])
     return _Lexicon(
         regex=re.compile(f"(?=({_EDGE}{_trie_regex(meanings)}{_EDGE}))"),
         meanings=meanings,
         patterns=patterns,
         definitions=definitions,
         conjunctions=re.compile(rf"(?<!{_ALNUM})(?:{conjunctions})(?!{_ALNUM})"),
+        inclusive=frozenset(rules["inclusive_conjunctions"]),
         breakers=frozenset(rules["breakers"]),
+        negated_history={k: Status(v) for k, v in cues["negated_history_status"].items()},
     )
 
 
@@ -338,7 +376,8 @@ def _clean(text: str) -> tuple[str, str]:
 def _clauses(cleaned: str, low: str) -> list[tuple[int, int]]:
     """Clause spans: sentence ends (not after abbreviations or initials), ";" and item-starting new lines.
 
-    A full stop or new line followed by a lower-case letter continues the sentence (wrapped lines).
+    A new line followed by a lower-case letter continues the sentence (a wrapped line); a full stop ends
+    it whatever follows ("... effusion. stable cardiomegaly" is two sentences).
     """
     spans: list[tuple[int, int]] = []
     start = 0
@@ -350,7 +389,7 @@ def _clauses(cleaned: str, low: str) -> list[tuple[int, int]]:
         if char == ".":
             words = low[max(start, pos - 12) : pos].split()
             word = words[-1].lstrip("(").replace(".", "") if words else ""
-            if (len(word) == 1 and word.isalpha()) or word in _ABBREVIATIONS or nxt.islower():
+            if (len(word) == 1 and word.isalpha()) or word in _ABBREVIATIONS:
                 continue
         elif char == "\n" and nxt.islower():
             continue
@@ -467,23 +506,32 @@ class _Clause:
         if b - a > _REACH or self._terminated(a, b, cue.category):
             return True
         gap = self.low[a:b]
-        if cue.max_words is not None and len(_WORD_RE.findall(gap)) > cue.max_words:
+        reach = cue.max_words if forward or cue.max_words_back is None else cue.max_words_back
+        if reach is not None and len(_WORD_RE.findall(gap)) > reach:
             return True
         comma = gap.find(",")
         if comma < 0 or (forward and gap.lstrip().startswith(":")):
             return False
-        rest = self.low[a + comma : min(self.end, b + _REACH)] if forward else gap[comma:]
-        if not self.lex.conjunctions.search(rest):
-            return True
-        if forward:
-            for piece in gap.split(",")[1:]:
-                words = _WORD_RE.findall(piece)
-                if words and words[0] in self.lex.breakers:
-                    return True
+        if not forward:  # "effusion, now resolved" / "X, Y and Z are not seen"; not "X, Y is not seen"
+            return bool(gap[comma:].strip(" ,")) and not self.lex.conjunctions.search(gap[comma:])
+        # Forward over a comma: a list under the cue. An "or" list is the cue's to its end ("no focal
+        # consolidation, large effusion, or pneumothorax"); otherwise an item that opens with a breaker
+        # word starts a new statement ("no pneumothorax, small effusion and edema").
+        listed = self.lex.conjunctions.search(self.low, a + comma, min(self.end, b + _REACH))
+        if listed and listed.group() in self.lex.inclusive:
+            return False
+        for piece in gap.split(",")[1:]:
+            words = _WORD_RE.findall(self.lex.conjunctions.sub(" ", piece, count=1))
+            if words and words[0] in self.lex.breakers:
+                return True
         return False
 
     def _forward_covers(self, cue: _Match, target: _Match) -> bool:
-        return cue.end <= target.start and not self._blocked(cue.end, target.start, cue.cue, True)
+        if cue.end > target.start:
+            return False
+        if cue.cue.direction == "either" and "," in self.low[cue.end : target.start]:
+            return False  # "heart size normal, lungs clear": a cue placed after its concept looks back
+        return not self._blocked(cue.end, target.start, cue.cue, True)
 
     def _backward_covers(self, cue: _Match, target: _Match) -> bool:
         if target.end > cue.start or self._blocked(target.end, cue.start, cue.cue, False):
@@ -499,10 +547,11 @@ class _Clause:
             self._acts_forward[cue.start] = any(self._forward_covers(cue, c) for c in following)
         return self._acts_forward[cue.start]
 
-    def _chain(self, covering: list[_Match], forward: bool) -> list[_Cue]:
+    def _chain(self, covering: list[_Match], target: _Match, forward: bool) -> list[_Cue]:
         """The nearest covering cue, plus farther ones adjacent to it (no concept between them).
 
-        ``covering`` is nearest first. A pseudo cue ends the chain and is not part of it.
+        ``covering`` is nearest first. A pseudo cue ends the chain and is not part of it. "No history of"
+        with a word that ends a history before the target ("no history of COPD or new cough") negates it.
         """
         chain = covering[:1]
         for cue in covering[1:]:
@@ -510,11 +559,18 @@ class _Clause:
             if self._any_between(self._concept_starts, self.concepts, left, right):
                 break
             chain.append(cue)
-        cues = [c.cue for c in chain]
+        cues = [
+            _NEGATION
+            if c.cue.category == "negated_history"
+            and forward
+            and self._terminated(c.end, target.start, "historical")
+            else c.cue
+            for c in chain
+        ]
         pseudo = next((i for i, c in enumerate(cues) if c.category == "pseudo"), len(cues))
         return cues[:pseudo]
 
-    def status(self, target: _Match) -> str:
+    def status(self, target: _Match) -> Status:
         """ConText status of one concept match."""
         lo = bisect.bisect_left(self._cue_starts, target.start - _REACH)
         hi = bisect.bisect_right(self._cue_starts, target.end + _REACH)
@@ -529,16 +585,21 @@ class _Clause:
             for c in nearby
             if c.cue.direction in ("backward", "bidirectional", "either") and self._backward_covers(c, target)
         ]
-        forward, backward = self._chain(before, True), self._chain(after, False)
+        forward, backward = self._chain(before, target, True), self._chain(after, target, False)
         categories = {c.category for c in forward + backward}
         if target.immune:
-            return "family" if "family" in categories else "present"
+            return Status.FAMILY if "family" in categories else Status.PRESENT
         if any(_outscopes(chain, "uncertainty", "negation") for chain in (forward, backward)):
-            return "uncertain"
+            return Status.UNCERTAIN
+        if any(_outscopes(chain, "negation", "historical") for chain in (forward, backward)):
+            categories.add("negated_history")  # "no previous TB", "denies prior pneumothorax"
         for category in _CHAIN_PRECEDENCE:
             if category in categories:
                 return _CUE_STATUS[category]
-        return "present"
+        return Status.PRESENT
+
+
+_NEGATION = _Cue("negation", "forward")
 
 
 def _outscopes(chain: list[_Cue], outer: str, inner: str) -> bool:
@@ -582,15 +643,17 @@ def extract_concepts(text: str, *, max_chars: int = MAX_CHARS) -> list[Concept]:
             index += 1
         clause = _Clause(low, end, inside, lex)
         for match in clause.concepts:
-            status = match.fixed or clause.status(match)
-            if match.anchor and status != "absent":
+            status = Status(match.fixed) if match.fixed else clause.status(match)
+            if match.anchor and status != Status.ABSENT:
                 continue
             concepts.extend(
                 Concept(
                     name=p.definition.name,
                     display=p.definition.display,
                     category=p.definition.category,
-                    status=status,
+                    status=lex.negated_history.get(p.definition.category, status)
+                    if status == Status.NO_HISTORY
+                    else status,
                     start=p.start,
                     end=p.end,
                     text=text[p.start : p.end],
@@ -604,34 +667,39 @@ def extract_concepts(text: str, *, max_chars: int = MAX_CHARS) -> list[Concept]:
 
 def _settle_pack_years(concepts: list[Concept]) -> list[Concept]:
     """Pack-years say how much, not when: they take "historical" from an ex-smoker mention elsewhere."""
-    if not any(c.name == "smoking" and c.status == "historical" for c in concepts):
+    if not any(c.name == "smoking" and c.status == Status.HISTORICAL for c in concepts):
         return concepts
     return [
-        replace(c, status="historical")
-        if c.name == "smoking" and c.value is not None and c.status == "present"
+        replace(c, status=Status.HISTORICAL)
+        if c.name == "smoking" and c.value is not None and c.status == Status.PRESENT
         else c
         for c in concepts
     ]
 
 
-def finding_statuses(concepts: Iterable[Concept]) -> dict[str, str]:
+def finding_statuses(concepts: Iterable[Concept]) -> dict[str, Status]:
     """One status per image finding mentioned, over all of its mentions.
 
     Only findings of the image vocabulary (``findings.yaml``) count; family-history mentions are not the
-    patient's and are left out. When a finding is mentioned several times, the status that comes first in
-    `FINDING_PRECEDENCE` wins: present > uncertain > historical > absent (a finding stated present anywhere
-    is present; "absent" needs every mention to be negated).
+    patient's and are left out. When a finding is mentioned several times, `PRECEDENCE` decides:
+    present > uncertain > historical > absent > no_history.
     """
-    rank = {status: i for i, status in enumerate(FINDING_PRECEDENCE)}
     known = {f.id for f in load_vocabulary().findings}
-    result: dict[str, str] = {}
+    mentions: dict[str, list[Status]] = {}
     for concept in concepts:
-        if concept.category != "finding" or concept.name not in known or concept.status not in rank:
-            continue
-        current = result.get(concept.name)
-        if current is None or rank[concept.status] < rank[current]:
-            result[concept.name] = concept.status
-    return result
+        if concept.category == "finding" and concept.name in known and concept.status != Status.FAMILY:
+            mentions.setdefault(concept.name, []).append(concept.status)
+    return {name: strongest(statuses) for name, statuses in mentions.items()}
 
 
-__all__ = ["FINDING_PRECEDENCE", "MAX_CHARS", "STATUSES", "Concept", "extract_concepts", "finding_statuses"]
+__all__ = [
+    "FINDING_PRECEDENCE",
+    "MAX_CHARS",
+    "PRECEDENCE",
+    "STATUSES",
+    "Concept",
+    "Status",
+    "extract_concepts",
+    "finding_statuses",
+    "strongest",
+]

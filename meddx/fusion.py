@@ -2,6 +2,7 @@
 
 For each finding::
 
+    if the notes call the finding absent and the sum is > 0, or present and the sum is < 0:  adjustment = 0
     adjustment = clip(sum of deltas, -max_total, +max_total)
     if p_image >= high and adjustment < 0:  adjustment = max(adjustment, -max_fraction * logit(p_image))
     if p_image <= low and adjustment > 0:   adjustment = min(adjustment, -max_fraction * logit(p_image))
@@ -9,7 +10,9 @@ For each finding::
 
 The deltas come from ``data/fusion_weights.yaml``: one per (concept, status, finding), plus combination
 rules. A concept mentioned several times counts once, with the status that comes first in
-present > uncertain > historical > absent > family. With ``max_fraction`` < 1 a strong image signal
+`meddx.clinical_notes.PRECEDENCE`. A finding the notes call absent never gains from the notes, and one
+they call present never loses ("no pneumonia" beside fever and cough leaves pneumonia where the image put
+it). With ``max_fraction`` < 1 a strong image signal
 (≥ 0.9 or ≤ 0.1 by default) can be moved toward 0.5 but never across it. A finding with no evidence, or
 whose adjustment is exactly 0, keeps its image probability unchanged; ids the weights do not know
 (custom labels) pass through untouched.
@@ -26,11 +29,10 @@ from pathlib import Path
 
 import yaml
 
-from meddx.clinical_notes import Concept
+from meddx.clinical_notes import PRECEDENCE, Concept, Status
 from meddx.errors import InputError
 from meddx.jsonable import as_json_dict
 
-_PRECEDENCE = ("present", "uncertain", "historical", "absent", "family")
 _EPS = 1e-6
 
 
@@ -60,8 +62,9 @@ class EvidenceItem:
 class FusedFinding:
     """A finding's image probability, the combined probability, and the evidence between them.
 
-    ``adjustment`` is the log-odds actually applied (after clipping and the strong-image bound);
-    ``limited_by`` says which bound cut the sum of deltas: ``"max_total"``, ``"strong_image"`` or None.
+    ``adjustment`` is the log-odds actually applied (after the bounds); ``limited_by`` says which bound cut
+    the sum of deltas: ``"stated_in_notes"`` (the notes call the finding absent, so it may not rise, or
+    present, so it may not fall), ``"max_total"``, ``"strong_image"`` or None.
     """
 
     finding: str
@@ -111,6 +114,7 @@ class FusionWeights:
     strong_high: float
     strong_low: float
     max_fraction: float
+    stated_sign: Mapping[str, str]
     finding_mentions: Mapping[str, Delta]
     concepts: Mapping[str, Mapping[str, Mapping[str, Delta]]]
     combinations: tuple[Combination, ...]
@@ -124,6 +128,7 @@ class FusionWeights:
             strong_high=float(strong["high"]),
             strong_low=float(strong["low"]),
             max_fraction=float(strong["max_fraction"]),
+            stated_sign={Status(k): v for k, v in limits.get("stated_sign", {}).items()},
             finding_mentions={s: _delta(d) for s, d in raw["finding_mentions"].items()},
             concepts={
                 concept: {status: {f: _delta(d) for f, d in per.items()} for status, per in statuses.items()}
@@ -141,6 +146,8 @@ class FusionWeights:
                 for rule in raw.get("combinations", ())
             ),
         )
+        if not set(weights.stated_sign.values()) <= {"no_gain", "no_loss"}:
+            raise ValueError("fusion weights: limits.stated_sign values must be no_gain or no_loss")
         if not (
             weights.max_total > 0
             and 0 <= weights.max_fraction < 1
@@ -182,8 +189,8 @@ def _sigmoid(x: float) -> float:
 
 
 def _chosen_mentions(concepts: list[Concept]) -> dict[str, list[Concept]]:
-    """Per concept name, its mentions with the winning status (present > uncertain > ... > family)."""
-    rank = {s: i for i, s in enumerate(_PRECEDENCE)}
+    """Per concept name, its mentions with the winning status (`clinical_notes.PRECEDENCE`)."""
+    rank = {s: i for i, s in enumerate(PRECEDENCE)}
     chosen: dict[str, list[Concept]] = {}
     for c in concepts:
         current = chosen.get(c.name)
@@ -253,8 +260,12 @@ def _satisfying(mentions: list[Concept], condition: Condition) -> Concept | None
     return None
 
 
-def _bounded(p: float, total: float, weights: FusionWeights) -> tuple[float, str | None]:
-    """The adjustment after the ±max_total clip and the strong-image bound, and which bound applied."""
+def _bounded(p: float, total: float, weights: FusionWeights, stated: str | None) -> tuple[float, str | None]:
+    """The adjustment after the stated-sign bound, the ±max_total clip and the strong-image bound, and
+    which bound applied."""
+    sign = weights.stated_sign.get(stated) if stated else None
+    if (sign == "no_gain" and total > 0) or (sign == "no_loss" and total < 0):
+        return 0.0, "stated_in_notes"
     adjustment = min(max(total, -weights.max_total), weights.max_total)
     limited = "max_total" if adjustment != total else None
     base = _logit(p)
@@ -285,6 +296,11 @@ def fuse(
         InputError: a probability is not a number between 0 and 1.
     """
     weights = weights or FusionWeights.default()
+    stated = {
+        name: mentions[0].status
+        for name, mentions in _chosen_mentions(concepts).items()
+        if mentions[0].category == "finding"
+    }
     by_finding: dict[str, list[EvidenceItem]] = {}
     for item in _items(concepts, weights):
         by_finding.setdefault(item.finding, []).append(item)
@@ -298,8 +314,8 @@ def fuse(
         if total == 0:
             fused[finding] = FusedFinding(finding, p, p, evidence)
             continue
-        adjustment, limited = _bounded(p, total, weights)
-        probability = _sigmoid(_logit(p) + adjustment)
+        adjustment, limited = _bounded(p, total, weights, stated.get(finding))
+        probability = _sigmoid(_logit(p) + adjustment) if adjustment else p
         fused[finding] = FusedFinding(finding, p, probability, evidence, adjustment, limited)
     return fused
 

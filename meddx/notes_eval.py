@@ -3,7 +3,7 @@
 The set is JSON lines ``{"id": ..., "text": ..., "expected": {"<concept>": "<status>", ...}}`` where
 ``expected`` lists every concept the sentence mentions (demographics and vitals are left out: their
 values are tested separately). Several mentions of one concept are reduced to one status with the
-precedence present > uncertain > historical > absent > family.
+precedence of `meddx.clinical_notes.PRECEDENCE`.
 
 Printed: precision, recall and F1 per status over (sentence, concept) pairs, and the macro-F1 of
 "present" versus anything else for ten common findings. Sentences are never printed, only their ids.
@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meddx.clinical_notes import STATUSES, Concept, extract_concepts
+from meddx.clinical_notes import STATUSES, Concept, extract_concepts, strongest
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "tests" / "data" / "note_sentences.jsonl"
 COMMON_FINDINGS = (
@@ -31,7 +31,6 @@ COMMON_FINDINGS = (
     "mass",
     "fracture",
 )
-_PRECEDENCE = ("present", "uncertain", "historical", "absent", "family")
 _SKIPPED = frozenset({"demographic", "vital"})
 
 
@@ -92,13 +91,12 @@ def load_examples(path: Path) -> list[Example]:
 
 
 def statuses(concepts: list[Concept]) -> dict[str, str]:
-    """One status per concept name (demographics and vitals left out), by the set's precedence."""
-    rank = {s: i for i, s in enumerate(_PRECEDENCE)}
-    result: dict[str, str] = {}
+    """One status per concept name (demographics and vitals left out), by `clinical_notes.PRECEDENCE`."""
+    mentions: dict[str, list[str]] = {}
     for c in concepts:
-        if c.category not in _SKIPPED and (c.name not in result or rank[c.status] < rank[result[c.name]]):
-            result[c.name] = c.status
-    return result
+        if c.category not in _SKIPPED:
+            mentions.setdefault(c.name, []).append(c.status)
+    return {name: strongest(found) for name, found in mentions.items()}
 
 
 def evaluate(examples: list[Example]) -> Report:

@@ -40,6 +40,7 @@ _STATUS_WORDS = {
     "absent": "absent (negated)",
     "uncertain": "uncertain",
     "historical": "historical",
+    "no_history": "no past history (says nothing about now)",
     "family": "family history",
 }
 

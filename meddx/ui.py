@@ -65,6 +65,7 @@ STATUS_COLOURS = {
     "absent": "#b2f2bb",
     "uncertain": "#ffec99",
     "historical": "#ced4da",
+    "no_history": "#e9ecef",
     "family": "#d0bfff",
 }
 BANNER = (
