@@ -12,6 +12,9 @@ Printed: precision, recall and F1 per status over (sentence, concept) pairs, and
 from __future__ import annotations
 
 import json
+import random
+import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,3 +142,62 @@ def format_report(report: Report, n_examples: int) -> str:
         lines += ["", "disagreements (id, concept, expected, predicted):"]
         lines += [f"  {i} {name}: {want} -> {got}" for i, name, want, got in report.errors]
     return "\n".join(lines)
+
+
+_NEGEX_LITE = re.compile(
+    r"\b(no|not|without|negative for|free of|clear of|resolved|resolution of|no evidence of|rule out|"
+    r"ruled out|absence of|removed)\b"
+)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """`speed`'s measurement: the notes reader and a sentence-regex baseline on the same notes."""
+
+    notes: int
+    mean_chars: int
+    seconds: float
+    baseline_seconds: float
+    concepts: int
+
+
+def speed(examples: list[Example], *, n: int = 4000, min_chars: int = 600, seed: int = 0) -> Speed:
+    """Time `extract_concepts` on ``n`` report-length notes made of the labelled sentences (one thread).
+
+    The baseline is a NegEx-style sentence regex over the same notes (for each sentence, a negation word
+    before the first mention of any of ten finding words): it reads far less, and it puts the reader's
+    cost in proportion on the same machine in the same run.
+    """
+    rng = random.Random(seed)
+    sentences = [e.text for e in examples]
+    notes = []
+    for _ in range(n):
+        parts: list[str] = []
+        while sum(map(len, parts)) < min_chars:
+            parts.append(rng.choice(sentences))
+        notes.append(" ".join(parts))
+    start = time.perf_counter()
+    found = sum(len(extract_concepts(note)) for note in notes)
+    seconds = time.perf_counter() - start
+    words = ("pneumothorax", "effusion", "cardiomegaly", "consolidation", "edema", "atelectasis")
+    words += ("pneumonia", "nodule", "emphysema", "fracture")
+    start = time.perf_counter()
+    for note in notes:
+        for sentence in re.split(r"(?<=[.;])\s+", note.lower()):
+            for word in words:
+                i = sentence.find(word)
+                if i >= 0:
+                    _NEGEX_LITE.search(sentence[:i])
+    baseline = time.perf_counter() - start
+    return Speed(n, sum(map(len, notes)) // n, seconds, baseline, found)
+
+
+def format_speed(result: Speed, *, budget_s: float = 10.0) -> str:
+    """One line: notes per second, the baseline beside it, and the budget (4,000 notes in 10 s)."""
+    verdict = "within" if result.seconds <= budget_s * result.notes / 4000 else "OVER"
+    return (
+        f"{result.notes} notes of ~{result.mean_chars} chars: meddx {result.seconds:.2f} s "
+        f"({result.notes / result.seconds:,.0f} notes/s, {result.concepts} concepts); "
+        f"NegEx-lite regex {result.baseline_seconds:.2f} s; "
+        f"{verdict} the budget of {budget_s * result.notes / 4000:.1f} s"
+    )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
-import time
 from pathlib import Path
 
 import pytest
@@ -372,23 +370,6 @@ def test_finding_statuses_precedence_and_family():
     }
 
 
-@pytest.mark.slow
-def test_speed_smoke(examples):
-    rng = random.Random(0)
-    sentences = [e.text for e in examples]
-    texts = []
-    for _ in range(4000):
-        parts: list[str] = []
-        while sum(map(len, parts)) < 600:
-            parts.append(rng.choice(sentences))
-        texts.append(" ".join(parts))
-    start = time.perf_counter()
-    found = sum(len(extract_concepts(t)) for t in texts)
-    elapsed = time.perf_counter() - start
-    print(f"\n4000 notes of ~{sum(map(len, texts)) // len(texts)} chars: {elapsed:.2f} s, {found} concepts")
-    assert found > 4000
-
-
 # --- the vocabularies agree with each other -------------------------------------------------------
 
 
@@ -446,6 +427,12 @@ def test_run_notes_jsonl(monkeypatch, capsys):
     assert all("error" in o for o in out[1:5])
     assert "too long" in out[3]["error"] and "xxx" not in out[3]["error"]
     assert out[5] == {"id": "b", "findings": {}, "concepts": [out[5]["concepts"][0]]}
+
+
+def test_notes_eval_speed_line(capsys):
+    assert run_notes_eval([str(BATCH2_PATH), "--speed", "40"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("40 notes of ~") and "NegEx-lite regex" in line and "budget of 0.1 s" in line
 
 
 def test_notes_eval_prints_the_report_and_refuses_a_missing_file(tmp_path, capsys):
