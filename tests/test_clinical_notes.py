@@ -206,6 +206,27 @@ def test_no_history_of_is_about_the_past_only():
     assert status_of("No history of COPD or new cough.") == {"copd": "absent", "cough": "absent"}
 
 
+def test_clinical_note_language():
+    note = (
+        "HPI: 72F w/ 3d hx of productive cough, fever, SOB. PMH: COPD, CHF, h/o PE on apixaban. "
+        "FHx: father lung ca. SHx: ex-smoker, quit 2015. No h/o TB. CXR to r/o PNA vs CHF exacerbation. "
+        "ETT removed yesterday."
+    )
+    assert status_of(note) == {
+        "productive_cough": "present",  # a duration is not a past history
+        "fever": "present",
+        "dyspnoea": "present",
+        "copd": "historical",
+        "heart_failure": "uncertain",  # PRECEDENCE: the question asked today outranks the past history
+        "pulmonary_embolism": "historical",
+        "cancer": "family",
+        "smoking": "historical",
+        "tuberculosis": "no_history",
+        "pneumonia": "uncertain",
+        "endotracheal_tube": "absent",
+    }
+
+
 def test_old_findings_are_on_the_film_but_old_tb_is_history():
     assert status_of("Old healed left rib fractures.") == {"fracture": "present"}
     assert status_of("Remote right clavicle fracture.") == {"fracture": "present"}
