@@ -9,7 +9,7 @@
 
 With no TEXT and no ``--jsonl`` the notes are read from standard input. In ``--jsonl`` output a line that
 cannot be read gives ``{"id": ..., "error": "..."}`` and the run goes on; ``findings`` holds the image
-findings the notes mention, with one status each (`meddx.clinical_notes.finding_statuses`: present >
+findings the notes mention, with one status each (`meddx.notes.finding_statuses`: present >
 uncertain > historical > absent; family-history mentions are left out). Nothing is logged.
 """
 
@@ -20,8 +20,8 @@ import json
 import sys
 from typing import TextIO
 
-from meddx.clinical_notes import MAX_CHARS, Concept, extract_concepts, finding_statuses
 from meddx.errors import InputError
+from meddx.notes import MAX_CHARS, Concept, extract_concepts, finding_statuses
 
 EXIT_INPUT = 2
 

@@ -1,9 +1,9 @@
-"""Measure `meddx.clinical_notes` on a labelled sentence set (``python -m meddx notes-eval [PATH]``).
+"""Measure the notes reader on a labelled sentence set (``python -m meddx notes-eval [PATH]``).
 
 The set is JSON lines ``{"id": ..., "text": ..., "expected": {"<concept>": "<status>", ...}}`` where
 ``expected`` lists every concept the sentence mentions (demographics and vitals are left out: their
 values are tested separately). Several mentions of one concept are reduced to one status with the
-precedence of `meddx.clinical_notes.PRECEDENCE`.
+precedence of `meddx.notes.PRECEDENCE`.
 
 Printed: precision, recall and F1 per status over (sentence, concept) pairs, and the macro-F1 of
 "present" versus anything else for ten common findings. Sentences are never printed, only their ids.
@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meddx.clinical_notes import STATUSES, Concept, extract_concepts, strongest
+from meddx.notes import STATUSES, Concept, extract_concepts, strongest
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "tests" / "data" / "note_sentences.jsonl"
 COMMON_FINDINGS = (
@@ -94,7 +94,7 @@ def load_examples(path: Path) -> list[Example]:
 
 
 def statuses(concepts: list[Concept]) -> dict[str, str]:
-    """One status per concept name (demographics and vitals left out), by `clinical_notes.PRECEDENCE`."""
+    """One status per concept name (demographics and vitals left out), by `meddx.notes.PRECEDENCE`."""
     mentions: dict[str, list[str]] = {}
     for c in concepts:
         if c.category not in _SKIPPED:

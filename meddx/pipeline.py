@@ -26,12 +26,11 @@ from meddx.attribution import (
     overlay,
     to_png_base64,
 )
-from meddx.clinical_notes import extract_concepts, finding_statuses
 from meddx.config import Settings
 from meddx.encoder import Encoder, Geometry, load_encoder
 from meddx.errors import BudgetExceeded, InputError
-from meddx.fusion import fuse
 from meddx.imaging import ImagingLimits, Study, load_study
+from meddx.notes import extract_concepts, finding_statuses, fuse
 from meddx.probe import MODES, TrainedHead, combine, load_head
 from meddx.regions import find_regions, location_note
 from meddx.scoring import text_directions, zero_shot_probabilities

@@ -36,9 +36,9 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 
 from meddx import DISCLAIMER, __version__
-from meddx.clinical_notes import extract_concepts
 from meddx.config import Settings
 from meddx.errors import InputError, MeddxError
+from meddx.notes import extract_concepts
 from meddx.pipeline import MAX_MAPS, Analysis, analyze
 from meddx.probe import MODES
 from meddx.report import code_span, render_html, render_json

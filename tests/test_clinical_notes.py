@@ -1,4 +1,4 @@
-"""Tests for meddx.clinical_notes, meddx.notes_eval and meddx.notes_cli (no model, no network)."""
+"""Tests for the notes reader (meddx.notes), meddx.notes_eval and meddx.notes_cli (no model, no network)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meddx.clinical_notes import MAX_CHARS, STATUSES, Concept, extract_concepts, finding_statuses
 from meddx.errors import InputError
+from meddx.notes import MAX_CHARS, STATUSES, Concept, extract_concepts, finding_statuses
 from meddx.notes_cli import run_notes, run_notes_eval
 from meddx.notes_eval import evaluate, format_report, load_examples, statuses
 from meddx.vocabulary import load_vocabulary

@@ -1,4 +1,4 @@
-"""Tests for meddx.fusion: log-odds arithmetic checked by hand, the bounds, and the evidence listing."""
+"""Tests for meddx.notes.fusion: log-odds arithmetic checked by hand, the bounds, and the evidence listing."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from meddx.clinical_notes import Concept, extract_concepts, finding_statuses
 from meddx.errors import InputError
-from meddx.fusion import FusedFinding, FusionWeights, fuse
+from meddx.notes import Concept, FusedFinding, FusionWeights, extract_concepts, finding_statuses, fuse
 from meddx.vocabulary import load_vocabulary
 
 

@@ -10,7 +10,7 @@ For each finding::
 
 The deltas come from ``data/fusion_weights.yaml``: one per (concept, status, finding), plus combination
 rules. A concept mentioned several times counts once, with the status that comes first in
-`meddx.clinical_notes.PRECEDENCE`. A finding the notes call absent never gains from the notes, and one
+`meddx.notes.status.PRECEDENCE`. A finding the notes call absent never gains from the notes, and one
 they call present never loses ("no pneumonia" beside fever and cough leaves pneumonia where the image put
 it). With ``max_fraction`` < 1 a strong image signal
 (≥ 0.9 or ≤ 0.1 by default) can be moved toward 0.5 but never across it. A finding with no evidence, or
@@ -29,9 +29,10 @@ from pathlib import Path
 
 import yaml
 
-from meddx.clinical_notes import PRECEDENCE, Concept, Status
 from meddx.errors import InputError
 from meddx.jsonable import as_json_dict
+from meddx.notes.reader import Concept
+from meddx.notes.status import PRECEDENCE, Status
 
 _EPS = 1e-6
 
@@ -189,7 +190,7 @@ def _sigmoid(x: float) -> float:
 
 
 def _chosen_mentions(concepts: list[Concept]) -> dict[str, list[Concept]]:
-    """Per concept name, its mentions with the winning status (`clinical_notes.PRECEDENCE`)."""
+    """Per concept name, its mentions with the winning status (`notes.status.PRECEDENCE`)."""
     rank = {s: i for i, s in enumerate(PRECEDENCE)}
     chosen: dict[str, list[Concept]] = {}
     for c in concepts:
@@ -286,7 +287,7 @@ def fuse(
 
     Args:
         image_probabilities: finding id -> probability from the image model (custom labels allowed).
-        concepts: from `meddx.clinical_notes.extract_concepts`.
+        concepts: from `meddx.notes.extract_concepts`.
         weights: defaults to the packaged ``fusion_weights.yaml``.
 
     Returns:
