@@ -23,9 +23,9 @@ from dataclasses import dataclass, replace
 from meddx.errors import InputError
 from meddx.jsonable import as_json_dict
 from meddx.notes.context import Clause, clauses
-from meddx.notes.lexicon import load_lexicon
+from meddx.notes.lexicon import Lexicon, load_lexicon
 from meddx.notes.matches import clean, longest_first, phrase_matches
-from meddx.notes.status import PRECEDENCE, Status, strongest
+from meddx.notes.status import Status, strongest
 from meddx.notes.values import value_matches
 from meddx.vocabulary import load_vocabulary
 
@@ -39,7 +39,8 @@ class Concept:
     Attributes:
         name: normalised id, e.g. ``"effusion"``, ``"cough"``, ``"smoking"``, ``"age"``.
         display: display name.
-        category: ``finding`` | ``symptom`` | ``risk_factor`` | ``history`` | ``demographic`` | ``vital``.
+        category: ``finding`` | ``symptom`` | ``risk_factor`` | ``history`` | ``device`` | ``demographic``
+            | ``vital``.
         status: a `Status`: present, absent, uncertain, historical, no_history or family.
         start: offset of the matched span in the original text.
         end: offset just past the span (``text[start:end] == concept.text``).
@@ -106,9 +107,7 @@ def extract_concepts(text: str, *, max_chars: int = MAX_CHARS) -> list[Concept]:
                     name=p.definition.name,
                     display=p.definition.display,
                     category=p.definition.category,
-                    status=lex.negated_history.get(p.definition.category, status)
-                    if status == Status.NO_HISTORY
-                    else status,
+                    status=_for_category(status, p.definition.category, lex),
                     start=p.start,
                     end=p.end,
                     text=text[p.start : p.end],
@@ -118,6 +117,11 @@ def extract_concepts(text: str, *, max_chars: int = MAX_CHARS) -> list[Concept]:
                 for p in match.parts
             )
     return _settle_pack_years(concepts)
+
+
+def _for_category(status: Status, category: str, lex: Lexicon) -> Status:
+    """ "No history of X": no_history for a finding or symptom, absent for a risk factor (data)."""
+    return lex.negated_history.get(category, status) if status == Status.NO_HISTORY else status
 
 
 def _settle_pack_years(concepts: list[Concept]) -> list[Concept]:
@@ -147,4 +151,4 @@ def finding_statuses(concepts: Iterable[Concept]) -> dict[str, Status]:
     return {name: strongest(statuses) for name, statuses in mentions.items()}
 
 
-__all__ = ["MAX_CHARS", "PRECEDENCE", "Concept", "extract_concepts", "finding_statuses"]
+__all__ = ["MAX_CHARS", "Concept", "extract_concepts", "finding_statuses"]
