@@ -55,15 +55,27 @@ ARCHITECTURES = {
 }
 
 
+TINY_WORDS = Path(__file__).with_name("testing_words.txt")
+
+
 def _vocabulary_words() -> list[str]:
-    """Every word the finding vocabulary and its prompts use, so the tiny tokenizer knows them."""
+    """The tiny tokenizer's words: a fixed list (``testing_words.txt``) holding every word of the prompts.
+
+    Fixed, not derived from ``findings.yaml``: the vocabulary's size decides every random draw of a tiny
+    model, so a new synonym for the notes reader would otherwise retrain different tiny models and move
+    the numbers the attribution floors were measured on. `prompt_words` lists what a prompt needs; a test
+    checks that the list holds them.
+    """
+    return TINY_WORDS.read_text(encoding="utf-8").split()
+
+
+def prompt_words() -> set[str]:
+    """Every word of the zero-shot prompts (templates, names, positive and negative phrases)."""
     from meddx.vocabulary import load_vocabulary
 
-    text = json.dumps(load_vocabulary().raw).lower()
-    words = set(re.findall(r"[a-z]+", text))
-    words.update("abcdefghijklmnopqrstuvwxyz0123456789")
-    words.update(list(".,;:-?!'()/%"))
-    return sorted(words)
+    raw = load_vocabulary().raw
+    prompts = [{k: f.get(k) for k in ("name", "positive", "negative")} for f in raw["findings"]]
+    return set(re.findall(r"[a-z]+", json.dumps([raw["templates"], raw["custom_label"], prompts]).lower()))
 
 
 def _write_text_tower(folder: Path, arch: Architecture) -> None:
