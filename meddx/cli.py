@@ -204,6 +204,7 @@ DELEGATED = {
         "run_notes_eval",
         "measure the notes reader on a labelled sentence set",
     ),
+    "batch": ("meddx.batch.cli", "run_batch", "analyse an archive of films on Ray (meddx[scale])"),
 }
 
 
