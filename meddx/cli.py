@@ -205,6 +205,7 @@ DELEGATED = {
         "measure the notes reader on a labelled sentence set",
     ),
     "batch": ("meddx.batch.cli", "run_batch", "analyse an archive of films on Ray (meddx[scale])"),
+    "bench-batch": ("meddx.batch.bench", "run_bench_batch", "films/s of analyze FOLDER vs batch"),
 }
 
 

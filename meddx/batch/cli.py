@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from meddx.batch.upstream import InputError, Settings, load_vocabulary, parse_labels
@@ -54,6 +57,23 @@ def _maps(raw: str) -> int:
     if text.isdigit() and 1 <= int(text) <= MAX_MAPS:
         return int(text)
     raise InputError(f"--maps takes none or a number of findings from 1 to {MAX_MAPS}, not {raw!r}.")
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """Turn SIGTERM into `SystemExit`, so that buffered rows are written and a local Ray is shut down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_batch(argv: list[str]) -> int:
@@ -114,14 +134,15 @@ def run_batch(argv: list[str]) -> int:
             "scoring actors.",
             file=sys.stderr,
         )
-    summary = run(
-        source,
-        out,
-        settings=settings,
-        options=options,
-        layout=layout,
-        engine=engine,
-        run_settings=run_settings,
-    )
+    with _stop_on_sigterm():  # SIGTERM (a scheduler's stop) writes what is done and stops Ray
+        summary = run(
+            source,
+            out,
+            settings=settings,
+            options=options,
+            layout=layout,
+            engine=engine,
+            run_settings=run_settings,
+        )
     print(f"meddx: {describe(summary)}; results in {out}", file=sys.stderr)
     return 0
