@@ -102,6 +102,20 @@ def test_without_ray_batch_says_what_to_install(films, tmp_path, monkeypatch, ca
     assert not (tmp_path / "out").exists()
 
 
+def test_bad_options_and_models_are_refused_before_ray_starts(films, tiny_model_dir, tmp_path, capsys):
+    pytest.importorskip("ray")
+    out = str(tmp_path / "out")
+    model = f"local-dir:{tiny_model_dir}"
+    assert _batch(str(films), "--out", out, "--model", model, "--method", "magic") == 2
+    assert "Unknown explanation method 'magic'" in capsys.readouterr().err
+    assert _batch(str(films), "--out", out, "--model", model, "--maps", "9") == 2
+    assert _batch(str(tmp_path / "nothing"), "--out", out, "--model", model) == 2
+    assert "is not a folder, a .csv or .parquet manifest" in capsys.readouterr().err
+    assert _batch(str(films), "--out", out, "--model", f"local-dir:{tmp_path / 'no-model'}") == 3
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_folder_rows_equal_analyze_and_bad_films_are_error_rows(folder_run, films, tiny_model_dir):
     rows = _rows(folder_run)
     ids = [r["id"] for r in rows]
@@ -247,3 +261,38 @@ def test_parquet_manifest_and_hub_dataset_sources(films, tmp_path):
         pa.Table.from_pylist(source.items), settings=Settings(), hub=source.hub
     ).to_pylist()
     assert [d["error"] for d in decoded] == [None, None, None] and all(d["study"] for d in decoded)
+
+
+def test_batch_embed_fills_the_cache_that_train_and_eval_read(
+    films, tiny_model_dir, local_ray, tmp_path, capsys
+):
+    from meddx.datasets import load_data
+    from meddx.embedding_cache import EmbeddingCache, embed_sources
+    from meddx.encoder import load_encoder
+
+    data_dir = tmp_path / "labelled"
+    for label, names in {
+        "nodule": ["film0.png", "film1.png"],
+        "no_finding": ["film2.png", "film3.png"],
+    }.items():
+        (data_dir / label).mkdir(parents=True)
+        for name in names:
+            shutil.copy(films / name, data_dir / label / name)
+    shutil.copy(films / "film0.png", data_dir / "nodule" / "same-as-film0.png")  # embedded once
+    cache_dir = tmp_path / "cache"
+    model = f"local-dir:{tiny_model_dir}"
+    args = ["batch-embed", "--data", str(data_dir), "--model", model, "--cache-dir", str(cache_dir)]
+    assert main([*args, "--workers", "1", "--batch-size", "3"]) == 0
+    assert "5 images: 0 already cached, 4 embedded, 0 unreadable" in capsys.readouterr().err
+
+    data = load_data(str(data_dir))
+    encoder = load_encoder(model)
+    expected = embed_sources(encoder, data.sources, names=data.names)  # no cache: computed here
+    encoder.model.encode_image = None  # train/eval's embedding step must not compute anything now
+    try:
+        cached = embed_sources(encoder, data.sources, names=data.names, cache=EmbeddingCache(cache_dir))
+    finally:
+        del encoder.model.encode_image
+    assert (cached - expected).abs().max() < 1e-5
+    assert main(args) == 0  # nothing left to do: no Ray job
+    assert "4 already cached, 0 embedded" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from meddx.batch.upstream import InputError, Settings, load_vocabulary, parse_labels
+from meddx.batch.upstream import InputError, Settings, check_options, load_vocabulary, parse_labels
 
 MAX_MAPS = 5
 
@@ -96,6 +96,7 @@ def run_batch(argv: list[str]) -> int:
         settings = replace(settings, model=args.model)
     if args.probe:
         settings = replace(settings, probe=args.probe)
+    check_options(settings, method=args.method, mode=args.mode)
     labels = parse_labels(args.labels)
     findings = load_vocabulary().select(labels, max_labels=settings.limits.max_labels)
     top_k = _maps(args.maps)

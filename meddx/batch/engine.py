@@ -67,7 +67,7 @@ def import_ray():
     return ray
 
 
-def _start_ray(ray, engine: Engine) -> bool:
+def start_ray(ray, engine: Engine) -> bool:
     """Connect to the cluster, or start a local Ray; True when this job started it (and must stop it)."""
     if ray.is_initialized():
         return False
@@ -83,7 +83,7 @@ def _start_ray(ray, engine: Engine) -> bool:
     return True
 
 
-def _threads(ray, engine: Engine) -> tuple[int, float]:
+def actor_resources(ray, engine: Engine) -> tuple[int, float]:
     """(torch threads per actor, logical CPUs each actor asks Ray for)."""
     cpus = float(ray.cluster_resources().get("CPU", 1))
     threads = engine.threads_per_worker or max(1, int(cpus // engine.workers))
@@ -130,9 +130,9 @@ def run(
     started = False
     try:
         if todo:
-            started = _start_ray(ray, engine)
+            started = start_ray(ray, engine)
             summary["ray_start_s"] = round(time.perf_counter() - start, 2)
-            threads, actor_cpus = _threads(ray, engine)
+            threads, actor_cpus = actor_resources(ray, engine)
             summary["threads_per_worker"] = threads
             worker_settings = replace(settings, threads=threads)
             dataset = _pipeline(ray, source, todo, worker_settings, options, layout, engine, actor_cpus)
