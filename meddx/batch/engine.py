@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -71,7 +72,9 @@ def start_ray(ray, engine: Engine) -> bool:
     """Connect to the cluster, or start a local Ray; True when this job started it (and must stop it)."""
     if ray.is_initialized():
         return False
-    common = {"logging_level": logging.WARNING, "include_dashboard": False}
+    # Workers' own output stays in Ray's session logs (/tmp/ray/session_latest/logs): on the console, a
+    # model that fails every actor would otherwise print one traceback per retry.
+    common = {"logging_level": logging.WARNING, "include_dashboard": False, "log_to_driver": False}
     if engine.ray_address:
         ray.init(address=engine.ray_address, **common)
         return True  # disconnects the driver only; the cluster keeps running
@@ -81,6 +84,23 @@ def start_ray(ray, engine: Engine) -> bool:
         **common,
     )
     return True
+
+
+def meddx_cause(exc: BaseException) -> str | None:
+    """The message of the `MeddxError` behind a Ray error (e.g. a damaged model failing every actor's
+    start), found in the exception chain or, for errors Ray re-raises as text, in the message."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MeddxError):
+            return str(exc)
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
+
+
+def _meddx_cause_in_text(text: str) -> str | None:
+    found = re.findall(r"meddx\.errors\.\w+: (.+)", text)
+    return found[-1].strip() if found else None
 
 
 def actor_resources(ray, engine: Engine) -> tuple[int, float]:
@@ -136,12 +156,18 @@ def run(
             summary["threads_per_worker"] = threads
             worker_settings = replace(settings, threads=threads)
             dataset = _pipeline(ray, source, todo, worker_settings, options, layout, engine, actor_cpus)
-            for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-                if "first_result_s" not in summary:
-                    summary["first_result_s"] = round(time.perf_counter() - start, 2)
-                kinds = table.column("error_kind").to_pylist()
-                counts.update(kind or "ok" for kind in kinds)
-                writer.add(table)
+            try:
+                for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    if "first_result_s" not in summary:
+                        summary["first_result_s"] = round(time.perf_counter() - start, 2)
+                    kinds = table.column("error_kind").to_pylist()
+                    counts.update(kind or "ok" for kind in kinds)
+                    writer.add(table)
+            except Exception as exc:  # an actor could not start: say why in meddx's words, if it was ours
+                message = meddx_cause(exc) or _meddx_cause_in_text(str(exc))
+                if message is None:
+                    raise
+                raise MeddxError(message) from None
     finally:
         writer.flush()
         if started:
