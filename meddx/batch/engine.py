@@ -106,9 +106,11 @@ def _meddx_cause_in_text(text: str) -> str | None:
 def actor_resources(ray, engine: Engine) -> tuple[int, float]:
     """(torch threads per actor, logical CPUs each actor asks Ray for)."""
     cpus = float(ray.cluster_resources().get("CPU", 1))
-    threads = engine.threads_per_worker or max(1, int(cpus // engine.workers))
+    # An actor lives on one node: never ask for more CPUs than the largest node has.
+    node_cpus = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=cpus)
+    threads = engine.threads_per_worker or max(1, int(min(cpus // engine.workers, node_cpus)))
     # Leave part of a CPU for the decoding tasks, or they would wait for the actors forever.
-    actor_cpus = max(0.25, min(float(threads), (cpus - 2 * DECODE_CPUS) / engine.workers))
+    actor_cpus = max(0.25, min(float(threads), (cpus - 2 * DECODE_CPUS) / engine.workers, node_cpus))
     return threads, round(actor_cpus, 2)
 
 
