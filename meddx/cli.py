@@ -204,6 +204,9 @@ DELEGATED = {
         "run_notes_eval",
         "measure the notes reader on a labelled sentence set",
     ),
+    "batch": ("meddx.batch.cli", "run_batch", "analyse an archive of films on Ray (meddx[scale])"),
+    "bench-batch": ("meddx.batch.bench", "run_bench_batch", "films/s of analyze FOLDER vs batch"),
+    "batch-embed": ("meddx.batch.embed", "run_batch_embed", "fill train's embedding cache on Ray"),
 }
 
 

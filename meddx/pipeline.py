@@ -242,7 +242,8 @@ def analyze(
     """Analyse one chest film (path, bytes or file object) with optional clinical notes.
 
     Args:
-        image: a path, raw bytes or a binary file object holding PNG, JPEG, BMP, TIFF, WebP or DICOM.
+        image: a path, raw bytes or a binary file object holding PNG, JPEG, BMP, TIFF, WebP or DICOM, or
+            a `Study` already read by `meddx.imaging.load_study` (with the limits in ``settings``).
         notes: free-text clinical notes or history (never logged).
         labels: findings to score (names from the vocabulary or free text); None scores all.
         settings: model, limits and options; defaults to `Settings.from_env()`.
@@ -276,7 +277,8 @@ def analyze(
     start = time.perf_counter()
 
     concepts, notes_summary = _notes(notes, limits.max_note_chars)
-    study = load_study(
+    already_read = image if isinstance(image, Study) else None  # `meddx.batch` decodes in parallel tasks
+    study = already_read or load_study(
         image,
         filename=filename,
         limits=ImagingLimits(
