@@ -23,7 +23,7 @@ except MeddxError as exc:
     print(f"meddx: {exc}", file=sys.stderr)
     sys.exit(3)
 
-from meddx.ui import build_demo, launch_kwargs, queue_kwargs  # noqa: E402
+from meddx.app.page import build_demo, launch_kwargs, queue_kwargs  # noqa: E402
 
 demo = build_demo(settings).queue(**queue_kwargs())
 demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(settings))

@@ -30,7 +30,7 @@ import yaml
 
 from meddx.errors import InputError
 from meddx.jsonable import as_json_dict
-from meddx.vocabulary import load_vocabulary
+from meddx.model.vocabulary import load_vocabulary
 
 MAX_CHARS = 20_000
 STATUSES = ("present", "absent", "uncertain", "historical", "family")

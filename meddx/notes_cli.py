@@ -122,7 +122,7 @@ def run_notes_eval(argv: list[str]) -> int:
     """Print `meddx.notes_eval`'s report for the labelled set at ``argv[0]`` (default: the repository's)."""
     from pathlib import Path
 
-    from meddx.notes_eval import DEFAULT_PATH, evaluate, format_report, load_examples
+    from meddx.dev.notes_eval import DEFAULT_PATH, evaluate, format_report, load_examples
 
     parser = argparse.ArgumentParser(
         prog="python -m meddx notes-eval", description="Measure the notes reader on a labelled sentence set."

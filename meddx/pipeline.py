@@ -17,7 +17,10 @@ import torch
 from PIL import Image
 
 from meddx import DISCLAIMER, __version__
-from meddx.attribution import (
+from meddx.clinical_notes import extract_concepts, finding_statuses
+from meddx.config import Settings
+from meddx.errors import BudgetExceeded, InputError
+from meddx.explain.maps import (
     DEFAULT_METHOD,
     FAST_METHODS,
     METHODS,
@@ -26,17 +29,14 @@ from meddx.attribution import (
     overlay,
     to_png_base64,
 )
-from meddx.clinical_notes import extract_concepts, finding_statuses
-from meddx.config import Settings
-from meddx.encoder import Encoder, Geometry, load_encoder
-from meddx.errors import BudgetExceeded, InputError
+from meddx.explain.regions import find_regions, location_note
 from meddx.fusion import fuse
-from meddx.imaging import ImagingLimits, Study, load_study
-from meddx.probe import MODES, TrainedHead, combine, load_head
-from meddx.regions import find_regions, location_note
-from meddx.scoring import text_directions, zero_shot_probabilities
-from meddx.tower import TowerTail, stem
-from meddx.vocabulary import Finding, load_vocabulary
+from meddx.io.study import ImagingLimits, Study, load_study
+from meddx.model.encoder import Encoder, Geometry, load_encoder
+from meddx.model.head import MODES, TrainedHead, combine, load_head
+from meddx.model.tower import TowerTail, stem
+from meddx.model.vocabulary import Finding, load_vocabulary
+from meddx.model.zero_shot import text_directions, zero_shot_probabilities
 
 SCORING_RULES = {
     "zero-shot": (

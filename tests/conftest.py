@@ -39,7 +39,7 @@ def isolated_hf_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A seeded, untrained tiny model folder (``local-dir:`` layout)."""
-    from meddx.testing import make_tiny_model
+    from meddx.dev.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
 
@@ -47,7 +47,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def planted_model_dir(tmp_path_factory) -> Path:
     """A tiny model trained for seconds to call a planted bright blob a lung nodule."""
-    from meddx.testing import make_tiny_model, train_planted_signal
+    from meddx.dev.tiny import make_tiny_model, train_planted_signal
 
     folder = make_tiny_model(tmp_path_factory.mktemp("planted-model"), seed=0)
     train_planted_signal(folder, seed=0)

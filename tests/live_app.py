@@ -29,7 +29,7 @@ def running_app(settings, gradio_tmp: Path) -> Iterator[str]:
     """Build and launch the meddx app on a free port with Gradio's files in ``gradio_tmp``; yield its URL."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(gradio_tmp))
-        from meddx.ui import build_demo, launch_kwargs, queue_kwargs
+        from meddx.app.page import build_demo, launch_kwargs, queue_kwargs
 
         demo = build_demo(settings).queue(**queue_kwargs())
         _, url, _ = demo.launch(

@@ -138,7 +138,8 @@ def test_options_reach_the_pipeline(client, png):
 
 
 def test_options_are_passed_only_when_analyze_accepts_them(monkeypatch):
-    from meddx import attribution, ui
+    from meddx.app import page as ui
+    from meddx.explain import maps as attribution
 
     assert {value for _, value in ui.METHODS} == set(attribution.METHODS)
     options = ui._analyze_options(mode="both", method="occlusion", maps="2", threshold=0.3)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from meddx.attribution import (
+from meddx.explain.maps import (
     METHODS,
     AttributionInputs,
     FilmMap,
@@ -23,7 +23,7 @@ from meddx.attribution import (
     overlay,
     to_png_base64,
 )
-from meddx.encoder import Geometry
+from meddx.model.encoder import Geometry
 
 
 def on_film(maps: torch.Tensor, geometry: Geometry) -> np.ndarray:
@@ -219,15 +219,15 @@ def test_png_helpers_round_trip():
 
 @pytest.fixture(scope="module")
 def planted(planted_model_dir):
-    from meddx.attribution_check import nodule_difference
-    from meddx.encoder import load_encoder
+    from meddx.dev.attribution_check import nodule_difference
+    from meddx.model.encoder import load_encoder
 
     encoder = load_encoder(f"local-dir:{planted_model_dir}")
     return encoder, *nodule_difference(encoder)
 
 
 def _score(planted, film):
-    from meddx.attribution_check import score_film
+    from meddx.dev.attribution_check import score_film
 
     encoder, difference, logit_scale = planted
     return score_film(encoder, film, difference, logit_scale)
@@ -235,7 +235,7 @@ def _score(planted, film):
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_maps_a_non_square_film(planted, method):
-    from meddx.testing import SyntheticFilm, synthetic_film
+    from meddx.dev.tiny import SyntheticFilm, synthetic_film
 
     film = synthetic_film(np.random.default_rng(3), size=160, blob=True)
     film = SyntheticFilm(film.pixels[:, 20:140], None)  # 160 high, 120 wide: padded left and right
@@ -250,8 +250,8 @@ def test_every_method_maps_a_non_square_film(planted, method):
 
 @pytest.mark.parametrize("method", ["gradcam", "integrated_gradients", "occlusion"])
 def test_several_targets_in_one_call_match_one_at_a_time(planted, method):
-    from meddx.attribution_check import held_out_films, score_film
-    from meddx.tower import TowerTail
+    from meddx.dev.attribution_check import held_out_films, score_film
+    from meddx.model.tower import TowerTail
 
     encoder, difference, logit_scale = planted
     scored = score_film(encoder, held_out_films(1, size=96)[0], difference, logit_scale)
@@ -265,7 +265,7 @@ def test_several_targets_in_one_call_match_one_at_a_time(planted, method):
 
 
 def test_explain_is_thread_safe_and_leaves_no_hooks(planted):
-    from meddx.attribution_check import held_out_films
+    from meddx.dev.attribution_check import held_out_films
 
     encoder = planted[0]
     films = held_out_films(4, size=96, seed=7)
@@ -296,7 +296,7 @@ def test_explain_is_thread_safe_and_leaves_no_hooks(planted):
     assert all(p.grad is None for p in encoder.model.parameters())
 
 
-# --- Evidence on the planted tiny model (meddx.attribution_check prints the same numbers) -------------
+# --- Evidence on the planted tiny model (meddx.dev.attribution_check prints the same numbers) -------------
 #
 # The brief's bar for the pointing game is 0.90. The session's planted model (120 training steps) does not
 # let any method reach it, although its nodule score does come from the blob (the same films without the
@@ -319,7 +319,7 @@ RANDOMISATION_LIMIT = 0.3
 
 @pytest.fixture(scope="module")
 def evidence(planted):
-    from meddx.attribution_check import evaluate, held_out_films
+    from meddx.dev.attribution_check import evaluate, held_out_films
 
     results = evaluate(planted[0], held_out_films(EVIDENCE_FILMS))
     return {r.method: r for r in results}
@@ -327,7 +327,7 @@ def evidence(planted):
 
 def test_the_planted_model_reads_the_blob(planted):
     """The premise of the pointing game: the same films without their blob lose their nodule score."""
-    from meddx.attribution_check import blob_free_twins, held_out_films, nodule_probability
+    from meddx.dev.attribution_check import blob_free_twins, held_out_films, nodule_probability
 
     films, twins = held_out_films(EVIDENCE_FILMS), blob_free_twins(EVIDENCE_FILMS)
     assert all(
@@ -371,7 +371,7 @@ def test_deletion_beats_random_order(evidence, method):
 
 
 def test_evidence_report_text():
-    from meddx.attribution_check import Evidence, format_report
+    from meddx.dev.attribution_check import Evidence, format_report
 
     results = [Evidence("gradcam", 0.475, 0.55, 0.077, 0.057, 0.043, 0.004)]
     text = format_report(results, np.array([0.9, 0.8]), np.array([0.1, 0.5]), images=2, size=192)

@@ -24,7 +24,7 @@ import pytest
 from meddx.config import Settings
 from meddx.errors import InputError
 from meddx.pipeline import analyze
-from meddx.report import render_html, render_json
+from meddx.report.render import render_html, render_json
 from tests import corpus as c
 from tests.live_app import files_under, running_app
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from meddx.bench import TARGETS, format_table, verdicts
+from meddx.dev.bench import TARGETS, format_table, verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = [

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from meddx.clinical_notes import MAX_CHARS, Concept, extract_concepts, finding_statuses
+from meddx.dev.notes_eval import evaluate, format_report, load_examples, statuses
 from meddx.errors import InputError
+from meddx.model.vocabulary import load_vocabulary
 from meddx.notes_cli import run_notes, run_notes_eval
-from meddx.notes_eval import evaluate, format_report, load_examples, statuses
-from meddx.vocabulary import load_vocabulary
 
 SET_PATH = Path(__file__).parent / "data" / "note_sentences.jsonl"
 DATA = Path(__file__).parents[1] / "meddx" / "data"

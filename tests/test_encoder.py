@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from meddx.encoder import ModelSpec, PadToSquare, clear_cache, download_model, load_encoder, resolve
+from meddx.dev.tiny import make_tiny_hub_cache
 from meddx.errors import ModelError
-from meddx.testing import make_tiny_hub_cache
+from meddx.model.encoder import ModelSpec, PadToSquare, clear_cache, download_model, load_encoder, resolve
 
 TEXTS = ["chest x-ray showing a lung nodule", "chest x-ray showing no lung nodule"]
 

@@ -1,4 +1,4 @@
-"""Tests for meddx.imaging: every file is built here, in memory or in tmp_path."""
+"""Tests for meddx.io.study: every file is built here, in memory or in tmp_path."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pydicom.uid import (
 )
 
 from meddx.errors import InputError
-from meddx.imaging import ACCEPTED_FORMATS, ImagingLimits, Study, load_study, sniff_format
+from meddx.io.study import ACCEPTED_FORMATS, ImagingLimits, Study, load_study, sniff_format
 from tests.dicom_factory import chest_dataset
 
 IDENTIFIERS = {

@@ -191,7 +191,7 @@ def test_cli_attribution_check_prints_the_evidence_table():
 @pytest.mark.slow
 def test_make_tiny_model_biomedclip_size_builds_and_analyzes(tmp_path, dicom_file):
     """BiomedCLIP's exact architecture with random weights: builds, loads, analyses."""
-    from meddx.testing import make_tiny_model
+    from meddx.dev.tiny import make_tiny_model
 
     folder = make_tiny_model(tmp_path / "bmc", size="biomedclip")
     config = json.loads((folder / "open_clip_config.json").read_text())
@@ -261,7 +261,7 @@ def test_train_then_analyze_with_probe_then_eval(tmp_path, tiny_model_dir, capsy
     """The issue's end-to-end path: train -> analyze --probe local-dir:OUT -> eval, on an image folder."""
     from dataclasses import replace
 
-    from meddx.train_cli import run_eval, run_train
+    from meddx.cli.train import run_eval, run_train
     from tests.test_probe import write_film_folder
 
     model = f"local-dir:{tiny_model_dir}"
@@ -288,9 +288,9 @@ def test_train_then_analyze_with_probe_then_eval(tmp_path, tiny_model_dir, capsy
     metrics = json.loads(report.read_text())
     assert "nodule" in json.dumps(metrics)
     # A head trained on another encoder is refused at start-up (warm_up), with a clear message.
+    from meddx.dev.tiny import make_tiny_model
     from meddx.errors import ModelError
     from meddx.pipeline import warm_up
-    from meddx.testing import make_tiny_model
 
     other = make_tiny_model(tmp_path / "other", seed=99)
     with pytest.raises(ModelError, match="trained on"):

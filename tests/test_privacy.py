@@ -9,7 +9,7 @@ in Gradio's folder is searched.
 
 What Gradio keeps by design: the page's event returns images (the film, its map masks and the preview) and
 the two downloads (``meddx-*.html``, ``meddx-*.json``), which Gradio copies into its cache to serve them;
-`meddx.ui` has them swept by ``delete_cache`` 15-20 minutes later. The ``/analyze`` and ``/notes``
+`meddx.app.page` has them swept by ``delete_cache`` 15-20 minutes later. The ``/analyze`` and ``/notes``
 endpoints return JSON and Markdown only, so after them nothing at all is left.
 """
 
@@ -94,7 +94,7 @@ def logs(caplog):
 
 def call_page(app_url: str, path: Path, notes: str) -> dict:
     """The page's Analyze button, as the browser sends it: upload, join the queue, read the event stream."""
-    from meddx.vocabulary import load_vocabulary
+    from meddx.model.vocabulary import load_vocabulary
 
     session = uuid.uuid4().hex
     with httpx.Client(base_url=app_url, timeout=120) as http:
@@ -213,7 +213,7 @@ def test_the_cli_logs_nothing_identifying_even_at_debug(film, tmp_path, tiny_mod
 
 def test_reports_in_every_format_carry_no_identifier(film, tiny_model_dir):
     from meddx.pipeline import analyze
-    from meddx.report import render_html, render_json, render_markdown
+    from meddx.report.render import render_html, render_json, render_markdown
 
     analysis = analyze(film, NOTES, settings=Settings(model=f"local-dir:{tiny_model_dir}", threads=1))
     analysis.include_maps = True

@@ -21,11 +21,10 @@ import pytest
 import torch
 from PIL import Image
 
-from meddx.datasets import load_data
-from meddx.embedding_cache import EmbeddingCache, embed_sources
-from meddx.encoder import download_model, load_encoder
+from meddx.dev.tiny import make_tiny_hub_cache, make_tiny_model, synthetic_film, write_to_hf_cache
 from meddx.errors import InputError, ModelError
-from meddx.probe import (
+from meddx.model.encoder import download_model, load_encoder
+from meddx.model.head import (
     HEAD_FILES,
     MODES,
     LinearHead,
@@ -37,9 +36,10 @@ from meddx.probe import (
     read_head,
     save_head,
 )
-from meddx.scoring import text_directions
-from meddx.testing import make_tiny_hub_cache, make_tiny_model, synthetic_film, write_to_hf_cache
-from meddx.training import (
+from meddx.model.zero_shot import text_directions
+from meddx.train.datasets import load_data
+from meddx.train.embedding_cache import EmbeddingCache, embed_sources
+from meddx.train.fit import (
     TrainingConfig,
     auroc,
     average_precision,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from meddx import DISCLAIMER
-from meddx.attribution import FilmMap
-from meddx.encoder import Geometry
+from meddx.explain.maps import FilmMap
+from meddx.model.encoder import Geometry
 from meddx.pipeline import Analysis, FindingResult
-from meddx.report import escape_markdown, render_html, render_json, render_markdown, report_context
+from meddx.report.render import escape_markdown, render_html, render_json, render_markdown, report_context
 
 ATTACKS = [
     "<img src=x onerror=alert(1)>",

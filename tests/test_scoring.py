@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from meddx.encoder import load_encoder
-from meddx.scoring import text_directions, zero_shot_probabilities
-from meddx.tower import TowerTail, stem
-from meddx.vocabulary import load_vocabulary
+from meddx.model.encoder import load_encoder
+from meddx.model.tower import TowerTail, stem
+from meddx.model.vocabulary import load_vocabulary
+from meddx.model.zero_shot import text_directions, zero_shot_probabilities
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_planted_signal_is_carried_end_to_end(planted_model_dir):
     """A tiny model trained on blob films ranks held-out blob films above clean ones (AUROC >= 0.9)."""
     from sklearn.metrics import roc_auc_score
 
-    from meddx.testing import PLANTED_FINDING, synthetic_film
+    from meddx.dev.tiny import PLANTED_FINDING, synthetic_film
 
     encoder = load_encoder(f"local-dir:{planted_model_dir}")
     directions = text_directions(encoder, [load_vocabulary().finding(PLANTED_FINDING)])
@@ -120,8 +120,8 @@ def test_planted_signal_is_carried_end_to_end(planted_model_dir):
 
 
 def test_directions_persist_on_disk_across_restarts(tiny_model_dir, tmp_path, monkeypatch):
-    import meddx.scoring as scoring
-    from meddx.encoder import clear_cache
+    import meddx.model.zero_shot as scoring
+    from meddx.model.encoder import clear_cache
 
     monkeypatch.setenv("MEDDX_CACHE_DIR", str(tmp_path))
     findings = list(load_vocabulary().findings)
@@ -144,8 +144,8 @@ def test_custom_labels_stay_off_disk_and_are_bounded_in_memory(tiny_model_dir, t
     """A user's own labels are not written anywhere, and memory holds only the most recent ones."""
     from safetensors.torch import load_file
 
-    import meddx.scoring as scoring
-    from meddx.encoder import clear_cache
+    import meddx.model.zero_shot as scoring
+    from meddx.model.encoder import clear_cache
 
     monkeypatch.setenv("MEDDX_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(scoring, "MAX_CUSTOM_DIRECTIONS", 3)

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from meddx.datasets import load_data
-from meddx.embedding_cache import EmbeddingCache, embed_sources
-from meddx.encoder import load_encoder
+from meddx.cli.train import run_eval, run_train
+from meddx.dev.tiny import make_tiny_model
 from meddx.errors import InputError
-from meddx.probe import HEAD_FILES, load_head
-from meddx.testing import make_tiny_model
-from meddx.train_cli import run_eval, run_train
+from meddx.model.encoder import load_encoder
+from meddx.model.head import HEAD_FILES, load_head
+from meddx.train.datasets import load_data
+from meddx.train.embedding_cache import EmbeddingCache, embed_sources
 from tests.test_probe import FakeHubApi, write_film_folder
 
 

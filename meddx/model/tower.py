@@ -24,8 +24,8 @@ from timm.layers import Attention
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from meddx.encoder import Encoder
 from meddx.errors import ModelError
+from meddx.model.encoder import Encoder
 
 
 def _trunk(encoder: Encoder) -> nn.Module:

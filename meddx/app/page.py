@@ -9,8 +9,8 @@ Public endpoints (``gradio_client`` and MCP):
 The page's own events are private. Privacy: nothing is flagged or logged except, on an internal error, the
 exception type and code location (never notes, pixels or DICOM tags); the uploaded file and the per-request
 folder holding the downloads are deleted once the response is built (the upload's empty folder within a
-minute: `meddx.uploads`), and ``delete_cache`` sweeps whatever Gradio itself cached (the images and downloads
-it serves back).
+minute: `meddx.app.uploads`), and ``delete_cache`` sweeps whatever Gradio itself cached (the images and
+downloads it serves back).
 
 There are no examples: no openly licensed chest film ships with the repository.
 """
@@ -36,14 +36,14 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 
 from meddx import DISCLAIMER, __version__
+from meddx.app.uploads import UploadsInUse
 from meddx.clinical_notes import extract_concepts
 from meddx.config import Settings
 from meddx.errors import InputError, MeddxError
+from meddx.model.head import MODES
+from meddx.model.vocabulary import load_vocabulary, parse_labels
 from meddx.pipeline import MAX_MAPS, Analysis, analyze
-from meddx.probe import MODES
-from meddx.report import code_span, render_html, render_json
-from meddx.uploads import UploadsInUse
-from meddx.vocabulary import load_vocabulary, parse_labels
+from meddx.report.render import code_span, render_html, render_json
 
 log = logging.getLogger(__name__)
 

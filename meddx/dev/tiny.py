@@ -1,7 +1,7 @@
 """Small, seeded models and synthetic films for tests, benchmarks and offline UI work.
 
 Everything here is written to disk in the same layouts production reads (an open_clip folder, or the
-Hugging Face cache), and is loaded back through `meddx.encoder`, so tests exercise the real loader.
+Hugging Face cache), and is loaded back through `meddx.model.encoder`, so tests exercise the real loader.
 
 - `make_tiny_model`: a timm ``test_vit`` image tower and a 2-layer BERT text tower with a locally written
   WordPiece vocabulary (seconds to build, ~0.5 M parameters); ``size="biomedclip"`` builds BiomedCLIP's
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from meddx.encoder import CONFIG_NAME, TEXT_TOWER_DIR
+from meddx.model.encoder import CONFIG_NAME, TEXT_TOWER_DIR
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BERT_VOCAB_SIZE = 30522
@@ -57,7 +57,7 @@ ARCHITECTURES = {
 
 def _vocabulary_words() -> list[str]:
     """Every word the finding vocabulary and its prompts use, so the tiny tokenizer knows them."""
-    from meddx.vocabulary import load_vocabulary
+    from meddx.model.vocabulary import load_vocabulary
 
     text = json.dumps(load_vocabulary().raw).lower()
     words = set(re.findall(r"[a-z]+", text))
@@ -252,8 +252,8 @@ def train_planted_signal(folder: str | Path, *, steps: int = 120, seed: int = 0,
     """
     from PIL import Image
 
-    from meddx.encoder import ModelSpec, build_encoder, resolve
-    from meddx.vocabulary import load_vocabulary
+    from meddx.model.encoder import ModelSpec, build_encoder, resolve
+    from meddx.model.vocabulary import load_vocabulary
 
     folder = Path(folder)
     encoder = build_encoder(resolve(ModelSpec("local-dir", str(folder))))

@@ -2,7 +2,7 @@
 
 A head scores each finding with a logistic output on the unit image embedding ``x``: the raw logit is
 ``w . x + b``, and the served probability is ``sigmoid(a * (w . x + b) + c)`` with the per-finding Platt
-calibration ``(a, c)`` fitted on validation data (see `meddx.training`). Heads start from the zero-shot
+calibration ``(a, c)`` fitted on validation data (see `meddx.train.fit`). Heads start from the zero-shot
 text directions (``w = logit_scale * (positive - negative)``, ``b = 0``), so an untrained head scores
 exactly like zero-shot.
 
@@ -12,7 +12,7 @@ A head is saved as a folder (and a Hub repo) of three files:
 - ``head.json``: finding ids and names, the encoder it was trained on (spec, model, revision, embedding
   size), calibration, operating thresholds and their rule, validation metrics, training settings, a data
   description (counts per label only), the date and the meddx version;
-- ``README.md``: a Hugging Face model card (``meddx/templates/head_card.md``).
+- ``README.md``: a Hugging Face model card (``meddx/model/head_card.md``).
 
 Heads are named by a probe spec, like models: ``hf-hub:owner/name[@revision]`` or ``local-dir:/path``.
 
@@ -38,9 +38,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from meddx.encoder import CONFIG_NAME, HF_HUB, SOURCE_NAME, WEIGHT_NAMES, Encoder, ModelSpec, hub_snapshot
 from meddx.errors import InputError, ModelError
-from meddx.scoring import TextDirections
+from meddx.model.encoder import (
+    CONFIG_NAME,
+    HF_HUB,
+    SOURCE_NAME,
+    WEIGHT_NAMES,
+    Encoder,
+    ModelSpec,
+    hub_snapshot,
+)
+from meddx.model.zero_shot import TextDirections
 
 log = logging.getLogger(__name__)
 
@@ -280,10 +288,8 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
 
 
 def render_card(metadata: dict) -> str:
-    """The model card (``README.md``) for a head, from ``meddx/templates/head_card.md``."""
-    template = Template(
-        resources.files("meddx").joinpath("templates/head_card.md").read_text(encoding="utf-8")
-    )
+    """The model card (``README.md``) for a head, from ``meddx/model/head_card.md``."""
+    template = Template(resources.files("meddx.model").joinpath("head_card.md").read_text(encoding="utf-8"))
     encoder = metadata["encoder"]
     validation = metadata["validation"]
     data = metadata["data"]

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from meddx.errors import InputError
-from meddx.vocabulary import Finding, load_vocabulary
+from meddx.model.vocabulary import Finding, load_vocabulary
 
 HF_PREFIX = "hf:"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom", ""}

@@ -1,8 +1,8 @@
 """Captum maps of finding scores, mapped back onto the original film, and overlays for display.
 
-What is attributed is a finding's zero-shot logit, ``s * (x.p - x.n)`` (see `meddx.scoring`). Every method is
-a small class configured in ``__init__`` (MONAI style) whose ``__call__`` builds a Captum attribution object
-and calls ``.attribute(inputs, target=..., baselines=...)``; `METHODS` names them:
+What is attributed is a finding's zero-shot logit, ``s * (x.p - x.n)`` (see `meddx.model.zero_shot`). Every
+method is a small class configured in ``__init__`` (MONAI style) whose ``__call__`` builds a Captum
+attribution object and calls ``.attribute(inputs, target=..., baselines=...)``; `METHODS` names them:
 
 - ``gradcam`` (default): `LayerGradCam` on ``tail.grid``, the patch tokens entering the last block, reusing
   the stem tokens of the scoring pass: one last-block forward and backward for all targets together.
@@ -40,7 +40,7 @@ import torch
 from captum.attr import GradientShap, IntegratedGradients, LayerGradCam, Occlusion
 from torch import nn
 
-from meddx.encoder import Encoder, Geometry
+from meddx.model.encoder import Encoder, Geometry
 
 COLORMAPS = {"turbo": cv2.COLORMAP_TURBO, "jet": cv2.COLORMAP_JET}
 _TINY = 1e-8  # a map whose positive peak is below this (in logit units) has no positive evidence

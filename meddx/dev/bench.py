@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from meddx.dev import REPO_ROOT
+
 NOTES = (
     "58-year-old smoker with 3 weeks of productive cough and fever 38.4 C; no pneumothorax. "
     "History of right pleural effusion."
@@ -44,7 +46,7 @@ TARGETS = {
 def _film(path: Path, size: int = 1024) -> Path:
     from PIL import Image
 
-    from meddx.testing import synthetic_film
+    from meddx.dev.tiny import synthetic_film
 
     Image.fromarray(synthetic_film(np.random.default_rng(7), size=size, blob=True).pixels).save(path)
     return path
@@ -101,7 +103,7 @@ def serve_app(model_spec: str, threads: int, cache_dir: Path) -> Iterator[tuple[
         MEDDX_CACHE_DIR=str(cache_dir),
         GRADIO_ANALYTICS_ENABLED="False",
     )
-    app = Path(__file__).resolve().parents[1] / "app.py"
+    app = REPO_ROOT / "app.py"
     url = f"http://127.0.0.1:{port}/"
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -198,7 +200,7 @@ def run(model_spec: str | None, *, quick: bool, threads: int, repeats: int) -> d
     tmp = Path(tempfile.mkdtemp(prefix="meddx-bench-"))
     results: dict = {"threads": threads, "quick": quick}
     if model_spec is None:
-        from meddx.testing import make_tiny_model
+        from meddx.dev.tiny import make_tiny_model
 
         start = time.perf_counter()
         folder = make_tiny_model(tmp / "model", size="tiny" if quick else "biomedclip")
@@ -218,12 +220,12 @@ def run(model_spec: str | None, *, quick: bool, threads: int, repeats: int) -> d
     results["concurrent_throughput_ratio"] = concurrency["ratio"]
 
     from meddx.config import Settings
-    from meddx.encoder import load_encoder
-    from meddx.imaging import load_study
+    from meddx.io.study import load_study
+    from meddx.model.encoder import load_encoder
+    from meddx.model.vocabulary import load_vocabulary
+    from meddx.model.zero_shot import text_directions
     from meddx.pipeline import analyze, score_image, warm_up
-    from meddx.report import render_html
-    from meddx.scoring import text_directions
-    from meddx.vocabulary import load_vocabulary
+    from meddx.report.render import render_html
 
     settings = Settings(model=model_spec, threads=threads)
     start = time.perf_counter()
@@ -260,7 +262,7 @@ def run(model_spec: str | None, *, quick: bool, threads: int, repeats: int) -> d
     results["analyze_p50_s"] = float(np.percentile(times, 50))
     results["analyze_p95_s"] = float(np.percentile(times, 95))
 
-    from meddx.attribution import film_maps
+    from meddx.explain.maps import film_maps
 
     scored = score_image(encoder, study, findings)
     target = int(scored.zero_shot.argmax())

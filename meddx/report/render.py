@@ -318,7 +318,7 @@ def report_context(analysis: Analysis, *, filename: str | None = None, embed_ima
 @cache
 def _environment(kind: str) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("meddx", "templates"),
+        loader=jinja2.PackageLoader("meddx.report", "templates"),
         autoescape=kind == "html",
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

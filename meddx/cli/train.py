@@ -4,9 +4,9 @@
                           [--push-to-hub owner/name]
     python -m meddx eval  --data SPEC [--model SPEC] [--probe SPEC] [--json OUT] [--plot DIR]
 
-``--data`` is an image folder, a CSV or JSONL file, or ``hf:org/name`` (`meddx.datasets`). Embeddings
+``--data`` is an image folder, a CSV or JSONL file, or ``hf:org/name`` (`meddx.train.datasets`). Embeddings
 are cached under ``~/.cache/meddx/embeddings`` (``--cache-dir``, ``--no-cache``). ``train`` writes the
-head folder (`meddx.probe`) and prints validation metrics; ``eval`` prints, per finding, zero-shot and
+head folder (`meddx.model.head`) and prints validation metrics; ``eval`` prints, per finding, zero-shot and
 (with a head) fine-tuned and combined ("both") AUROC, AUPRC, sensitivity, specificity and F1 at the
 operating threshold, and ECE (`meddx.training.ECE_RULE`), writes them as JSON (``--json``) and draws
 ROC and reliability plots (``--plot``, PNG, matplotlib's Agg backend). Zero-shot uses the vocabulary's
@@ -43,7 +43,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    from meddx.training import TrainingConfig
+    from meddx.train.fit import TrainingConfig
 
     defaults = TrainingConfig()
     parser = argparse.ArgumentParser(
@@ -86,9 +86,9 @@ def _fail(command: str, exc: MeddxError) -> int:
 def _load(args: argparse.Namespace):
     """Settings, data (restricted to --labels) and the embedding cache."""
     from meddx.config import Settings
-    from meddx.datasets import load_data
-    from meddx.embedding_cache import EmbeddingCache
-    from meddx.vocabulary import parse_labels
+    from meddx.model.vocabulary import parse_labels
+    from meddx.train.datasets import load_data
+    from meddx.train.embedding_cache import EmbeddingCache
 
     settings = Settings.from_env()
     data = load_data(args.data)
@@ -122,9 +122,9 @@ def run_train(argv: list[str]) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from meddx.encoder import load_encoder
-    from meddx.probe import publish_head, save_head
-    from meddx.training import TrainingConfig, train_head
+    from meddx.model.encoder import load_encoder
+    from meddx.model.head import publish_head, save_head
+    from meddx.train.fit import TrainingConfig, train_head
 
     if args.push_to_hub and not re.fullmatch(r"[\w.-]+/[\w.-]+", args.push_to_hub):
         raise InputError(f"--push-to-hub needs OWNER/NAME, got {args.push_to_hub!r}.")
@@ -179,8 +179,8 @@ def run_eval(argv: list[str]) -> int:
 
 def _measure(data, embeddings: torch.Tensor, directions, head) -> tuple[dict, dict]:
     """Metrics per finding and mode, and the scores behind them (for plots)."""
-    from meddx.probe import combine
-    from meddx.training import finding_metrics
+    from meddx.model.head import combine
+    from meddx.train.fit import finding_metrics
 
     zero_shot = torch.sigmoid(directions.logits(embeddings)).double().numpy()
     findings, curves = {}, {}
@@ -205,11 +205,11 @@ def _measure(data, embeddings: torch.Tensor, directions, head) -> tuple[dict, di
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from meddx.embedding_cache import embed_sources
-    from meddx.encoder import load_encoder
-    from meddx.probe import encoder_identity, load_head
-    from meddx.scoring import text_directions
-    from meddx.training import ECE_RULE
+    from meddx.model.encoder import load_encoder
+    from meddx.model.head import encoder_identity, load_head
+    from meddx.model.zero_shot import text_directions
+    from meddx.train.embedding_cache import embed_sources
+    from meddx.train.fit import ECE_RULE
 
     settings, data, cache = _load(args)
     probe = args.probe or settings.probe
@@ -292,7 +292,7 @@ def _plot(curves: dict, folder: Path) -> list[Path]:
     """``roc_<finding>.png`` and ``reliability_<finding>.png`` per finding with both classes; the paths."""
     if importlib.util.find_spec("matplotlib") is None:
         raise InputError("--plot needs matplotlib: pip install matplotlib.")
-    from meddx.training import auroc, reliability, roc_curve
+    from meddx.train.fit import auroc, reliability, roc_curve
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []

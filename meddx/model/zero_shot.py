@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from meddx.encoder import Encoder
-from meddx.vocabulary import Finding
+from meddx.model.encoder import Encoder
+from meddx.model.vocabulary import Finding
 
 log = logging.getLogger(__name__)
 _DIRECTION_LOCK = threading.Lock()

@@ -57,8 +57,8 @@ def _read_notes(args: argparse.Namespace) -> str | None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Analyse one or more films; one JSON object, or JSON lines for several."""
+    from meddx.model.vocabulary import load_vocabulary, parse_labels
     from meddx.pipeline import analyze
-    from meddx.vocabulary import load_vocabulary, parse_labels
 
     settings = _settings(args)
     notes = _read_notes(args)
@@ -113,7 +113,7 @@ def _write_overlays(analysis, film: Path, folder: Path, taken: set[str]) -> list
     Films with the same name from different folders (``a/image.dcm``, ``b/image.dcm``) get ``image-2``,
     ``image-3``...: ``taken`` holds the names this run has used.
     """
-    from meddx.attribution import png_bytes
+    from meddx.explain.maps import png_bytes
 
     stem, n = film.stem, 1
     while stem in taken:
@@ -149,7 +149,7 @@ def _summary(data: dict, name: str) -> str:
 def cmd_download(args: argparse.Namespace) -> int:
     """Copy a Hub model into a self-contained folder for offline use."""
     from meddx.config import DEFAULT_MODEL
-    from meddx.encoder import download_model
+    from meddx.model.encoder import download_model
 
     folder = download_model(args.model or DEFAULT_MODEL, args.to)
     print(f"Wrote {folder}. Use it with: MEDDX_MODEL=local-dir:{folder}")
@@ -158,7 +158,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     """Write a seeded random model (tiny, or BiomedCLIP's architecture) for tests and benchmarks."""
-    from meddx.testing import make_tiny_model, train_planted_signal
+    from meddx.dev.tiny import make_tiny_model, train_planted_signal
 
     folder = make_tiny_model(args.dir, size=args.size, seed=args.seed)
     if args.planted:
@@ -168,13 +168,13 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
 
 
 def cmd_attribution_check(args: argparse.Namespace) -> int:
-    """Train the planted tiny model and print `meddx.attribution_check`'s evidence table."""
+    """Train the planted tiny model and print `meddx.dev.attribution_check`'s evidence table."""
     import logging
 
     import torch
 
-    from meddx.attribution_check import log as check_log
-    from meddx.attribution_check import run_check
+    from meddx.dev.attribution_check import log as check_log
+    from meddx.dev.attribution_check import run_check
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # progress lines only, on stderr
     check_log.setLevel(logging.INFO)
@@ -184,8 +184,8 @@ def cmd_attribution_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run `meddx.bench` and print its table; ``--json OUT`` also writes the numbers."""
-    from meddx.bench import format_table, run
+    """Run `meddx.dev.bench` and print its table; ``--json OUT`` also writes the numbers."""
+    from meddx.dev.bench import format_table, run
 
     results = run(args.model, quick=args.quick, threads=args.threads, repeats=args.repeats)
     print(format_table(results))
@@ -197,8 +197,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # Sub-commands with their own argument parsers: name -> (module, function(argv) -> exit status, help).
 DELEGATED = {
     "notes": ("meddx.notes_cli", "run_notes", "extract concepts from clinical notes"),
-    "train": ("meddx.train_cli", "run_train", "train a fine-tuned head on labelled films"),
-    "eval": ("meddx.train_cli", "run_eval", "evaluate zero-shot and fine-tuned scores on labelled films"),
+    "train": ("meddx.cli.train", "run_train", "train a fine-tuned head on labelled films"),
+    "eval": ("meddx.cli.train", "run_eval", "evaluate zero-shot and fine-tuned scores on labelled films"),
     "notes-eval": (
         "meddx.notes_cli",
         "run_notes_eval",

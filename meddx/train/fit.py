@@ -42,11 +42,9 @@ import torch
 from torch import nn
 
 from meddx import __version__
-from meddx.datasets import LabelledImages
-from meddx.embedding_cache import EmbeddingCache, embed_sources
-from meddx.encoder import Encoder
 from meddx.errors import InputError
-from meddx.probe import (
+from meddx.model.encoder import Encoder
+from meddx.model.head import (
     HEAD_FORMAT,
     HEAD_FORMAT_VERSION,
     EncoderIdentity,
@@ -55,7 +53,9 @@ from meddx.probe import (
     combine,
     encoder_identity,
 )
-from meddx.scoring import TextDirections, text_directions
+from meddx.model.zero_shot import TextDirections, text_directions
+from meddx.train.datasets import LabelledImages
+from meddx.train.embedding_cache import EmbeddingCache, embed_sources
 
 MIN_PER_CLASS = 2
 ECE_BINS = 10

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from meddx.encoder import Encoder
 from meddx.errors import InputError
-from meddx.imaging import load_study
-from meddx.probe import EncoderIdentity, encoder_identity
+from meddx.io.study import load_study
+from meddx.model.encoder import Encoder
+from meddx.model.head import EncoderIdentity, encoder_identity
 
 DEFAULT_CACHE_DIR = "~/.cache/meddx/embeddings"
 CACHE_FORMAT = "meddx-embedding-v1"

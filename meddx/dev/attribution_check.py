@@ -35,12 +35,12 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from meddx.attribution import METHODS, ImageScorer, black_baseline, film_maps
-from meddx.encoder import Encoder, Geometry
-from meddx.scoring import text_directions
-from meddx.testing import PLANTED_FINDING, SyntheticFilm, synthetic_film
-from meddx.tower import TowerTail, stem
-from meddx.vocabulary import load_vocabulary
+from meddx.dev.tiny import PLANTED_FINDING, SyntheticFilm, synthetic_film
+from meddx.explain.maps import METHODS, ImageScorer, black_baseline, film_maps
+from meddx.model.encoder import Encoder, Geometry
+from meddx.model.tower import TowerTail, stem
+from meddx.model.vocabulary import load_vocabulary
+from meddx.model.zero_shot import text_directions
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +276,8 @@ def format_report(
 
 def run_check(*, images: int = 30, size: int = 192, steps: int = 120) -> str:
     """Build and train the planted tiny model in a temp folder; return the evidence table as text."""
-    from meddx.encoder import ModelSpec, build_encoder, resolve
-    from meddx.testing import make_tiny_model, train_planted_signal
+    from meddx.dev.tiny import make_tiny_model, train_planted_signal
+    from meddx.model.encoder import ModelSpec, build_encoder, resolve
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("MEDDX_CACHE_DIR", tmp)  # the throwaway model's text directions stay in tmp

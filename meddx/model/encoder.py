@@ -331,7 +331,7 @@ class Encoder:
         return tokens[:, : int(used.max()) + 1] if len(used) else tokens
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Unit-norm text embeddings (N, D), computed in one batch (`meddx.scoring` caches what it needs)."""
+        """Unit-norm text embeddings (N, D) in one batch (`meddx.model.zero_shot` caches what it needs)."""
         with torch.inference_mode():
             return self.model.encode_text(self.tokenize(list(texts)), normalize=True)
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meddx.clinical_notes import STATUSES, Concept, extract_concepts
+from meddx.dev import REPO_ROOT
 
-DEFAULT_PATH = Path(__file__).resolve().parents[1] / "tests" / "data" / "note_sentences.jsonl"
+DEFAULT_PATH = REPO_ROOT / "tests" / "data" / "note_sentences.jsonl"
 COMMON_FINDINGS = (
     "atelectasis",
     "cardiomegaly",

@@ -1,0 +1,1 @@
+"""Stage 1, reading the upload: bytes to a windowed grayscale `Study` (DICOM and common raster formats)."""
