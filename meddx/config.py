@@ -26,13 +26,18 @@ def _int_env(name: str, default: int) -> int:
 class Limits:
     """Guards against inputs that would hang or exhaust a small CPU Space."""
 
-    max_file_mb: int = 64
+    max_file_mb: float = 64
     max_pixels: int = 60_000_000
     min_side: int = 32
     max_note_chars: int = 20_000
     max_labels: int = 64
     request_timeout_s: float = 120
     """Time budget of one app request, in seconds (`meddx.pipeline.analyze` checks it between steps)."""
+
+    @property
+    def max_file_bytes(self) -> int:
+        """`max_file_mb` in bytes: the largest upload `meddx.io.load_study` reads."""
+        return int(self.max_file_mb * 1024 * 1024)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from meddx.explain.maps import (
 )
 from meddx.explain.regions import find_regions, location_note
 from meddx.fusion import fuse
-from meddx.io.study import ImagingLimits, Study, load_study
+from meddx.io import Study, load_study
 from meddx.model.encoder import Encoder, Geometry, load_encoder
 from meddx.model.head import MODES, TrainedHead, combine, load_head
 from meddx.model.tower import TowerTail, stem
@@ -277,15 +277,7 @@ def analyze(
     start = time.perf_counter()
 
     concepts, notes_summary = _notes(notes, limits.max_note_chars)
-    study = load_study(
-        image,
-        filename=filename,
-        limits=ImagingLimits(
-            max_file_bytes=limits.max_file_mb * 1024 * 1024,
-            max_pixels=limits.max_pixels,
-            min_side=limits.min_side,
-        ),
-    )
+    study = load_study(image, filename=filename, limits=limits)
     timings["load_s"] = time.perf_counter() - start
     _check_budget(start, time_budget_s, "scoring the findings")
 
@@ -339,7 +331,7 @@ def analyze(
         heatmaps += film_maps(
             encoder, scored.pixels, scored.tokens, scored.tail, scored.geometry, batch, method=method
         )
-    view = study.metadata.get("view_position")
+    view = study.info.view_position
     by_id = {r.id: r for r in results}
     maps = {}
     for index, film_map in zip(targets, heatmaps, strict=True):
@@ -361,7 +353,7 @@ def analyze(
             "probe": None if head is None else {"spec": settings.probe, "revision": head.revision},
         },
         findings=results,
-        image=dict(study.metadata),
+        image=study.info.to_dict(),
         warnings=list(study.warnings),
         timings={k: round(v, 4) for k, v in timings.items()},
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -220,7 +220,7 @@ def run(model_spec: str | None, *, quick: bool, threads: int, repeats: int) -> d
     results["concurrent_throughput_ratio"] = concurrency["ratio"]
 
     from meddx.config import Settings
-    from meddx.io.study import load_study
+    from meddx.io import load_study
     from meddx.model.encoder import load_encoder
     from meddx.model.vocabulary import load_vocabulary
     from meddx.model.zero_shot import text_directions

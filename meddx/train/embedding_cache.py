@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from meddx.errors import InputError
-from meddx.io.study import load_study
+from meddx.io import load_study
 from meddx.model.encoder import Encoder
 from meddx.model.head import EncoderIdentity, encoder_identity
 
