@@ -4,6 +4,7 @@ overlays, thread safety, and the evidence that the maps mean something on the pl
 from __future__ import annotations
 
 import base64
+import dataclasses
 import threading
 from types import SimpleNamespace
 
@@ -24,6 +25,7 @@ from meddx.explain.maps import (
     to_png_base64,
 )
 from meddx.model.encoder import Geometry
+from meddx.model.scored import ScoredImage
 
 
 def on_film(maps: torch.Tensor, geometry: Geometry) -> np.ndarray:
@@ -31,9 +33,14 @@ def on_film(maps: torch.Tensor, geometry: Geometry) -> np.ndarray:
     return FilmMap(normalise(maps)[0], geometry).on_film()
 
 
-def explain(*args, **kwargs) -> list[np.ndarray]:
+def explain(encoder, scored: ScoredImage, targets: list[int], **kwargs) -> list[np.ndarray]:
     """`film_maps`, each put on the film at full size."""
-    return [m.on_film() for m in film_maps(*args, **kwargs)]
+    return [m.on_film() for m in film_maps(encoder, scored, targets, **kwargs)]
+
+
+def hand_scored(tokens: torch.Tensor, tail: nn.Module, geometry: Geometry) -> ScoredImage:
+    """A scoring pass by hand: these stem tokens and tail, a blank model input, this geometry."""
+    return ScoredImage(torch.zeros(3, S, S), geometry, tokens, tail, torch.zeros(1))
 
 
 S, PATCH, GRID = 48, 8, 6  # a hand-built "model input": 48 px, 8-px patches, a 6x6 token grid
@@ -109,7 +116,7 @@ def test_gradcam_matches_the_hand_computed_map(linear_case):
 @pytest.mark.parametrize("geometry", [WIDE, TALL], ids=["landscape", "portrait"])
 def test_gradcam_peak_lands_on_the_original_film(linear_case, geometry):
     tokens, weight = linear_case
-    maps = explain(stub_encoder(), None, tokens, LinearTail(weight), geometry, [0, 1])
+    maps = explain(stub_encoder(), hand_scored(tokens, LinearTail(weight), geometry), [0, 1])
     assert [m.shape for m in maps] == [(geometry.height, geometry.width)] * 2
     assert all(m.dtype == np.float32 and m.min() >= 0 and m.max() == pytest.approx(1.0) for m in maps)
     centre = (PATCH - 1) / 2  # the centre of a patch, in model pixels from its corner
@@ -124,7 +131,7 @@ def test_map_is_the_upsampled_square_with_the_padding_cropped(linear_case):
         (cam / cam.max())[None], size=(WIDE.side, WIDE.side), mode="bilinear", align_corners=False
     )[0, 0]
     expected = square[WIDE.pad_top : WIDE.pad_top + WIDE.height, :].numpy()
-    got = explain(stub_encoder(), None, tokens, LinearTail(weight), WIDE, [0])[0]
+    got = explain(stub_encoder(), hand_scored(tokens, LinearTail(weight), WIDE), [0])[0]
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -180,14 +187,15 @@ def test_occlusion_window_is_bounded():
 def test_unknown_method_and_no_targets(linear_case):
     tokens, weight = linear_case
     with pytest.raises(ValueError, match="unknown attribution method"):
-        explain(stub_encoder(), None, tokens, LinearTail(weight), WIDE, [0], method="rollout")
-    assert explain(stub_encoder(), None, tokens, LinearTail(weight), WIDE, []) == []
+        explain(stub_encoder(), hand_scored(tokens, LinearTail(weight), WIDE), [0], method="rollout")
+    assert explain(stub_encoder(), hand_scored(tokens, LinearTail(weight), WIDE), []) == []
 
 
 def test_pixel_methods_need_pixels(linear_case):
     tokens, weight = linear_case
+    inputs = AttributionInputs(None, tokens, LinearTail(weight), None, torch.zeros(1, 3, S, S), [0])
     with pytest.raises(ValueError, match="pixels"):
-        explain(stub_encoder(), None, tokens, LinearTail(weight), WIDE, [0], method="integrated_gradients")
+        METHODS["integrated_gradients"]()(inputs)
 
 
 # --- Overlays -----------------------------------------------------------------------------------------
@@ -219,18 +227,18 @@ def test_png_helpers_round_trip():
 
 @pytest.fixture(scope="module")
 def planted(planted_model_dir):
-    from meddx.dev.attribution_check import nodule_difference
+    from meddx.dev.attribution_check import nodule_directions
     from meddx.model.encoder import load_encoder
 
     encoder = load_encoder(f"local-dir:{planted_model_dir}")
-    return encoder, *nodule_difference(encoder)
+    return encoder, nodule_directions(encoder)
 
 
 def _score(planted, film):
     from meddx.dev.attribution_check import score_film
 
-    encoder, difference, logit_scale = planted
-    return score_film(encoder, film, difference, logit_scale)
+    encoder, directions = planted
+    return score_film(encoder, film, directions)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -241,9 +249,7 @@ def test_every_method_maps_a_non_square_film(planted, method):
     film = SyntheticFilm(film.pixels[:, 20:140], None)  # 160 high, 120 wide: padded left and right
     scored = _score(planted, film)
     options = {"n_steps": 8} if method == "integrated_gradients" else {}
-    maps = explain(
-        planted[0], scored.pixels, scored.tokens, scored.tail, scored.geometry, [0], method=method, **options
-    )
+    maps = explain(planted[0], scored, [0], method=method, **options)
     assert len(maps) == 1 and maps[0].shape == (160, 120) and maps[0].dtype == np.float32
     assert maps[0].min() >= 0.0 and maps[0].max() <= 1.0
 
@@ -253,14 +259,19 @@ def test_several_targets_in_one_call_match_one_at_a_time(planted, method):
     from meddx.dev.attribution_check import held_out_films, score_film
     from meddx.model.tower import TowerTail
 
-    encoder, difference, logit_scale = planted
-    scored = score_film(encoder, held_out_films(1, size=96)[0], difference, logit_scale)
-    tail = TowerTail(encoder, torch.cat([difference, -difference]), logit_scale)  # nodule, and its opposite
+    encoder, directions = planted
+    scored = score_film(encoder, held_out_films(1, size=96)[0], directions)
+    difference = directions.difference
+    tail = TowerTail(
+        encoder, torch.cat([difference, -difference]), directions.logit_scale
+    )  # and its opposite
+    both = dataclasses.replace(scored, tail=tail)
     options = {"n_steps": 8} if method == "integrated_gradients" else {}
-    args = (encoder, scored.pixels, scored.tokens, tail, scored.geometry)
-    together = explain(*args, [0, 1], method=method, **options)
+    together = explain(encoder, both, [0, 1], method=method, **options)
     for target, heatmap in enumerate(together):
-        np.testing.assert_allclose(heatmap, explain(*args, [target], method=method, **options)[0], atol=1e-4)
+        np.testing.assert_allclose(
+            heatmap, explain(encoder, both, [target], method=method, **options)[0], atol=1e-4
+        )
     assert not np.allclose(together[0], together[1])
 
 
@@ -274,9 +285,7 @@ def test_explain_is_thread_safe_and_leaves_no_hooks(planted):
     def run(film, method):
         scored = _score(planted, film)  # a fresh tail per request, as the pipeline makes one
         options = {"n_steps": 8} if method == "integrated_gradients" else {}
-        return explain(
-            encoder, scored.pixels, scored.tokens, scored.tail, scored.geometry, [0], method=method, **options
-        )
+        return explain(encoder, scored, [0], method=method, **options)
 
     expected = {(i, m): run(f, m)[0] for i, f in enumerate(films) for m in methods}
     results: dict = {}

@@ -305,7 +305,7 @@ def test_cli_batch_over_the_image_corpus(tmp_path: Path, tiny_model_dir: Path):
 
 def _skipped(case: Case) -> bool:
     """Files a folder walk leaves out (not an image suffix): the CLI gets them by name."""
-    from meddx.cli import IMAGE_SUFFIXES
+    from meddx.io.sniff import IMAGE_SUFFIXES
 
     return Path(case.filename).suffix.lower() not in IMAGE_SUFFIXES
 

@@ -207,9 +207,9 @@ def test_analyze_stops_between_steps_once_the_budget_is_spent(settings, films, m
     )
     clock[0] = 0.0
     analysis = analyze(films[0], settings=settings, top_k=5, method=slow, time_budget_s=5)
-    assert len(analysis.explanation["mapped"]) == 5
+    assert len(analysis.explanation.mapped) == 5
     clock[0] = 0.0  # Grad-CAM, the fast default, draws all maps in one pass
-    assert len(analyze(films[0], settings=settings, top_k=5, time_budget_s=1.5).explanation["mapped"]) == 5
+    assert len(analyze(films[0], settings=settings, top_k=5, time_budget_s=1.5).explanation.mapped) == 5
     assert clock[0] == 1.0
 
 

@@ -209,14 +209,14 @@ def test_analyze_with_notes_shows_evidence_and_moves_probabilities(dicom_file, t
     plain = {f.id: f for f in analyze(dicom_file, settings=tiny_settings).findings}
     with_notes = analyze(dicom_file, NOTES, settings=tiny_settings)
     by_id = {f.id: f for f in with_notes.findings}
-    assert with_notes.notes["findings"] == {"pneumothorax": "absent", "effusion": "historical"}
-    assert any(c["name"] == "smoking" for c in with_notes.notes["concepts"])
+    assert with_notes.notes.findings == {"pneumothorax": "absent", "effusion": "historical"}
+    assert any(c.name == "smoking" for c in with_notes.notes.concepts)
     # Image-only probability is unchanged by notes; the combined one moves with visible evidence.
     assert by_id["pneumothorax"].image_probability == plain["pneumothorax"].probability
     assert by_id["pneumothorax"].probability < by_id["pneumothorax"].image_probability
-    assert by_id["pneumothorax"].evidence[0]["status"] == "absent"
+    assert by_id["pneumothorax"].evidence[0].status == "absent"
     assert by_id["nodule"].probability > by_id["nodule"].image_probability
-    assert any(e["concept"] == "smoking" for e in by_id["nodule"].evidence)
+    assert any(e.concept == "smoking" for e in by_id["nodule"].evidence)
     # A finding without evidence keeps its image probability exactly.
     assert (
         by_id["fracture"].probability == by_id["fracture"].image_probability
@@ -226,7 +226,7 @@ def test_analyze_with_notes_shows_evidence_and_moves_probabilities(dicom_file, t
 
 def test_analyze_maps_regions_for_top_findings(dicom_file, tiny_settings):
     analysis = analyze(dicom_file, settings=tiny_settings, top_k=2, include_maps=True)
-    mapped = analysis.explanation["mapped"]
+    mapped = analysis.explanation.mapped
     assert len(mapped) == 2 and "no_finding" not in mapped
     assert set(analysis.maps) == set(mapped)
     for finding_id in mapped:
@@ -242,7 +242,7 @@ def test_analyze_maps_regions_for_top_findings(dicom_file, tiny_settings):
             x0, y0, x1, y1 = region["box"]
             assert 0 <= x0 < x1 <= 224 and 0 <= y0 < y1 <= 256
             assert region["location"]
-    assert analysis.explanation["location_note"] is None  # ViewPosition PA was given
+    assert analysis.explanation.location_note is None  # ViewPosition PA was given
 
 
 def test_analyze_options_are_validated(dicom_file, tiny_settings):
@@ -272,7 +272,7 @@ def test_train_then_analyze_with_probe_then_eval(tmp_path, tiny_model_dir, capsy
     settings = Settings(model=model, probe=f"local-dir:{head_dir}", threads=2)
     film = next(held.rglob("*.png"))
     both = analyze(film, settings=settings)
-    assert both.scoring["mode"] == "both" and both.scoring["probe"]["spec"] == settings.probe
+    assert both.scoring.mode == "both" and both.scoring.probe.spec == settings.probe
     nodule = next(f for f in both.findings if f.id == "nodule")
     assert nodule.fine_tuned is not None
     assert all(f.fine_tuned is None for f in both.findings if f.id != "nodule")

@@ -1,6 +1,6 @@
 """The trained head: training beats zero-shot, calibration, the artifact, encoder checks, Hub load and push.
 
-The data are synthetic films (`meddx.testing.synthetic_film`) in an image folder: ``nodule/`` films carry
+The data are synthetic films (`meddx.dev.tiny.synthetic_film`) in an image folder: ``nodule/`` films carry
 a planted bright blob, ``no_finding/`` films do not. The encoder is the *untrained* tiny model: its
 zero-shot "nodule" score is near chance (the text directions mean nothing yet), while its random image
 features still carry some of the blob, so a head trained on them must beat zero-shot on held-out films.

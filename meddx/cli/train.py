@@ -8,7 +8,7 @@
 are cached under ``~/.cache/meddx/embeddings`` (``--cache-dir``, ``--no-cache``). ``train`` writes the
 head folder (`meddx.model.head`) and prints validation metrics; ``eval`` prints, per finding, zero-shot and
 (with a head) fine-tuned and combined ("both") AUROC, AUPRC, sensitivity, specificity and F1 at the
-operating threshold, and ECE (`meddx.training.ECE_RULE`), writes them as JSON (``--json``) and draws
+operating threshold, and ECE (`meddx.train.fit.ECE_RULE`), writes them as JSON (``--json``) and draws
 ROC and reliability plots (``--plot``, PNG, matplotlib's Agg backend). Zero-shot uses the vocabulary's
 default thresholds; the head uses its own. Errors meant for people print one line on stderr: exit 2 for
 bad input, 3 when a model or head cannot be used.
@@ -27,18 +27,18 @@ from pathlib import Path
 import torch
 
 from meddx import __version__
-from meddx.errors import InputError, MeddxError
-
-EXIT_INPUT = 2
-EXIT_MODEL = 3
-MODE_ORDER = ("zero-shot", "fine-tuned", "both")
+from meddx.errors import InputError, MeddxError, exit_status
+from meddx.model.head import MODES
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="image folder, .csv, .jsonl, or hf:org/name[:split]")
     parser.add_argument("--labels", help='comma-separated labels, e.g. "nodule,effusion" (default: all)')
     parser.add_argument("--model", help="hf-hub:org/name[@rev] or local-dir:/path (default $MEDDX_MODEL)")
-    parser.add_argument("--cache-dir", help="embedding cache folder (default ~/.cache/meddx/embeddings)")
+    parser.add_argument(
+        "--cache-dir",
+        help="embedding cache folder (default $MEDDX_CACHE_DIR/embeddings, ~/.cache/meddx/embeddings)",
+    )
     parser.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
 
 
@@ -80,7 +80,7 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 def _fail(command: str, exc: MeddxError) -> int:
     print(f"meddx {command}: {exc}", file=sys.stderr)
-    return EXIT_INPUT if isinstance(exc, InputError) else EXIT_MODEL
+    return exit_status(exc)
 
 
 def _load(args: argparse.Namespace):
@@ -95,7 +95,7 @@ def _load(args: argparse.Namespace):
     labels = parse_labels(args.labels)
     if labels:
         data = data.select(labels)
-    cache = None if args.no_cache else EmbeddingCache(args.cache_dir)
+    cache = None if args.no_cache else EmbeddingCache(args.cache_dir or settings.embedding_cache_dir)
     return settings, data, cache
 
 
@@ -140,7 +140,9 @@ def _train(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         validation_fraction=args.validation_fraction,
     )
-    head = train_head(encoder, data, config=config, cache=cache, progress=True)
+    head = train_head(
+        encoder, data, config=config, cache=cache, text_cache_dir=settings.cache_dir, progress=True
+    )
     folder = save_head(head, args.out)
     meta = head.metadata
     split = meta["data"]["split"]
@@ -218,7 +220,9 @@ def _eval(args: argparse.Namespace) -> int:
     if head is not None:
         head.check_encoder(encoder)
     embeddings = embed_sources(encoder, data.sources, names=data.names, cache=cache, progress=True)
-    findings, curves = _measure(data, embeddings, text_directions(encoder, list(data.findings)), head)
+    findings, curves = _measure(
+        data, embeddings, text_directions(encoder, list(data.findings), cache_dir=settings.cache_dir), head
+    )
     if head is not None and not set(head.finding_ids) & set(data.labels):
         print(
             "meddx eval: the head scores none of the data's labels; only zero-shot was measured.",
@@ -266,7 +270,7 @@ def _print_eval(report: dict) -> None:
     print(f"{report['data']['images']} images; model {model['spec']} @ {model['revision']}")
     rows = []
     for fid, result in report["findings"].items():
-        for mode in MODE_ORDER:
+        for mode in MODES:
             if mode in result:
                 m = result[mode]
                 rows.append([fid if mode == "zero-shot" else "", mode, *(m[k] for k in EVAL_COLUMNS)])
@@ -300,7 +304,7 @@ def _plot(curves: dict, folder: Path) -> list[Path]:
         if not 0 < int(targets.sum()) < len(targets):
             continue
         figure, axes = _axes(f"ROC: {name}", "1 - specificity", "sensitivity")
-        for mode in MODE_ORDER:
+        for mode in MODES:
             if mode in scores:
                 fpr, tpr = roc_curve(targets, scores[mode])
                 style = ":" if mode == "both" else "-"  # "both" often overlays "fine-tuned"

@@ -1,7 +1,7 @@
 """Evidence that the attribution maps mean something, measured on the planted tiny model.
 
 Run ``python -m meddx attribution-check`` (`run_check`) to build a tiny model, teach it that a bright blob
-is a lung nodule (`meddx.testing.train_planted_signal`), and print three numbers per method on held-out
+is a lung nodule (`meddx.dev.tiny.train_planted_signal`), and print three numbers per method on held-out
 films:
 
 0. **The model's evidence is the blob**: the nodule probability of each held-out film against that of the
@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -38,26 +37,15 @@ from scipy.stats import spearmanr
 from meddx.dev.tiny import PLANTED_FINDING, SyntheticFilm, synthetic_film
 from meddx.explain.maps import METHODS, ImageScorer, black_baseline, film_maps
 from meddx.model.encoder import Encoder, Geometry
-from meddx.model.tower import TowerTail, stem
+from meddx.model.scored import ScoredImage, score_image
 from meddx.model.vocabulary import load_vocabulary
-from meddx.model.zero_shot import text_directions
+from meddx.model.zero_shot import TextDirections, text_directions
 
 log = logging.getLogger(__name__)
 
 EVAL_SEED = 20240611  # held out: training draws its films from seed 0
 CHECK_OPTIONS: dict[str, dict] = {"integrated_gradients": {"n_steps": 16}}  # fewer steps than the default 50
 POINTING_TOLERANCE = 15.0  # pixels, as in Zhang et al. (2018)
-
-
-@dataclass(frozen=True)
-class Scored:
-    """One film after the scoring pass, ready for `film_maps`."""
-
-    film: SyntheticFilm
-    pixels: torch.Tensor
-    tokens: torch.Tensor
-    tail: TowerTail
-    geometry: Geometry
 
 
 def held_out_films(count: int, *, size: int = 192, seed: int = EVAL_SEED) -> list[SyntheticFilm]:
@@ -80,33 +68,26 @@ def blob_free_twins(count: int, *, size: int = 192, seed: int = EVAL_SEED) -> li
     return twins
 
 
-def nodule_difference(encoder: Encoder) -> tuple[torch.Tensor, float]:
-    """The planted finding's text direction (1, D) and the logit scale."""
-    directions = text_directions(encoder, [load_vocabulary().finding(PLANTED_FINDING)])
-    return directions.difference.clone(), directions.logit_scale
+def nodule_directions(encoder: Encoder) -> TextDirections:
+    """The planted finding's text directions (memory only: a throwaway model's are never cached on disk)."""
+    return text_directions(encoder, [load_vocabulary().finding(PLANTED_FINDING)])
 
 
-def score_film(encoder: Encoder, film: SyntheticFilm, difference: torch.Tensor, logit_scale: float) -> Scored:
-    """The scoring pass of `meddx.pipeline.score_image`, on a bare film."""
-    pixels, geometry = encoder.preprocess(Image.fromarray(film.pixels).convert("RGB"))
-    tail = TowerTail(encoder, difference, logit_scale)
-    with torch.inference_mode():
-        tokens = stem(encoder, pixels[None])
-    return Scored(film, pixels, tokens.clone(), tail, geometry)
+def score_film(encoder: Encoder, film: SyntheticFilm, directions: TextDirections) -> ScoredImage:
+    """The pipeline's scoring pass (`meddx.model.scored.score_image`), on a bare film."""
+    return score_image(encoder, Image.fromarray(film.pixels).convert("RGB"), directions)
 
 
-def film_map(encoder: Encoder, scored: Scored, method: str, **options) -> np.ndarray:
+def film_map(encoder: Encoder, scored: ScoredImage, method: str, **options) -> np.ndarray:
     """The nodule map of one scored film."""
-    [nodule] = film_maps(
-        encoder, scored.pixels, scored.tokens, scored.tail, scored.geometry, [0], method=method, **options
-    )
+    [nodule] = film_maps(encoder, scored, [0], method=method, **options)
     return nodule.on_film()
 
 
 def nodule_probability(encoder: Encoder, films: Sequence[SyntheticFilm]) -> np.ndarray:
     """The planted finding's zero-shot probability for each film."""
-    difference, logit_scale = nodule_difference(encoder)
-    scorer = ImageScorer(encoder.visual, difference, logit_scale)
+    directions = nodule_directions(encoder)
+    scorer = ImageScorer(encoder.visual, directions.difference, directions.logit_scale)
     pixels = torch.stack([encoder.preprocess(Image.fromarray(f.pixels).convert("RGB"))[0] for f in films])
     with torch.inference_mode():
         return torch.sigmoid(scorer(pixels)[:, 0]).numpy()
@@ -208,16 +189,16 @@ def evaluate(
     The random-order deletion AUC is measured once (``random_orders`` orders per film) and shared by all
     methods.
     """
-    difference, logit_scale = nodule_difference(encoder)
+    directions = nodule_directions(encoder)
     randomised = randomised_copy(encoder, seed=seed)
-    scorer = ImageScorer(encoder.visual, difference, logit_scale)
+    scorer = ImageScorer(encoder.visual, directions.difference, directions.logit_scale)
     baseline = black_baseline(encoder)
     grid = encoder.visual.trunk.patch_embed.grid_size[0]
     rng = np.random.default_rng(seed)
-    scored = [score_film(encoder, f, difference, logit_scale) for f in films]
-    scored_random = [score_film(randomised, f, difference, logit_scale) for f in films]
+    scored = [score_film(encoder, f, directions) for f in films]
+    scored_random = [score_film(randomised, f, directions) for f in films]
 
-    def deletion_auc(s: Scored, order: np.ndarray) -> float:
+    def deletion_auc(s: ScoredImage, order: np.ndarray) -> float:
         return curve_area(deletion_curve(scorer, s.pixels, baseline, order))
 
     random_auc = float(
@@ -230,7 +211,7 @@ def evaluate(
         maps = [film_map(encoder, s, method, **options) for s in scored]
         seconds = (time.perf_counter() - start) / len(scored)
         random_maps = [film_map(randomised, s, method, **options) for s in scored_random]
-        boxes = [s.film.box for s in scored]
+        boxes = [f.box for f in films]
         results.append(
             Evidence(
                 method=method,
@@ -280,7 +261,6 @@ def run_check(*, images: int = 30, size: int = 192, steps: int = 120) -> str:
     from meddx.model.encoder import ModelSpec, build_encoder, resolve
 
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("MEDDX_CACHE_DIR", tmp)  # the throwaway model's text directions stay in tmp
         folder = make_tiny_model(Path(tmp) / "planted", seed=0)
         start = time.perf_counter()
         train_planted_signal(folder, seed=0, steps=steps)

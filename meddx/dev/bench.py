@@ -222,12 +222,13 @@ def run(model_spec: str | None, *, quick: bool, threads: int, repeats: int) -> d
     from meddx.config import Settings
     from meddx.io import load_study
     from meddx.model.encoder import load_encoder
+    from meddx.model.scored import score_image
     from meddx.model.vocabulary import load_vocabulary
     from meddx.model.zero_shot import text_directions
-    from meddx.pipeline import analyze, score_image, warm_up
+    from meddx.pipeline import analyze, warm_up
     from meddx.report.render import render_html
 
-    settings = Settings(model=model_spec, threads=threads)
+    settings = Settings(model=model_spec, threads=threads, cache_dir=tmp / "cache")
     start = time.perf_counter()
     warm_up(settings)
     results["load_warm_s"] = time.perf_counter() - start
@@ -237,22 +238,27 @@ def run(model_spec: str | None, *, quick: bool, threads: int, repeats: int) -> d
     large = _large_dicom(tmp / "large.dcm")
     results["dicom_3000_load_s"] = statistics.median(_timed(lambda: load_study(large), 3))
 
-    os.environ["MEDDX_CACHE_DIR"] = str(tmp / "cold-cache")
+    cold = tmp / "cold-cache"
     encoder.direction_cache.clear()
-    results["text_cold_s"] = _timed(lambda: text_directions(encoder, findings), 1)[0]
-    results["text_cached_s"] = statistics.median(_timed(lambda: text_directions(encoder, findings), 5))
+    results["text_cold_s"] = _timed(lambda: text_directions(encoder, findings, cache_dir=cold), 1)[0]
+    results["text_cached_s"] = statistics.median(
+        _timed(lambda: text_directions(encoder, findings, cache_dir=cold), 5)
+    )
+    directions = text_directions(encoder, findings)
 
     pixels = torch.rand(1, 3, encoder.image_size, encoder.image_size)
     with torch.inference_mode():
         _timed(lambda: encoder.embed_images(pixels), 2)
         results["forward_s"] = statistics.median(_timed(lambda: encoder.embed_images(pixels), repeats))
-    results["zero_shot_s"] = statistics.median(_timed(lambda: score_image(encoder, study, findings), repeats))
+    results["zero_shot_s"] = statistics.median(
+        _timed(lambda: score_image(encoder, study.to_pil("RGB"), directions), repeats)
+    )
 
     maps_times: list[float] = []
 
     def full() -> None:
         analysis = analyze(film, NOTES, settings=settings)
-        maps_times.append(analysis.timings["explain_s"])
+        maps_times.append(analysis.timings.explain_s)
         render_html(analysis)
 
     _timed(full, 2)
@@ -264,20 +270,10 @@ def run(model_spec: str | None, *, quick: bool, threads: int, repeats: int) -> d
 
     from meddx.explain.maps import film_maps
 
-    scored = score_image(encoder, study, findings)
+    scored = score_image(encoder, study.to_pil("RGB"), directions)
     target = int(scored.zero_shot.argmax())
     results["ig50_s"] = _timed(
-        lambda: film_maps(
-            encoder,
-            scored.pixels,
-            scored.tokens,
-            scored.tail,
-            scored.geometry,
-            [target],
-            method="integrated_gradients",
-            n_steps=50,
-        ),
-        1,
+        lambda: film_maps(encoder, scored, [target], method="integrated_gradients", n_steps=50), 1
     )[0]
 
     results["ig_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -20,7 +20,7 @@ for a grayscale film replicated into RGB is the attribution of the gray value it
 is kept and divided by its maximum over the whole model input (padding included, so a map that peaks in the
 padding does not reach 1 on the film). A map with no positive evidence is all zeros. The square model-input
 map is upsampled bilinearly to the padded square's side and the padding is cropped off: the exact inverse of
-`meddx.encoder.PadToSquare`.
+`meddx.model.encoder.PadToSquare`.
 
 Thread safety: nothing here registers a hook on a shared module. Grad-CAM hooks ``tail.grid``, which
 belongs to the per-request `TowerTail`; the pixel methods only call autograd on the shared image tower
@@ -41,6 +41,8 @@ from captum.attr import GradientShap, IntegratedGradients, LayerGradCam, Occlusi
 from torch import nn
 
 from meddx.model.encoder import Encoder, Geometry
+from meddx.model.scored import ScoredImage
+from meddx.model.zero_shot import zero_shot_logits
 
 COLORMAPS = {"turbo": cv2.COLORMAP_TURBO, "jet": cv2.COLORMAP_JET}
 _TINY = 1e-8  # a map whose positive peak is below this (in logit units) has no positive evidence
@@ -57,9 +59,9 @@ class ImageScorer(nn.Module):
         self.logit_scale = float(logit_scale)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(N, F) zero-shot logits, as `meddx.scoring.TextDirections.logits` computes them."""
+        """(N, F) zero-shot logits (`meddx.model.zero_shot.zero_shot_logits`)."""
         embeddings = nn.functional.normalize(self.visual(pixels), dim=-1)
-        return self.logit_scale * embeddings @ self.difference.T
+        return zero_shot_logits(embeddings, self.difference, self.logit_scale)
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class AttributionInputs:
     Attributes:
         pixels: the preprocessed film (1, 3, S, S), or None when only ``tokens`` are available.
         tokens: the stem tokens of the scoring pass (1, L, C), or None.
-        tail: the per-request `meddx.tower.TowerTail` (tokens -> logits, with ``grid`` to hook), or None.
+        tail: the per-request `meddx.model.tower.TowerTail` (tokens -> logits, ``grid`` to hook), or None.
         scorer: pixels -> logits (an `ImageScorer`), or None.
         baseline: the "absent" film (1, 3, S, S): black, normalised like the input.
         targets: finding indices to explain.
@@ -204,6 +206,13 @@ METHODS: dict[str, Callable[..., AttributionMethod]] = {
     "gradient_shap": GradientShapMethod,
     "occlusion": OcclusionMethod,
 }
+METHOD_NAMES = {
+    "gradcam": "Grad-CAM",
+    "integrated_gradients": "Integrated Gradients",
+    "gradient_shap": "Gradient SHAP",
+    "occlusion": "Occlusion",
+}
+"""Each method's name in words, as reports and the page show it."""
 DEFAULT_METHOD = "gradcam"
 FAST_METHODS = frozenset({"gradcam"})  # cheap enough to map all targets in one pass (one budget check)
 
@@ -239,7 +248,7 @@ class FilmMap:
 
         The square is upsampled bilinearly (half-pixel centres, like ``torch.nn.functional.interpolate(...,
         align_corners=False)``) to the padded square's side and the padding is cropped off: the exact
-        inverse of `meddx.encoder.PadToSquare`. Asking for a small size never builds the full-size map.
+        inverse of `meddx.model.encoder.PadToSquare`. Asking for a small size never builds the full-size map.
         """
         g = self.geometry
         scale = 1.0 if max_side is None else min(1.0, max_side / max(g.width, g.height))
@@ -253,27 +262,21 @@ class FilmMap:
 
 
 def attribute(
-    encoder: Encoder,
-    pixels: torch.Tensor | None,
-    tokens: torch.Tensor | None,
-    tail: nn.Module,
-    targets: list[int],
-    *,
-    method: str = DEFAULT_METHOD,
-    **options,
+    encoder: Encoder, scored: ScoredImage, targets: list[int], *, method: str = DEFAULT_METHOD, **options
 ) -> torch.Tensor:
     """The raw signed maps of the given findings' scores over the model input: (k, g, g), any g.
 
     Arguments as for `film_maps`, which turns these into maps on the film.
     """
     factory = _method(method)
+    tail = scored.tail
     # Tensors made under inference_mode (the scoring pass, cached text features) cannot be saved for
     # backward: work on clones made outside it.
     with torch.inference_mode(False), torch.enable_grad():
         scorer = ImageScorer(encoder.visual, tail.difference.clone(), tail.logit_scale)
         inputs = AttributionInputs(
-            pixels=None if pixels is None else pixels.detach().clone().reshape(1, *pixels.shape[-3:]),
-            tokens=None if tokens is None else tokens.detach().clone(),
+            pixels=scored.pixels.detach().clone().reshape(1, *scored.pixels.shape[-3:]),
+            tokens=scored.tokens.detach().clone(),
             tail=tail,
             scorer=scorer,
             baseline=black_baseline(encoder).clone(),
@@ -284,10 +287,7 @@ def attribute(
 
 def film_maps(
     encoder: Encoder,
-    pixels: torch.Tensor | None,
-    tokens: torch.Tensor | None,
-    tail: nn.Module,
-    geometry: Geometry,
+    scored: ScoredImage,
     targets: list[int],
     *,
     method: str = DEFAULT_METHOD,
@@ -297,11 +297,10 @@ def film_maps(
 
     Args:
         encoder: the loaded model.
-        pixels: the preprocessed film, (3, S, S) or (1, 3, S, S); pixel methods need it, gradcam does not.
-        tokens: the stem tokens of the scoring pass (1, L, C); gradcam needs them.
-        tail: the per-request `meddx.tower.TowerTail` that scored the film (its text directions and scale).
-        geometry: how the film was padded and resized (from `Encoder.preprocess`).
-        targets: finding indices (positions in the tail's findings) to explain.
+        scored: the scoring pass (`meddx.model.scored.score_image`): its pixels (for the pixel methods), its
+            stem tokens and tail (Grad-CAM, and the text directions and scale every method attributes) and
+            its geometry (to put the maps back on the film).
+        targets: finding indices (positions in the scored findings) to explain.
         method: a key of `METHODS`.
         **options: the method's settings (e.g. ``n_steps=16`` for integrated_gradients).
 
@@ -311,13 +310,13 @@ def film_maps(
         nothing raised the score.
 
     Raises:
-        ValueError: unknown method, or an input the method needs is missing.
+        ValueError: unknown method.
     """
     if not targets:
         _method(method)
         return []
-    maps = attribute(encoder, pixels, tokens, tail, targets, method=method, **options)
-    return [FilmMap(square, geometry) for square in normalise(maps)]
+    maps = attribute(encoder, scored, targets, method=method, **options)
+    return [FilmMap(square, scored.geometry) for square in normalise(maps)]
 
 
 def normalise(maps: torch.Tensor) -> list[np.ndarray]:

@@ -8,6 +8,10 @@ import struct
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 
 ACCEPTED_FORMATS = "meddx accepts PNG, JPEG, BMP, TIFF, WebP and DICOM chest X-rays."
+UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
+"""File-name suffixes an upload form offers (a hint for people: the format is still read from the content)."""
+IMAGE_SUFFIXES = frozenset({*UPLOAD_SUFFIXES, ".gif", ""})
+"""Suffixes a folder scan (the CLI, training data) picks up; DICOM files often have none."""
 SNIFF_BYTES = 1024
 """How much of the file `sniff_format` looks at."""
 

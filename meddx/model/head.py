@@ -59,6 +59,22 @@ HEAD_FILES = [HEAD_WEIGHTS, HEAD_CONFIG, HEAD_CARD]
 HEAD_FORMAT = "meddx-linear-head"
 HEAD_FORMAT_VERSION = 1
 MODES = ("zero-shot", "fine-tuned", "both")
+"""The scoring modes (`combine`); the last two need a trained head."""
+MODE_RULES = {
+    "zero-shot": (
+        "per finding, a two-way softmax of the image's similarity to positive vs negative prompt ensembles, "
+        "scaled by the model's logit scale; not calibrated on clinical data"
+    ),
+    "fine-tuned": (
+        "the trained head's calibrated probability (Platt scaling on its validation split); findings "
+        "the head does not cover fall back to zero-shot"
+    ),
+    "both": (
+        "the mean of the zero-shot and fine-tuned probabilities in log-odds space; findings the head "
+        "does not cover fall back to zero-shot"
+    ),
+}
+"""Each mode's rule in words, as a result states it."""
 _EPS = 1e-6
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from meddx.errors import ModelError
 from meddx.model.encoder import Encoder
+from meddx.model.zero_shot import zero_shot_logits
 
 
 def _trunk(encoder: Encoder) -> nn.Module:
@@ -104,4 +105,4 @@ class TowerTail(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, F) zero-shot logits."""
-        return self.logit_scale * self.embed(tokens) @ self.difference.T
+        return zero_shot_logits(self.embed(tokens), self.difference, self.logit_scale)

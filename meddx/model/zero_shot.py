@@ -46,7 +46,23 @@ class TextDirections:
 
     def logits(self, image_embeddings: torch.Tensor) -> torch.Tensor:
         """(N, F) zero-shot logits for unit image embeddings (N, D)."""
-        return self.logit_scale * image_embeddings @ self.difference.T
+        return zero_shot_logits(image_embeddings, self.difference, self.logit_scale)
+
+
+def zero_shot_logits(
+    image_embeddings: torch.Tensor, difference: torch.Tensor, logit_scale: float
+) -> torch.Tensor:
+    """The zero-shot logit of every finding, ``s * (x.p - x.n)``: the one place this formula is written.
+
+    Args:
+        image_embeddings: unit image embeddings ``x``, (N, D).
+        difference: per finding, positive minus negative ensemble direction ``p - n``, (F, D).
+        logit_scale: the model's logit scale ``s``.
+
+    Returns:
+        (N, F) logits; their sigmoid (`zero_shot_probabilities`) is the two-way softmax over [p, n].
+    """
+    return logit_scale * image_embeddings @ difference.T
 
 
 MAX_CUSTOM_DIRECTIONS = 256  # custom labels' text directions kept in memory, least recently used dropped
@@ -85,17 +101,19 @@ def _key(finding: Finding) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
 
-def _store_path(encoder: Encoder) -> Path:
-    root = Path(os.environ.get("MEDDX_CACHE_DIR") or Path.home() / ".cache" / "meddx")
-    return root / "text-directions" / f"{encoder.fingerprint}.safetensors"
+def _store_path(encoder: Encoder, cache_dir: Path) -> Path:
+    return Path(cache_dir) / "text-directions" / f"{encoder.fingerprint}.safetensors"
 
 
-def _load_store(encoder: Encoder, cache: dict) -> None:
-    """Fill the in-memory cache from disk once per encoder (a cold start then skips the text tower)."""
-    if cache.get("_loaded_from_disk"):
+def _load_store(encoder: Encoder, cache: dict, cache_dir: Path | None) -> None:
+    """Fill the in-memory cache from disk once per encoder and folder (a cold start skips the text tower)."""
+    if cache_dir is None:
         return
-    cache["_loaded_from_disk"] = True
-    path = _store_path(encoder)
+    path = _store_path(encoder, cache_dir)
+    loaded = cache.setdefault("_loaded_from", set())
+    if path in loaded:
+        return
+    loaded.add(path)
     if path.is_file():
         try:
             stored = load_file(str(path))
@@ -107,8 +125,8 @@ def _load_store(encoder: Encoder, cache: dict) -> None:
             cache.setdefault(key, {})[sign] = tensor
 
 
-def _save_store(encoder: Encoder, cache: dict) -> None:
-    path = _store_path(encoder)
+def _save_store(encoder: Encoder, cache: dict, cache_dir: Path) -> None:
+    path = _store_path(encoder, cache_dir)
     tensors = {f"{k}.{sign}": v[sign] for k, v in cache.items() if not k.startswith("_") for sign in v}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,17 +137,20 @@ def _save_store(encoder: Encoder, cache: dict) -> None:
         log.info("text-direction cache not written (read-only cache dir)")
 
 
-def text_directions(encoder: Encoder, findings: list[Finding]) -> TextDirections:
+def text_directions(
+    encoder: Encoder, findings: list[Finding], *, cache_dir: Path | None = None
+) -> TextDirections:
     """Positive and negative ensemble embeddings for each finding.
 
-    Vocabulary findings are computed once per model, kept in memory for the life of the encoder and on disk
-    under ``$MEDDX_CACHE_DIR`` (default ``~/.cache/meddx``), keyed by the model's fingerprint and the
-    prompts. A user's custom labels are never written to disk, and only the `MAX_CUSTOM_DIRECTIONS` most
-    recently used stay in memory.
+    Vocabulary findings are computed once per model and kept in memory for the life of the encoder, and,
+    when ``cache_dir`` is given (`meddx.config.Settings.cache_dir`: ``$MEDDX_CACHE_DIR``), on disk under
+    ``cache_dir/text-directions/``, keyed by the model's fingerprint and the prompts. A user's custom
+    labels are never written to disk, and only the `MAX_CUSTOM_DIRECTIONS` most recently used stay in
+    memory.
     """
     cache = encoder.direction_cache
     with _DIRECTION_LOCK:
-        _load_store(encoder, cache)
+        _load_store(encoder, cache, cache_dir)
         custom: OrderedDict = cache.setdefault("_custom", OrderedDict())
 
         def known(f: Finding) -> dict | None:
@@ -150,8 +171,8 @@ def text_directions(encoder: Encoder, findings: list[Finding]) -> TextDirections
                     "positive": _unit_mean(torch.stack([groups["positive"][p] for p in f.positive])),
                     "negative": _unit_mean(torch.stack([groups["negative"][p] for p in f.negative])),
                 }
-            if not all(f.custom for f in missing):
-                _save_store(encoder, cache)
+            if cache_dir is not None and not all(f.custom for f in missing):
+                _save_store(encoder, cache, cache_dir)
         entries = [known(f) for f in findings]
         for f in findings:
             if f.custom:

@@ -20,7 +20,11 @@ import jinja2
 import numpy as np
 from PIL import Image
 
-from meddx.pipeline import Analysis, FindingResult
+from meddx.clinical_notes import Concept
+from meddx.explain.maps import METHOD_NAMES
+from meddx.fusion import EvidenceItem
+from meddx.io.study import ImageInfo
+from meddx.result import Analysis, FindingResult, NotesReading
 
 MAX_FIGURE_SIDE = 768
 """Images embedded in the HTML report are downscaled to at most this many pixels per side."""
@@ -29,12 +33,6 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", ":": "&#58;", "@": "&#64;"}
 _WHITESPACE = re.compile(r"\s+")
 _ENTITY_RE = re.compile("[" + re.escape("".join(_ENTITIES)) + "]")
-_METHOD_NAMES = {
-    "gradcam": "Grad-CAM",
-    "integrated_gradients": "Integrated Gradients",
-    "gradient_shap": "Gradient SHAP",
-    "occlusion": "Occlusion",
-}
 _STATUS_WORDS = {
     "present": "present",
     "absent": "absent (negated)",
@@ -74,7 +72,7 @@ def _probability(value: float | None) -> str:
 
 
 def _locations(finding: FindingResult) -> str:
-    words = [r.get("location", "") for r in finding.regions if r.get("location")]
+    words = [r.location for r in finding.regions if r.location]
     return ", ".join(dict.fromkeys(words))
 
 
@@ -114,7 +112,7 @@ def _notes_sentence(analysis: Analysis, evidence: list[dict]) -> str | None:
     if analysis.notes is None:
         return None
     adjusted = len({e["finding"] for e in evidence})
-    concepts = len(analysis.notes.get("concepts", []))
+    concepts = len(analysis.notes.concepts)
     if not concepts:
         return "No concept relevant to these findings was found in the clinical notes."
     found = f"{concepts} concepts were read" if concepts != 1 else "1 concept was read"
@@ -132,33 +130,29 @@ def _effect(delta: float) -> str:
     return "no change"
 
 
+def _evidence_row(item: EvidenceItem, labels: dict[str, str]) -> dict:
+    return {
+        "text": item.text,
+        "display": item.display or item.concept,
+        "status": _STATUS_WORDS.get(item.status, item.status),
+        "finding": labels.get(item.finding, item.finding),
+        "effect": _effect(item.delta_logit),
+        "reason": item.reason,
+    }
+
+
 def _evidence(findings: list[FindingResult]) -> list[dict]:
     labels = {f.id: f.label for f in findings}
-    return [
-        {
-            "text": item.get("text", ""),
-            "display": item.get("display") or item.get("concept", ""),
-            "status": _STATUS_WORDS.get(item.get("status", ""), item.get("status", "")),
-            "finding": labels.get(item.get("finding", ""), item.get("finding", "")),
-            "effect": _effect(float(item.get("delta_logit", 0.0))),
-            "reason": item.get("reason", ""),
-        }
-        for finding in findings
-        for item in finding.evidence
-    ]
+    return [_evidence_row(item, labels) for finding in findings for item in finding.evidence]
 
 
-def _concepts(notes: dict | None) -> list[dict]:
-    if not notes:
-        return []
-    return [
-        {
-            "text": c.get("text", ""),
-            "display": c.get("display") or c.get("name", ""),
-            "status": _STATUS_WORDS.get(c.get("status", ""), c.get("status", "")),
-        }
-        for c in notes.get("concepts", [])
-    ]
+def _concept_row(concept: Concept) -> dict:
+    status = _STATUS_WORDS.get(concept.status, concept.status)
+    return {"text": concept.text, "display": concept.display or concept.name, "status": status}
+
+
+def _concepts(notes: NotesReading | None) -> list[dict]:
+    return [] if notes is None else [_concept_row(c) for c in notes.concepts]
 
 
 def _image_data_uri(image: np.ndarray) -> str:
@@ -199,12 +193,12 @@ def _figures(analysis: Analysis, findings: list[FindingResult], embed: bool) -> 
 
 
 def _limitations(analysis: Analysis, findings: list[FindingResult], has_maps: bool) -> list[str]:
-    model = analysis.model.get("spec", "the named model")
+    model = analysis.model
     items = [
-        f"Scores come from {model} (revision {analysis.model.get('revision') or 'unknown'}); other weights "
+        f"Scores come from {model.spec} (revision {model.revision or 'unknown'}); other weights "
         "would give other scores. They are model outputs, not measured diagnostic accuracy.",
     ]
-    if analysis.scoring.get("mode", "zero-shot") in ("zero-shot", "both"):
+    if analysis.scoring.mode in ("zero-shot", "both"):
         items.append(
             "Zero-shot scores compare the image with text prompts; they are not calibrated on clinical data "
             "and the default thresholds have no measured sensitivity or specificity."
@@ -236,11 +230,9 @@ def _maps_note(analysis: Analysis, has_maps: bool) -> str | None:
     """Which attribution method drew the maps, and how locations are worded."""
     if not has_maps:
         return None
-    explanation = analysis.explanation or {}
-    method = explanation.get("method")
-    parts = [f"Maps and locations from {_METHOD_NAMES.get(method, method)}." if method else ""]
-    parts.append(explanation.get("location_note") or "")
-    return " ".join(p for p in parts if p) or None
+    explanation = analysis.explanation
+    parts = [f"Maps and locations from {METHOD_NAMES[explanation.method]}.", explanation.location_note or ""]
+    return " ".join(p for p in parts if p)
 
 
 def _created(value: str) -> str:
@@ -251,14 +243,13 @@ def _created(value: str) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _image_facts(image: dict) -> str:
-    parts = [str(image.get("source_format") or "").upper()]
-    if image.get("width") and image.get("height"):
-        parts.append(f"{image['width']} × {image['height']} px")
-    parts.extend(
-        f"{key.replace('_', ' ')} {image[key]}" for key in ("modality", "view_position") if image.get(key)
-    )
-    return ", ".join(p for p in parts if p)
+def _image_facts(image: ImageInfo) -> str:
+    parts = [image.source_format.upper(), f"{image.width} × {image.height} px"]
+    if image.modality:
+        parts.append(f"modality {image.modality}")
+    if image.view_position:
+        parts.append(f"view position {image.view_position}")
+    return ", ".join(parts)
 
 
 def report_context(analysis: Analysis, *, filename: str | None = None, embed_images: bool = False) -> dict:
@@ -275,13 +266,10 @@ def report_context(analysis: Analysis, *, filename: str | None = None, embed_ima
     figures = _figures(analysis, findings, embed_images)
     has_maps = any(f.id in analysis.maps for f in findings)
     return {
-        "model": {
-            "spec": analysis.model.get("spec", ""),
-            "revision": analysis.model.get("revision") or "unknown",
-        },
-        "scoring_mode": analysis.scoring.get("mode", "zero-shot"),
+        "model": {"spec": analysis.model.spec, "revision": analysis.model.revision or "unknown"},
+        "scoring_mode": analysis.scoring.mode,
         "created": _created(analysis.created),
-        "processing": f"{analysis.timings.get('total_s', 0.0):.1f} s",
+        "processing": f"{analysis.timings.total_s:.1f} s",
         "version": analysis.version,
         "filename": filename,
         "image": _image_facts(analysis.image),

@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from meddx.errors import InputError
+from meddx.io.sniff import IMAGE_SUFFIXES
 from meddx.model.vocabulary import Finding, load_vocabulary
 
 HF_PREFIX = "hf:"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom", ""}
 PATH_COLUMNS = ("path", "image", "image_path", "file", "filename")
 LABELS_COLUMN = "labels"
 NO_FINDING_ID = "no_finding"
@@ -57,7 +57,7 @@ class LabelledImages:
         description: What the data is, safe to store with a head: the kind, plus the dataset id for Hub
             datasets (never a local path or file name).
         findings: The labels, as vocabulary (or custom) findings, in column order of ``targets``.
-        sources: Per image, its path or its encoded bytes (anything `meddx.imaging.load_study` reads).
+        sources: Per image, its path or its encoded bytes (anything `meddx.io.load_study` reads).
         names: Per image, a name for error messages only.
         targets: (N, L) uint8 array, 1 where the image is positive for the label.
     """

@@ -1,10 +1,11 @@
 """Image embeddings for training and evaluation, computed once in batches and cached on disk.
 
 An embedding is stored at ``ROOT/<model>/<ab>/<digest>.safetensors`` (a float32 ``embedding`` of shape
-(D,)), where ``<model>`` hashes the encoder's identity (`meddx.probe.EncoderIdentity.key`: Hub repo and
+(D,)), where ``<model>`` hashes the encoder's identity (`meddx.model.head.EncoderIdentity.key`: Hub repo and
 revision, or the weights' sha256 for an unversioned folder) with the cache format, and ``<digest>`` is
 the sha256 of the image file's bytes. Renaming or moving files keeps their embeddings; changing a file,
-the model or its revision does not. ``ROOT`` defaults to ``~/.cache/meddx/embeddings``. Files are
+the model or its revision does not. ``ROOT`` is `meddx.config.Settings.embedding_cache_dir`
+(``$MEDDX_CACHE_DIR/embeddings``, default ``~/.cache/meddx/embeddings``) unless given. Files are
 written atomically; an unreadable entry is computed again. Nothing but digests and numbers is stored.
 """
 
@@ -24,7 +25,6 @@ from meddx.io import load_study
 from meddx.model.encoder import Encoder
 from meddx.model.head import EncoderIdentity, encoder_identity
 
-DEFAULT_CACHE_DIR = "~/.cache/meddx/embeddings"
 CACHE_FORMAT = "meddx-embedding-v1"
 
 
@@ -32,11 +32,11 @@ class EmbeddingCache:
     """Embeddings on disk, keyed by encoder identity and image content.
 
     Args:
-        root: The cache folder (default ``~/.cache/meddx/embeddings``).
+        root: The cache folder (`meddx.config.Settings.embedding_cache_dir`).
     """
 
-    def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root or DEFAULT_CACHE_DIR).expanduser()
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
 
     def _path(self, identity: EncoderIdentity, digest: str) -> Path:
         model = hashlib.sha256(f"{CACHE_FORMAT}\n{identity.key}".encode()).hexdigest()[:24]
@@ -99,7 +99,7 @@ def embed_sources(
 ) -> torch.Tensor:
     """Unit image embeddings (N, D) for image files or bytes, in order.
 
-    Images are read with `meddx.imaging.load_study` (so DICOM works) and preprocessed like the pipeline.
+    Images are read with `meddx.io.load_study` (so DICOM works) and preprocessed like the pipeline.
     Cached embeddings are reused; the rest are computed in batches (a tqdm bar on stderr when
     ``progress``) and cached. Identical files are embedded once.
 

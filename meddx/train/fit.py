@@ -22,7 +22,7 @@ The recipe (`train_head`):
 4. **Operating thresholds.** Per finding, the threshold on the calibrated probability that maximises
    Youden's J (sensitivity + specificity - 1) on validation, placed halfway between neighbouring
    validation scores; among ties the lowest (most sensitive) threshold. The same rule gives thresholds
-   for the "both" mode of `meddx.probe.combine`.
+   for the "both" mode of `meddx.model.head.combine`.
 
 Validation metrics are measured on the split that also chose the epoch, calibration and thresholds, so
 they are optimistic; measure on held-out data with ``python -m meddx eval``.
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -384,13 +385,16 @@ def train_head(
     *,
     config: TrainingConfig | None = None,
     cache: EmbeddingCache | None = None,
+    text_cache_dir: Path | None = None,
     progress: bool = False,
 ) -> TrainedHead:
     """Embed ``data`` with the frozen encoder (cached) and train a calibrated head (see the module docstring).
+
+    ``text_cache_dir`` is where the findings' text directions are cached (`Settings.cache_dir`; None: memory).
 
     Raises:
         InputError: an image cannot be read, or a label has too few positives or negatives.
     """
     embeddings = embed_sources(encoder, data.sources, names=data.names, cache=cache, progress=progress)
-    directions = text_directions(encoder, list(data.findings))
+    directions = text_directions(encoder, list(data.findings), cache_dir=text_cache_dir)
     return fit_head(embeddings, data, directions, identity=encoder_identity(encoder), config=config)
