@@ -18,6 +18,11 @@ class ModelError(MeddxError, RuntimeError):
     """A model or trained head cannot be loaded. The message says how to fix it."""
 
 
+class DataFileError(MeddxError, ValueError):
+    """A data file shipped with meddx (``meddx/data/*.yaml``) holds a bad value. The message names the file
+    and the key."""
+
+
 class BudgetExceeded(MeddxError, TimeoutError):
     """A request used up its time budget and was stopped between two steps. The message says what to try."""
 

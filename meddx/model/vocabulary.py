@@ -6,11 +6,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 
-import yaml
-
-from meddx.errors import InputError
+from meddx.data import DataFile, load
+from meddx.errors import DataFileError, InputError
 
 MAX_LABEL_CHARS = 80
 
@@ -131,23 +129,33 @@ def parse_labels(text: str | None) -> list[str] | None:
     return [part.strip() for part in re.split(r"[,\n;]", text) if part.strip()]
 
 
+def _finding(item: DataFile, templates: DataFile) -> Finding:
+    return Finding(
+        id=item["id"].text(),
+        name=item["name"].text(),
+        synonyms=tuple(s.lower() for s in item.get("synonyms", []).texts()),
+        positive=item["positive"].texts(),
+        negative=item["negative"].texts(),
+        threshold=item["threshold"].number(low=0.0, high=1.0),
+        follow_up=item.get("follow_up", "").value or "",
+        templates_positive=templates["positive"].texts(),
+        templates_negative=templates["negative"].texts(),
+    )
+
+
 @lru_cache(maxsize=1)
 def load_vocabulary() -> Vocabulary:
-    """Read ``meddx/data/findings.yaml`` once."""
-    raw = yaml.safe_load(resources.files("meddx.data").joinpath("findings.yaml").read_text(encoding="utf-8"))
-    templates = raw["templates"]
-    findings = tuple(
-        Finding(
-            id=item["id"],
-            name=item["name"],
-            synonyms=tuple(s.lower() for s in item.get("synonyms", ())),
-            positive=tuple(item["positive"]),
-            negative=tuple(item["negative"]),
-            threshold=float(item["threshold"]),
-            follow_up=item.get("follow_up", ""),
-            templates_positive=tuple(templates["positive"]),
-            templates_negative=tuple(templates["negative"]),
+    """Read and check ``meddx/data/findings.yaml`` once (`meddx.data.load`).
+
+    Raises:
+        DataFileError: a value in the file is missing or of the wrong kind (the message names the key).
+    """
+    data = load("findings.yaml")
+    templates = data["templates"]
+    findings = tuple(_finding(item, templates) for item in data["findings"].items())
+    ids = [f.id for f in findings]
+    if len(set(ids)) != len(ids):
+        raise DataFileError(
+            f"findings.yaml: findings: duplicate ids {sorted({i for i in ids if ids.count(i) > 1})}"
         )
-        for item in raw["findings"]
-    )
-    return Vocabulary(findings, raw)
+    return Vocabulary(findings, data.mapping())
