@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from meddx.model.encoder import CONFIG_NAME, TEXT_TOWER_DIR
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BERT_VOCAB_SIZE = 30522
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def _open_clip_config(arch: Architecture, text_tower: str) -> dict:
                 "context_length": arch.context_length,
             },
         },
-        "preprocess_cfg": {"mean": list(CLIP_MEAN), "std": list(CLIP_STD)},
+        "preprocess_cfg": {"mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD)},
     }
 
 

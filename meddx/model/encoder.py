@@ -23,7 +23,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -261,19 +260,6 @@ class PadToSquare:
         return resized, Geometry(width, height, left, top, side, self.size)
 
 
-class Normalize:
-    """PIL image to a normalised float tensor (C, H, W) with the model's own mean and std."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(array).permute(2, 0, 1)
-        return (tensor - self.mean) / self.std
-
-
 @dataclass
 class Encoder:
     """A loaded image-text model with its tokenizer and preprocessing."""
@@ -316,8 +302,11 @@ class Encoder:
 
     def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, Geometry]:
         """One image to a model input tensor (3, S, S) and the geometry that undoes the padding."""
+        from torchvision.transforms import functional  # loaded with open_clip, which builds the model
+
         square, geometry = PadToSquare(self.image_size)(image)
-        return Normalize(self.mean, self.std)(square), geometry
+        pixels = functional.normalize(functional.to_tensor(square.convert("RGB")), self.mean, self.std)
+        return pixels, geometry
 
     def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Unit-norm image embeddings for a batch of preprocessed images (N, 3, S, S)."""
@@ -387,8 +376,8 @@ def build_encoder(resolved: ResolvedModel) -> Encoder:
         model=model,
         tokenizer=tokenizer,
         image_size=image_size,
-        mean=tuple(preprocess_cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
-        std=tuple(preprocess_cfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
+        mean=tuple(preprocess_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        std=tuple(preprocess_cfg.get("std", open_clip.OPENAI_DATASET_STD)),
     )
 
 
