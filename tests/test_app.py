@@ -8,26 +8,9 @@ from pathlib import Path
 import pytest
 
 from meddx.errors import InputError
-from tests.dicom_factory import PLANTED_IDENTIFIERS, write_dicom
-from tests.live_app import files_under, running_app, write_png
+from tests.helpers import PLANTED_IDENTIFIERS, files_under, write_dicom, write_png
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def app_url(tiny_model_dir, gradio_tmp):
-    """The meddx app serving the tiny model; closed after the module."""
-    from meddx.config import Settings
-
-    with running_app(Settings(model=f"local-dir:{tiny_model_dir}", threads=2), gradio_tmp) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(app_url):
-    from gradio_client import Client
-
-    return Client(app_url, verbose=False)
 
 
 @pytest.fixture

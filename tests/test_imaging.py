@@ -24,7 +24,7 @@ from pydicom.uid import (
 from meddx.config import Limits
 from meddx.errors import InputError
 from meddx.io import ACCEPTED_FORMATS, Study, load_study, sniff_format
-from tests.dicom_factory import chest_dataset
+from tests.helpers import chest_dataset
 
 IDENTIFIERS = {
     "PatientName": "Doe^Jane",

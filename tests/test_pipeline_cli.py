@@ -15,7 +15,7 @@ from PIL import Image
 from meddx.config import Settings
 from meddx.errors import InputError
 from meddx.pipeline import analyze
-from tests.dicom_factory import PLANTED_IDENTIFIERS, write_dicom
+from tests.helpers import PLANTED_IDENTIFIERS, write_dicom
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -262,14 +262,14 @@ def test_train_then_analyze_with_probe_then_eval(tmp_path, tiny_model_dir, capsy
     from dataclasses import replace
 
     from meddx.cli.train import run_eval, run_train
-    from tests.test_probe import write_film_folder
+    from tests.helpers import write_film_folder
 
     model = f"local-dir:{tiny_model_dir}"
     train = write_film_folder(tmp_path / "train", positives=20, negatives=40, seed=11)
     held = write_film_folder(tmp_path / "held", positives=10, negatives=20, seed=12)
     head_dir = tmp_path / "head"
     assert run_train(["--data", str(train), "--out", str(head_dir), "--model", model]) == 0
-    settings = Settings(model=model, probe=f"local-dir:{head_dir}", threads=2)
+    settings = Settings(model=model, probe=f"local-dir:{head_dir}", threads=1)
     film = next(held.rglob("*.png"))
     both = analyze(film, settings=settings)
     assert both.scoring.mode == "both" and both.scoring.probe.spec == settings.probe

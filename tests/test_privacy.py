@@ -29,10 +29,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meddx.config import Settings
 from tests.corpus import dicom_truncated
-from tests.dicom_factory import PLANTED_IDENTIFIERS, write_dicom
-from tests.live_app import files_under, running_app
+from tests.helpers import PLANTED_IDENTIFIERS, files_under, write_dicom
 
 pytestmark = pytest.mark.slow
 
@@ -56,20 +54,6 @@ def assert_clean_log(text: str, where: str) -> None:
     assert_clean(text, where)
     dump = PIXEL_DUMP.search(text)
     assert dump is None, f"pixel data in {where}: {dump.group()[:80] if dump else ''}"
-
-
-@pytest.fixture(scope="module")
-def app_url(tiny_model_dir, gradio_tmp):
-    settings = Settings(model=f"local-dir:{tiny_model_dir}", threads=1)
-    with running_app(settings, gradio_tmp) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(app_url):
-    from gradio_client import Client
-
-    return Client(app_url, verbose=False)
 
 
 @pytest.fixture
@@ -211,11 +195,11 @@ def test_the_cli_logs_nothing_identifying_even_at_debug(film, tmp_path, tiny_mod
     assert_clean(result.stdout, "the CLI's JSON")
 
 
-def test_reports_in_every_format_carry_no_identifier(film, tiny_model_dir):
+def test_reports_in_every_format_carry_no_identifier(film, tiny_settings):
     from meddx.pipeline import analyze
     from meddx.report.render import render_html, render_json, render_markdown
 
-    analysis = analyze(film, NOTES, settings=Settings(model=f"local-dir:{tiny_model_dir}", threads=1))
+    analysis = analyze(film, NOTES, settings=tiny_settings)
     analysis.include_maps = True
     for name, text in (
         ("JSON", json.dumps(render_json(analysis))),

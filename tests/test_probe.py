@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from meddx.dev.tiny import make_tiny_hub_cache, make_tiny_model, synthetic_film, write_to_hf_cache
+from meddx.dev.tiny import make_tiny_hub_cache, make_tiny_model, write_to_hf_cache
 from meddx.errors import InputError, ModelError
 from meddx.model.encoder import download_model, load_encoder
 from meddx.model.head import (
@@ -50,17 +49,7 @@ from meddx.train.fit import (
     train_head,
     youden_threshold,
 )
-
-
-def write_film_folder(root: Path, *, positives: int, negatives: int, seed: int) -> Path:
-    """An image folder of 96-px synthetic films: ``nodule/`` (with a blob) and ``no_finding/``."""
-    rng = np.random.default_rng(seed)
-    for index in range(positives + negatives):
-        blob = index < positives
-        folder = root / ("nodule" if blob else "no_finding")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(synthetic_film(rng, size=96, blob=blob).pixels).save(folder / f"film_{index:03d}.png")
-    return root
+from tests.helpers import FakeHubApi, write_film_folder
 
 
 @pytest.fixture(scope="module")
@@ -229,22 +218,6 @@ def test_bad_heads_say_what_to_do(trained, tmp_path):
     (folder / "head.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="damaged"):
         read_head(folder)
-
-
-class FakeHubApi:
-    """Records what `publish_head` asks of `huggingface_hub.HfApi`; never touches the network."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict]] = []
-        self.uploaded: list[str] = []
-
-    def create_repo(self, repo_id: str, **kwargs) -> str:
-        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, **kwargs) -> None:
-        self.calls.append(("upload_folder", kwargs))
-        self.uploaded = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())
 
 
 def test_publish_with_fake_api(trained, tmp_path):

@@ -17,7 +17,7 @@ from meddx.model.encoder import load_encoder
 from meddx.model.head import HEAD_FILES, load_head
 from meddx.train.datasets import load_data
 from meddx.train.embedding_cache import EmbeddingCache, embed_sources
-from tests.test_probe import FakeHubApi, write_film_folder
+from tests.helpers import FakeHubApi, write_film_folder
 
 
 @pytest.fixture(scope="module")
