@@ -82,14 +82,15 @@ def call_page(app_url: str, path: Path, notes: str) -> dict:
 
     session = uuid.uuid4().hex
     with httpx.Client(base_url=app_url, timeout=120) as http:
-        dependency = next(
-            d for d in http.get("config").json()["dependencies"] if d["api_name"] == "analyze_for_page"
-        )
+        dependencies = {d["api_name"]: d for d in http.get("config").json()["dependencies"]}
+        dependency = dependencies["analyze_for_page"]
         uploaded = http.post("gradio_api/upload", files={"files": (path.name, path.read_bytes())}).json()[0]
         film = {"path": uploaded, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
         findings = [f.id for f in load_vocabulary().findings]
+        values = [film, notes, findings, "", "zero-shot", "gradcam", 2, 0]  # in /analyze's parameter order
+        by_component = dict(zip(dependencies["analyze"]["inputs"], values, strict=True))
         body = {
-            "data": [film, notes, findings, "", "zero-shot", "gradcam", 2, 0],
+            "data": [by_component[component] for component in dependency["inputs"]],  # the page's own order
             "event_data": None,
             "fn_index": dependency["id"],
             "trigger_id": dependency["targets"][0][0],
