@@ -9,7 +9,8 @@ import torch
 
 from meddx.dev.tiny import make_tiny_hub_cache
 from meddx.errors import ModelError
-from meddx.model.encoder import ModelSpec, PadToSquare, clear_cache, download_model, load_encoder, resolve
+from meddx.model.encoder import PadToSquare, clear_cache, load_encoder
+from meddx.model.spec import ModelSpec, download_model, resolve
 
 TEXTS = ["chest x-ray showing a lung nodule", "chest x-ray showing no lung nodule"]
 

@@ -22,8 +22,8 @@ from safetensors.torch import save_file
 
 from meddx.config import Settings
 from meddx.errors import ModelError
-from meddx.model.encoder import CONFIG_NAME, TEXT_TOWER_DIR, WEIGHT_NAMES
 from meddx.model.head import HEAD_CONFIG, HEAD_FORMAT, HEAD_WEIGHTS
+from meddx.model.spec import CONFIG_NAME, TEXT_TOWER_DIR, WEIGHT_NAMES
 from meddx.pipeline import warm_up
 
 ROOT = Path(__file__).resolve().parents[1]

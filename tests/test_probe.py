@@ -22,7 +22,7 @@ import torch
 
 from meddx.dev.tiny import make_tiny_hub_cache, make_tiny_model, write_to_hf_cache
 from meddx.errors import InputError, ModelError
-from meddx.model.encoder import download_model, load_encoder
+from meddx.model.encoder import load_encoder
 from meddx.model.head import (
     HEAD_FILES,
     MODES,
@@ -35,6 +35,7 @@ from meddx.model.head import (
     read_head,
     save_head,
 )
+from meddx.model.spec import download_model
 from meddx.model.zero_shot import text_directions
 from meddx.train.datasets import load_data
 from meddx.train.embedding_cache import EmbeddingCache, embed_sources

@@ -8,7 +8,7 @@ import argparse
 def cmd_download(args: argparse.Namespace) -> int:
     """Copy a Hub model into a self-contained folder for offline use."""
     from meddx.config import DEFAULT_MODEL
-    from meddx.model.encoder import download_model
+    from meddx.model.spec import download_model
 
     folder = download_model(args.model or DEFAULT_MODEL, args.to)
     print(f"Wrote {folder}. Use it with: MEDDX_MODEL=local-dir:{folder}")

@@ -258,7 +258,8 @@ def format_report(
 def run_check(*, images: int = 30, size: int = 192, steps: int = 120) -> str:
     """Build and train the planted tiny model in a temp folder; return the evidence table as text."""
     from meddx.dev.tiny import make_tiny_model, train_planted_signal
-    from meddx.model.encoder import ModelSpec, build_encoder, resolve
+    from meddx.model.encoder import build_encoder
+    from meddx.model.spec import ModelSpec, resolve
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_tiny_model(Path(tmp) / "planted", seed=0)

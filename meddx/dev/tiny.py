@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from meddx.model.encoder import CONFIG_NAME, TEXT_TOWER_DIR
+from meddx.model.spec import CONFIG_NAME, TEXT_TOWER_DIR
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BERT_VOCAB_SIZE = 30522
@@ -251,7 +251,8 @@ def train_planted_signal(folder: str | Path, *, steps: int = 120, seed: int = 0,
     """
     from PIL import Image
 
-    from meddx.model.encoder import ModelSpec, build_encoder, resolve
+    from meddx.model.encoder import build_encoder
+    from meddx.model.spec import ModelSpec, resolve
     from meddx.model.vocabulary import load_vocabulary
 
     folder = Path(folder)

@@ -39,15 +39,8 @@ import torch
 from torch import nn
 
 from meddx.errors import InputError, ModelError
-from meddx.model.encoder import (
-    CONFIG_NAME,
-    HF_HUB,
-    SOURCE_NAME,
-    WEIGHT_NAMES,
-    Encoder,
-    ModelSpec,
-    hub_snapshot,
-)
+from meddx.model.encoder import Encoder
+from meddx.model.spec import CONFIG_NAME, HF_HUB, SOURCE_NAME, WEIGHT_NAMES, ModelSpec, hub_snapshot
 from meddx.model.zero_shot import TextDirections
 
 log = logging.getLogger(__name__)
