@@ -48,6 +48,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory) -> Path:
+    """A second tiny model, seeded differently: "another encoder" for heads that must be refused."""
+    from meddx.dev.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("other-model"), seed=1)
+
+
+@pytest.fixture(scope="session")
 def planted_model_dir(tmp_path_factory) -> Path:
     """A tiny model trained for seconds to call a planted bright blob a lung nodule."""
     from meddx.dev.tiny import make_tiny_model, train_planted_signal

@@ -257,7 +257,7 @@ def test_analyze_options_are_validated(dicom_file, tiny_settings):
 
 
 @pytest.mark.slow
-def test_train_then_analyze_with_probe_then_eval(tmp_path, tiny_model_dir, capsys):
+def test_train_then_analyze_with_probe_then_eval(tmp_path, tiny_model_dir, other_model_dir, capsys):
     """The issue's end-to-end path: train -> analyze --probe local-dir:OUT -> eval, on an image folder."""
     from dataclasses import replace
 
@@ -288,10 +288,8 @@ def test_train_then_analyze_with_probe_then_eval(tmp_path, tiny_model_dir, capsy
     metrics = json.loads(report.read_text())
     assert "nodule" in json.dumps(metrics)
     # A head trained on another encoder is refused at start-up (warm_up), with a clear message.
-    from meddx.dev.tiny import make_tiny_model
     from meddx.errors import ModelError
     from meddx.pipeline import warm_up
 
-    other = make_tiny_model(tmp_path / "other", seed=99)
     with pytest.raises(ModelError, match="trained on"):
-        warm_up(replace(settings, model=f"local-dir:{other}"))
+        warm_up(replace(settings, model=f"local-dir:{other_model_dir}"))

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from meddx.dev.tiny import make_tiny_hub_cache, make_tiny_model, write_to_hf_cache
+from meddx.dev.tiny import make_tiny_hub_cache, write_to_hf_cache
 from meddx.errors import InputError, ModelError
 from meddx.model.encoder import load_encoder
 from meddx.model.head import (
@@ -158,8 +158,8 @@ def test_predict_one_image(trained, embedded):
         trained.predict(embedded["held_out_x"][:2])
 
 
-def test_head_for_another_encoder_is_refused(trained, tmp_path):
-    other = load_encoder(f"local-dir:{make_tiny_model(tmp_path / 'other', seed=1)}")
+def test_head_for_another_encoder_is_refused(trained, other_model_dir):
+    other = load_encoder(f"local-dir:{other_model_dir}")
     with pytest.raises(ModelError, match="This head was trained on local-dir:") as info:
         trained.check_encoder(other)
     assert "python -m meddx train --model" in str(info.value)
