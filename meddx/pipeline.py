@@ -22,7 +22,8 @@ from meddx.explain.regions import find_regions, location_note
 from meddx.fusion import fuse
 from meddx.io import load_study
 from meddx.model.encoder import Encoder, load_encoder
-from meddx.model.head import MODE_RULES, MODES, TrainedHead, combine, load_head
+from meddx.model.head import MODE_RULES, MODES, TrainedHead, combine
+from meddx.model.head_store import load_head
 from meddx.model.scored import score_image
 from meddx.model.vocabulary import Finding, load_vocabulary
 from meddx.model.zero_shot import text_directions

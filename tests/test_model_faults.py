@@ -22,7 +22,8 @@ from safetensors.torch import save_file
 
 from meddx.config import Settings
 from meddx.errors import ModelError
-from meddx.model.head import HEAD_CONFIG, HEAD_FORMAT, HEAD_WEIGHTS
+from meddx.model.head import HEAD_FORMAT
+from meddx.model.head_store import HEAD_CONFIG, HEAD_WEIGHTS
 from meddx.model.spec import CONFIG_NAME, TEXT_TOWER_DIR, WEIGHT_NAMES
 from meddx.pipeline import warm_up
 

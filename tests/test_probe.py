@@ -23,18 +23,8 @@ import torch
 from meddx.dev.tiny import make_tiny_hub_cache, write_to_hf_cache
 from meddx.errors import InputError, ModelError
 from meddx.model.encoder import load_encoder
-from meddx.model.head import (
-    HEAD_FILES,
-    MODES,
-    LinearHead,
-    TrainedHead,
-    combine,
-    encoder_identity,
-    load_head,
-    publish_head,
-    read_head,
-    save_head,
-)
+from meddx.model.head import MODES, LinearHead, TrainedHead, combine, encoder_identity
+from meddx.model.head_store import HEAD_FILES, load_head, publish_head, read_head, save_head
 from meddx.model.spec import download_model
 from meddx.model.zero_shot import text_directions
 from meddx.train.datasets import load_data

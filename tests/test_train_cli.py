@@ -13,7 +13,7 @@ import torch
 from meddx.cli.train import run_eval, run_train
 from meddx.errors import InputError
 from meddx.model.encoder import load_encoder
-from meddx.model.head import HEAD_FILES, load_head
+from meddx.model.head_store import HEAD_FILES, load_head
 from meddx.train.datasets import load_data
 from meddx.train.embedding_cache import EmbeddingCache, embed_sources
 from tests.helpers import FakeHubApi, write_film_folder

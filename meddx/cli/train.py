@@ -123,7 +123,7 @@ def run_train(argv: list[str]) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from meddx.model.encoder import load_encoder
-    from meddx.model.head import publish_head, save_head
+    from meddx.model.head_store import publish_head, save_head
     from meddx.train.fit import TrainingConfig, train_head
 
     if args.push_to_hub and not re.fullmatch(r"[\w.-]+/[\w.-]+", args.push_to_hub):
@@ -208,7 +208,8 @@ def _measure(data, embeddings: torch.Tensor, directions, head) -> tuple[dict, di
 
 def _eval(args: argparse.Namespace) -> int:
     from meddx.model.encoder import load_encoder
-    from meddx.model.head import encoder_identity, load_head
+    from meddx.model.head import encoder_identity
+    from meddx.model.head_store import load_head
     from meddx.model.zero_shot import text_directions
     from meddx.train.embedding_cache import embed_sources
     from meddx.train.fit import ECE_RULE
