@@ -220,7 +220,7 @@ def analyze(
     tick = time.perf_counter()
     targets = _map_targets(results, findings, top_k, map_findings)
     # Slow methods run one map at a time so that the budget is checked between maps.
-    batches = [targets] if method in FAST_METHODS else [[t] for t in targets]
+    batches = ([targets] if targets else []) if method in FAST_METHODS else [[t] for t in targets]
     heatmaps = []
     for batch in batches:
         _check_budget(start, time_budget_s, f"map {len(heatmaps) + 1} of {len(targets)}")
