@@ -266,9 +266,9 @@ def test_parquet_manifest_and_hub_dataset_sources(films, tmp_path):
 def test_batch_embed_fills_the_cache_that_train_and_eval_read(
     films, tiny_model_dir, local_ray, tmp_path, capsys
 ):
-    from meddx.datasets import load_data
-    from meddx.embedding_cache import EmbeddingCache, embed_sources
-    from meddx.encoder import load_encoder
+    from meddx.model.encoder import load_encoder
+    from meddx.train.datasets import load_data
+    from meddx.train.embedding_cache import EmbeddingCache, embed_sources
 
     data_dir = tmp_path / "labelled"
     for label, names in {

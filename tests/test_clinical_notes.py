@@ -1,4 +1,4 @@
-"""Tests for the notes reader (meddx.notes), meddx.notes_eval and meddx.notes_cli (no model, no network)."""
+"""Tests for the notes reader (meddx.notes), its evaluation (meddx.dev.notes_eval) and its CLI (no model)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from meddx.cli.notes import run_notes, run_notes_eval
+from meddx.dev.notes_eval import evaluate, format_report, load_examples, statuses
 from meddx.errors import InputError
+from meddx.model.vocabulary import load_vocabulary
 from meddx.notes import MAX_CHARS, STATUSES, Concept, extract_concepts, finding_statuses
-from meddx.notes_cli import run_notes, run_notes_eval
-from meddx.notes_eval import evaluate, format_report, load_examples, statuses
-from meddx.vocabulary import load_vocabulary
 
 SET_PATH = Path(__file__).parent / "data" / "note_sentences.jsonl"
 BATCH2_PATH = Path(__file__).parent / "data" / "note_sentences_batch2.jsonl"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from meddx.errors import InputError
+from meddx.model.vocabulary import load_vocabulary
 from meddx.notes import Concept, FusedFinding, FusionWeights, extract_concepts, finding_statuses, fuse
-from meddx.vocabulary import load_vocabulary
 
 
 def logit(p: float) -> float:

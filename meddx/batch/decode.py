@@ -1,6 +1,6 @@
 """Read and decode films in parallel Ray tasks: bytes -> `Study` (pickled), or an error row.
 
-Decoding goes through `meddx.imaging.load_study` with the limits `meddx.pipeline.analyze` uses, so a bad
+Decoding goes through `meddx.io.load_study` with the limits `meddx.pipeline.analyze` uses, so a bad
 film gets the very message ``analyze`` would give it; the scoring actors then receive the `Study` itself.
 """
 

@@ -1,8 +1,8 @@
 """``python -m meddx batch-embed --data SPEC``: ``train``'s and ``eval``'s embedding step on Ray.
 
-The labelled data is read as ``train`` reads it (`meddx.datasets.load_data`); images whose embedding is
+The labelled data is read as ``train`` reads it (`meddx.train.datasets.load_data`); images whose embedding is
 not yet in the embedding cache go to an actor pool (each actor loads the model once and runs
-`meddx.embedding_cache.embed_sources`, the function ``train`` uses); the driver writes every embedding
+`meddx.train.embedding_cache.embed_sources`, the function ``train`` uses); the driver writes every embedding
 into its cache. ``train``/``eval`` with the same ``--cache-dir`` and model then read them all from the
 cache. Images are sent to the actors as bytes, so on a cluster only the driver needs to see the files.
 """
@@ -151,7 +151,8 @@ def run_batch_embed(argv: list[str]) -> int:
         threads_per_worker=args.threads_per_worker,
         gpus_per_worker=args.gpus_per_worker,
     )
-    counts = prefill(load_data(args.data), settings, embedding_cache(args.cache_dir), engine)
+    cache = embedding_cache(args.cache_dir or settings.embedding_cache_dir)
+    counts = prefill(load_data(args.data), settings, cache, engine)
     print(
         f"meddx: {counts['images']} images: {counts['cached_before']} already cached, {counts['embedded']} "
         f"embedded, {counts['errors']} unreadable; {counts['wall_s']} s. Now run train/eval with the same "

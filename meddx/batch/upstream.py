@@ -8,12 +8,14 @@ Parquet, never imports torch or open_clip.
 from __future__ import annotations
 
 from meddx import __version__
+from meddx.config import Limits as ImagingLimits
 from meddx.config import Settings
-from meddx.datasets import HF_PREFIX, IMAGE_SUFFIXES, PATH_COLUMNS
-from meddx.datasets import _parse_hub_spec as parse_hub_spec
 from meddx.errors import InputError, MeddxError
-from meddx.imaging import ImagingLimits, Study, load_study
-from meddx.vocabulary import Finding, load_vocabulary, parse_labels
+from meddx.io import Study, load_study
+from meddx.io.sniff import IMAGE_SUFFIXES
+from meddx.model.vocabulary import Finding, load_vocabulary, parse_labels
+from meddx.train.datasets import HF_PREFIX, PATH_COLUMNS
+from meddx.train.datasets import _parse_hub_spec as parse_hub_spec
 
 __all__ = [
     "HF_PREFIX",
@@ -37,12 +39,7 @@ __all__ = [
 
 def imaging_limits(settings: Settings) -> ImagingLimits:
     """The limits `meddx.pipeline.analyze` reads a film with, from the same settings."""
-    limits = settings.limits
-    return ImagingLimits(
-        max_file_bytes=limits.max_file_mb * 1024 * 1024,
-        max_pixels=limits.max_pixels,
-        min_side=limits.min_side,
-    )
+    return settings.limits
 
 
 def analysis_chain():
@@ -53,16 +50,17 @@ def analysis_chain():
 
 
 def embedding_step():
-    """What ``train``'s and ``eval``'s embedding step uses, from `meddx.embedding_cache`, `meddx.datasets`,
-    `meddx.encoder` and `meddx.probe`: ``(load_data, EmbeddingCache, content_digest, embed_sources,
-    load_encoder, model_identity)``; ``model_identity(spec)`` is the cache's key for a model without
-    loading its weights."""
+    """What ``train``'s and ``eval``'s embedding step uses, from `meddx.train.embedding_cache`,
+    `meddx.train.datasets`, `meddx.model.encoder` and `meddx.model.head`: ``(load_data, EmbeddingCache,
+    content_digest, embed_sources, load_encoder, model_identity)``; ``model_identity(spec)`` is the
+    cache's key for a model without loading its weights."""
     from types import SimpleNamespace
 
-    from meddx.datasets import load_data
-    from meddx.embedding_cache import EmbeddingCache, content_digest, embed_sources
-    from meddx.encoder import load_encoder, resolve
-    from meddx.probe import encoder_identity
+    from meddx.model.encoder import load_encoder
+    from meddx.model.head import encoder_identity
+    from meddx.model.spec import resolve
+    from meddx.train.datasets import load_data
+    from meddx.train.embedding_cache import EmbeddingCache, content_digest, embed_sources
 
     def model_identity(spec: str):
         resolved = resolve(spec)  # what `encoder_identity` reads: the files and the revision, not weights
@@ -73,17 +71,18 @@ def embedding_step():
 
 def check_options(settings: Settings, *, method: str | None, mode: str | None) -> None:
     """Refuse, before Ray starts, what every film would fail on: an unknown method or mode, a model or
-    trained head that cannot be found (`meddx.encoder.resolve`, `meddx.probe.load_head`; no weights loaded).
+    trained head that cannot be found (`meddx.model.spec.resolve`, `meddx.model.head_store.load_head`; no
+    weights loaded).
 
     Raises:
         InputError: an unknown method or mode.
         ModelError: the model's files or the head cannot be found (the message says how to fix it).
     """
-    from meddx.encoder import resolve
+    from meddx.model.spec import resolve
 
     if method is not None or mode is not None:
-        from meddx.attribution import METHODS
-        from meddx.probe import MODES
+        from meddx.explain.maps import METHODS
+        from meddx.model.head import MODES
 
         if method is not None and method not in METHODS:
             raise InputError(f"Unknown explanation method {method!r}; choose one of: {', '.join(METHODS)}.")
@@ -91,6 +90,6 @@ def check_options(settings: Settings, *, method: str | None, mode: str | None) -
             raise InputError(f"Unknown scoring mode {mode!r}; choose one of: {', '.join(MODES)}.")
     resolve(settings.model)
     if settings.probe:
-        from meddx.probe import load_head
+        from meddx.model.head_store import load_head
 
         load_head(settings.probe)

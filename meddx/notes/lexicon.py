@@ -15,8 +15,8 @@ from importlib import resources
 
 import yaml
 
+from meddx.model.vocabulary import load_vocabulary
 from meddx.notes.status import Status
-from meddx.vocabulary import load_vocabulary
 
 ALNUM = r"[^\W_]"
 _EDGE = rf"(?:(?<!{ALNUM})|(?!{ALNUM}))"  # not in the middle of a word

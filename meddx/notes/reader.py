@@ -22,12 +22,12 @@ from dataclasses import dataclass, replace
 
 from meddx.errors import InputError
 from meddx.jsonable import as_json_dict
+from meddx.model.vocabulary import load_vocabulary
 from meddx.notes.context import Clause, clauses
 from meddx.notes.lexicon import Lexicon, load_lexicon
 from meddx.notes.matches import clean, longest_first, phrase_matches
 from meddx.notes.status import Status, strongest
 from meddx.notes.values import value_matches
-from meddx.vocabulary import load_vocabulary
 
 MAX_CHARS = 20_000
 
