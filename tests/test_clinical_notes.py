@@ -468,3 +468,18 @@ def test_run_notes_errors(capsys):
     assert run_notes(["--max-chars", "3", "no effusion"]) == 2
     assert "too long" in capsys.readouterr().err
     assert run_notes(["--jsonl", "text"]) == 2
+
+
+def test_a_bad_value_in_the_notes_data_names_its_file_and_key():
+    from meddx.data import DataFile
+    from meddx.errors import DataFileError
+    from meddx.notes.lexicon import _concept_meanings
+
+    bad = {"concepts": [{"id": "x", "name": "X", "category": "symptom", "synonyms": ["ok", False]}]}
+    with pytest.raises(
+        DataFileError, match=r"note_concepts.yaml: concepts\[0\].synonyms\[1\]: expected non-empty"
+    ):
+        _concept_meanings(DataFile(bad, "note_concepts.yaml"))
+    bad = {"concepts": [{"id": "x", "name": "X", "category": "symptom", "supports": ["pneumothorx"]}]}
+    with pytest.raises(DataFileError, match=r"concepts\[0\].supports\[0\]: expected one of"):
+        _concept_meanings(DataFile(bad, "note_concepts.yaml"))

@@ -24,11 +24,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import yaml
 
+from meddx.data import load
 from meddx.errors import InputError
 from meddx.jsonable import as_json_dict
 from meddx.notes.reader import Concept
@@ -172,8 +172,7 @@ class FusionWeights:
 
 @lru_cache(maxsize=1)
 def _packaged_weights() -> FusionWeights:
-    text = resources.files("meddx.data").joinpath("fusion_weights.yaml").read_text(encoding="utf-8")
-    return FusionWeights.from_dict(yaml.safe_load(text))
+    return FusionWeights.from_dict(load("fusion_weights.yaml").value)
 
 
 def _delta(raw: dict) -> Delta:

@@ -11,10 +11,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 
-import yaml
-
+from meddx.data import DataFile, load
 from meddx.model.vocabulary import load_vocabulary
 from meddx.notes.status import Status
 
@@ -65,15 +63,24 @@ class Lexicon:
     negated_history: dict[str, Status]
 
 
-def _read_yaml(name: str) -> dict:
-    return yaml.safe_load(resources.files("meddx.data").joinpath(name).read_text(encoding="utf-8"))
+_CATEGORIES = frozenset({"finding", "symptom", "risk_factor", "history", "device", "demographic", "vital"})
+_CUE_CATEGORIES = ("negation", "uncertainty", "historical", "negated_history", "family", "pseudo")
+_DIRECTIONS = frozenset({"forward", "backward", "bidirectional", "either"})
 
 
-def _phrase(value: object) -> str:
+def _phrase(item: DataFile) -> str:
     """A vocabulary phrase as its lookup key; YAML turns a bare ``no`` into False, so insist on text."""
-    if not isinstance(value, str):
-        raise TypeError(f"vocabulary phrase {value!r} is not text: quote it in the YAML file")
-    return phrase_key(value)
+    return phrase_key(item.text())
+
+
+def _choice(item: DataFile, allowed: Iterable[str]) -> str:
+    if item.value not in allowed:
+        raise item.fail(f"one of {', '.join(sorted(allowed))}")
+    return item.value
+
+
+def _words(item: DataFile) -> int | None:
+    return None if item.value is None else int(item.number(low=0, high=50))
 
 
 def phrase_key(phrase: str) -> str:
@@ -113,90 +120,127 @@ def _trie_regex(phrases: Iterable[str]) -> str:
     return build(trie)
 
 
-def _concept_meanings(notes: dict) -> tuple[dict[str, Meaning], dict[str, Definition]]:
+def _concept_meanings(notes: DataFile) -> tuple[dict[str, Meaning], dict[str, Definition]]:
     """Phrase -> meaning for findings, note concepts, fixed-status phrases, anchors and ignored phrases."""
     meanings: dict[str, Meaning] = {}
     definitions: dict[str, Definition] = {}
 
-    def add(phrase: str, definition: Definition) -> None:
-        words = _phrase(phrase).split(" ")
-        keys = [" ".join(words)]
+    def add(key: str, definition: Definition) -> None:
+        words = key.split(" ")
+        keys = [key]
         if tail := _plural(words[-1]):
             keys.append(" ".join([*words[:-1], tail]))
-        for key in keys:
-            old = meanings.get(key, Meaning())
+        for k in keys:
+            old = meanings.get(k, Meaning())
             if definition not in old.definitions:
-                meanings[key] = Meaning(definitions=(*old.definitions, definition))
+                meanings[k] = Meaning(definitions=(*old.definitions, definition))
+
+    def defined(item: DataFile) -> Definition:
+        if item.value not in definitions:
+            raise item.fail("a finding id (findings.yaml) or a concept id above")
+        return definitions[item.value]
 
     for finding in load_vocabulary().findings:
         definitions[finding.id] = Definition(finding.id, finding.name, "finding", (finding.id,))
         for synonym in finding.synonyms:
-            add(synonym, definitions[finding.id])
-    finding_keys = set(meanings)
-    for item in notes["concepts"]:
-        definition = Definition(item["id"], item["name"], item["category"], tuple(item.get("supports", ())))
-        definitions[item["id"]] = definition
-        for synonym in item.get("synonyms", ()):
+            add(phrase_key(synonym), definitions[finding.id])
+    finding_ids, finding_keys = set(definitions), set(meanings)
+    for item in notes["concepts"].items():
+        supports = item.get("supports", [])
+        for finding in supports.items():
+            _choice(finding, finding_ids)
+        definition = Definition(
+            item["id"].text(), item["name"].text(), _choice(item["category"], _CATEGORIES), supports.texts()
+        )
+        definitions[definition.name] = definition
+        for synonym in item.get("synonyms", []).items():
             key = _phrase(synonym)
             if key in finding_keys:  # a note concept wins over a finding synonym spelled the same
                 del meanings[key]
                 finding_keys.discard(key)
-            add(synonym, definition)
-    for group in notes.get("fixed_status", ()):
-        for phrase in group["phrases"]:
-            meanings[_phrase(phrase)] = Meaning((definitions[group["concept"]],), fixed=group["status"])
-    for group in notes.get("anchors", ()):
-        anchored = tuple(definitions[f] for f in group["findings"])
-        for phrase in group["phrases"]:
+            add(key, definition)
+    for group in notes.get("fixed_status", []).items():
+        concept, status = defined(group["concept"]), Status(_choice(group["status"], set(Status)))
+        for phrase in group["phrases"].items():
+            meanings[_phrase(phrase)] = Meaning((concept,), fixed=status)
+    for group in notes.get("anchors", []).items():
+        anchored = tuple(defined(f) for f in group["findings"].items())
+        for phrase in group["phrases"].items():
             meanings.setdefault(_phrase(phrase), Meaning(anchored, anchor=True))
-    for phrase in notes.get("ignore", ()):
+    for phrase in notes.get("ignore", []).items():
         meanings[_phrase(phrase)] = Meaning()
     return meanings, definitions
 
 
-def _cue_meanings(cues: dict) -> dict[str, Meaning]:
+def _cue_meanings(cues: DataFile) -> dict[str, Meaning]:
     """Phrase -> meaning for ConText cues, neutral phrases and terminations."""
     meanings: dict[str, Meaning] = {}
-    for category in ("negation", "uncertainty", "historical", "negated_history", "family", "pseudo"):
-        for direction, items in cues[category].items():
-            for item in items:
-                item = item if isinstance(item, dict) else {"phrase": item}
-                cue = Cue(category, direction, item.get("max_words"), item.get("max_words_back"))
-                meanings[_phrase(item["phrase"])] = Meaning(cue=cue)
-    for phrase in cues.get("neutral", ()):
+    for category in _CUE_CATEGORIES:
+        for direction in cues[category].mapping():
+            if direction not in _DIRECTIONS:
+                raise cues[category].fail(f"directions among {', '.join(sorted(_DIRECTIONS))}")
+            for item in cues[category][direction].items():
+                if isinstance(item.value, dict):
+                    cue = Cue(
+                        category, direction, _words(item.get("max_words")), _words(item.get("max_words_back"))
+                    )
+                    meanings[_phrase(item["phrase"])] = Meaning(cue=cue)
+                else:
+                    meanings[_phrase(item)] = Meaning(cue=Cue(category, direction))
+    for phrase in cues.get("neutral", []).items():
         meanings[_phrase(phrase)] = Meaning()
-    for phrase in cues["termination"]:
+    for phrase in cues["termination"].items():
         meanings[_phrase(phrase)] = Meaning(cue=Cue("termination", "bidirectional"))
     ends: dict[str, set[str]] = {}
-    for category, phrases in cues.get("termination_of", {}).items():
-        for phrase in phrases:
+    for category in cues.get("termination_of", {}).mapping():
+        for phrase in cues["termination_of"][category].items():
             ends.setdefault(_phrase(phrase), set()).add(category)
     for key, categories in ends.items():
         meanings[key] = Meaning(cue=Cue("termination", "bidirectional", ends=frozenset(categories)))
     return meanings
 
 
+def _regex(item: DataFile) -> re.Pattern[str]:
+    try:
+        return re.compile(item.text())
+    except re.error as exc:
+        raise item.fail(f"a regular expression ({exc})") from None
+
+
 @lru_cache(maxsize=1)
 def load_lexicon() -> Lexicon:
     """Load the three vocabularies and compile them into one regex (once per process)."""
-    notes, cues = _read_yaml("note_concepts.yaml"), _read_yaml("context_cues.yaml")
+    notes, cues = load("note_concepts.yaml"), load("context_cues.yaml")
     meanings, definitions = _concept_meanings(notes)
     meanings.update(_cue_meanings(cues))  # a cue wins over a concept phrase spelled the same
     patterns = tuple(
-        (re.compile(p["regex"]), Meaning(cue=Cue(p["category"], p["direction"], p.get("max_words"))))
-        for p in cues.get("patterns", ())
+        (
+            _regex(p["regex"]),
+            Meaning(
+                cue=Cue(
+                    _choice(p["category"], _CUE_CATEGORIES),
+                    _choice(p["direction"], _DIRECTIONS),
+                    _words(p.get("max_words")),
+                )
+            ),
+        )
+        for p in cues.get("patterns", []).items()
     ) + tuple(
-        (re.compile(p["regex"]), Meaning((definitions[p["concept"]],))) for p in notes.get("patterns", ())
+        (_regex(p["regex"]), Meaning((definitions[_choice(p["concept"], definitions)],)))
+        for p in notes.get("patterns", []).items()
     )
     rules = cues["list_rules"]
-    conjunctions = "|".join(re.escape(c) for c in [*rules["conjunctions"], *rules["inclusive_conjunctions"]])
+    plain, inclusive = rules["conjunctions"].texts(), rules["inclusive_conjunctions"].texts()
+    conjunctions = "|".join(re.escape(c) for c in [*plain, *inclusive])
+    negated_history = cues["negated_history_status"]
+    categories = {k: Status(_choice(negated_history[k], set(Status))) for k in negated_history.mapping()}
     return Lexicon(
         regex=re.compile(f"(?=({_EDGE}{_trie_regex(meanings)}{_EDGE}))"),
         meanings=meanings,
         patterns=patterns,
         definitions=definitions,
         conjunctions=re.compile(rf"(?<!{ALNUM})(?:{conjunctions})(?!{ALNUM})"),
-        inclusive=frozenset(rules["inclusive_conjunctions"]),
-        breakers=frozenset(rules["breakers"]),
-        negated_history={k: Status(v) for k, v in cues["negated_history_status"].items()},
+        inclusive=frozenset(inclusive),
+        breakers=frozenset(rules["breakers"].texts()),
+        negated_history=categories,
     )
