@@ -11,7 +11,7 @@ cli.add_argument("--model", default=None, help="model spec, e.g. hf-hub:org/name
 args = cli.parse_args()
 
 from meddx.config import Settings  # noqa: E402  (after argparse, so --help loads nothing heavy)
-from meddx.errors import MeddxError  # noqa: E402
+from meddx.errors import MeddxError, exit_status  # noqa: E402
 from meddx.pipeline import warm_up  # noqa: E402
 
 settings = Settings.from_env()
@@ -21,9 +21,9 @@ try:
     warm_up(settings)  # a missing or broken model, or a head for other weights, stops here, before Gradio
 except MeddxError as exc:
     print(f"meddx: {exc}", file=sys.stderr)
-    sys.exit(3)
+    sys.exit(exit_status(exc))
 
-from meddx.ui import build_demo, launch_kwargs, queue_kwargs  # noqa: E402
+from meddx.app import build_demo, launch_kwargs, queue_kwargs  # noqa: E402
 
 demo = build_demo(settings).queue(**queue_kwargs())
 demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(settings))

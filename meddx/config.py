@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 DEFAULT_MODEL = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+DEFAULT_CACHE_DIR = Path("~/.cache/meddx").expanduser()
 
 
 def _int_env(name: str, default: int) -> int:
@@ -26,13 +28,18 @@ def _int_env(name: str, default: int) -> int:
 class Limits:
     """Guards against inputs that would hang or exhaust a small CPU Space."""
 
-    max_file_mb: int = 64
+    max_file_mb: float = 64
     max_pixels: int = 60_000_000
     min_side: int = 32
     max_note_chars: int = 20_000
     max_labels: int = 64
     request_timeout_s: float = 120
     """Time budget of one app request, in seconds (`meddx.pipeline.analyze` checks it between steps)."""
+
+    @property
+    def max_file_bytes(self) -> int:
+        """`max_file_mb` in bytes: the largest upload `meddx.io.load_study` reads."""
+        return int(self.max_file_mb * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,13 @@ class Settings:
     top_k_maps: int = 3
     attribution_method: str = "gradcam"
     limits: Limits = field(default_factory=Limits)
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    """Root of meddx's on-disk caches: ``text-directions/`` (per model) and ``embeddings/`` (training)."""
+
+    @property
+    def embedding_cache_dir(self) -> Path:
+        """Where training and evaluation cache image embeddings (`meddx.train.embedding_cache`)."""
+        return self.cache_dir / "embeddings"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -64,4 +78,5 @@ class Settings:
             top_k_maps=_int_env("MEDDX_TOP_K_MAPS", cls.top_k_maps),
             attribution_method=os.environ.get("MEDDX_ATTRIBUTION", "").strip() or cls.attribution_method,
             limits=limits,
+            cache_dir=Path(os.environ.get("MEDDX_CACHE_DIR", "").strip() or DEFAULT_CACHE_DIR).expanduser(),
         )

@@ -8,152 +8,49 @@ from __future__ import annotations
 import datetime as dt
 import io
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-import cv2
 import numpy as np
-import torch
 from PIL import Image
 
-from meddx import DISCLAIMER, __version__
-from meddx.attribution import (
-    DEFAULT_METHOD,
-    FAST_METHODS,
-    METHODS,
-    FilmMap,
-    film_maps,
-    overlay,
-    to_png_base64,
-)
-from meddx.clinical_notes import extract_concepts, finding_statuses
 from meddx.config import Settings
-from meddx.encoder import Encoder, Geometry, load_encoder
 from meddx.errors import BudgetExceeded, InputError
-from meddx.fusion import fuse
-from meddx.imaging import ImagingLimits, Study, load_study
-from meddx.probe import MODES, TrainedHead, combine, load_head
-from meddx.regions import find_regions, location_note
-from meddx.scoring import text_directions, zero_shot_probabilities
-from meddx.tower import TowerTail, stem
-from meddx.vocabulary import Finding, load_vocabulary
+from meddx.explain.maps import DEFAULT_METHOD, FAST_METHODS, METHODS, FilmMap, film_maps
+from meddx.explain.regions import find_regions, location_note
+from meddx.io import Study, load_study
+from meddx.model.encoder import Encoder, load_encoder
+from meddx.model.head import MODE_RULES, MODES, TrainedHead, combine
+from meddx.model.head_store import load_head
+from meddx.model.scored import score_image
+from meddx.model.vocabulary import Finding, load_vocabulary
+from meddx.model.zero_shot import text_directions
+from meddx.notes import extract_concepts, finding_statuses, fuse
+from meddx.result import (
+    Analysis,
+    Explanation,
+    FindingResult,
+    ModelInfo,
+    NotesReading,
+    ProbeInfo,
+    ScoringInfo,
+    Timings,
+)
 
-SCORING_RULES = {
-    "zero-shot": (
-        "per finding, a two-way softmax of the image's similarity to positive vs negative prompt ensembles, "
-        "scaled by the model's logit scale; not calibrated on clinical data"
-    ),
-    "fine-tuned": (
-        "the trained head's calibrated probability (Platt scaling on its validation split); findings "
-        "the head does not cover fall back to zero-shot"
-    ),
-    "both": (
-        "the mean of the zero-shot and fine-tuned probabilities in log-odds space; findings the head "
-        "does not cover fall back to zero-shot"
-    ),
-}
 REGION_SIDE = 512
 NO_MAP_FINDINGS = {"no_finding"}  # a map of "nothing is wrong" points at nothing useful
 MAX_MAPS = 5
-
-
-@dataclass
-class FindingResult:
-    """One finding's result. ``probability`` is what the finding is ranked and flagged by."""
-
-    id: str
-    label: str
-    probability: float
-    image_probability: float
-    zero_shot: float
-    threshold: float
-    flagged: bool
-    follow_up: str
-    custom: bool = False
-    fine_tuned: float | None = None
-    note_adjustment: float = 0.0
-    evidence: list[dict] = field(default_factory=list)
-    regions: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class Analysis:
-    """Everything meddx says about one film. ``to_dict()`` is the JSON the API and CLI return.
-
-    ``preview`` is the windowed grayscale film (uint8 H x W) and ``maps`` holds, per finding id with a map,
-    a `meddx.attribution.FilmMap` (``maps[id].on_film(max_side=...)`` gives the float32 map in [0, 1] at the
-    size a consumer needs); `overlay` blends one on the film.
-    Neither goes into the JSON unless ``include_maps`` asked for base64 PNG overlays.
-    """
-
-    model: dict
-    scoring: dict
-    findings: list[FindingResult]
-    image: dict
-    warnings: list[str]
-    timings: dict
-    created: str
-    notes: dict | None = None
-    explanation: dict | None = None
-    preview: Any = field(default=None, repr=False)
-    maps: dict[str, Any] = field(default_factory=dict, repr=False)
-    include_maps: bool = False
-    disclaimer: str = DISCLAIMER
-    version: str = __version__
-
-    def overlay(self, finding_id: str, *, max_side: int | None = None) -> np.ndarray:
-        """The film with one finding's map blended over it (RGB uint8), at most ``max_side`` pixels wide."""
-        film, heatmap = self.preview, self.maps[finding_id].on_film(max_side=max_side)
-        if heatmap.shape != film.shape[:2]:
-            film = cv2.resize(film, heatmap.shape[::-1], interpolation=cv2.INTER_AREA)
-        return overlay(film, heatmap)
-
-    @property
-    def flagged(self) -> list[FindingResult]:
-        """Findings at or above their threshold, most probable first."""
-        return [f for f in self.findings if f.flagged]
-
-    def to_dict(self) -> dict:
-        """JSON-safe dict; heatmaps are left out unless ``include_maps`` (then base64 PNG overlays)."""
-        data = asdict(self)
-        for key in ("maps", "preview", "include_maps"):
-            data.pop(key)
-        if self.include_maps:
-            data["maps_png"] = {fid: to_png_base64(self.overlay(fid)) for fid in self.maps}
-        return data
-
-
-@dataclass
-class ScoredImage:
-    """The result of one pass through the image tower, reused by maps and the trained head."""
-
-    pixels: torch.Tensor
-    geometry: Geometry
-    tokens: torch.Tensor
-    tail: TowerTail
-    zero_shot: torch.Tensor
 
 
 def _round(x: float) -> float:
     return round(float(x), 4)
 
 
-def score_image(encoder: Encoder, study: Study, findings: list[Finding]) -> ScoredImage:
-    """One pass through the image tower: zero-shot probabilities (F,) and what maps need to reuse it."""
-    pixels, geometry = encoder.preprocess(study.to_pil("RGB"))
-    directions = text_directions(encoder, findings)
-    tail = TowerTail(encoder, directions.difference, directions.logit_scale)
-    with torch.inference_mode():
-        tokens = stem(encoder, pixels[None])
-        probabilities = zero_shot_probabilities(tail(tokens))[0]
-    return ScoredImage(pixels, geometry, tokens.clone(), tail, probabilities.clone())
-
-
-def _notes(notes: str | None, max_chars: int) -> tuple[list, dict | None]:
+def _notes(notes: str | None, max_chars: int) -> NotesReading | None:
     if notes is None or not notes.strip():
-        return [], None
+        return None
     concepts = extract_concepts(notes, max_chars=max_chars)
-    return concepts, {"concepts": [c.to_dict() for c in concepts], "findings": finding_statuses(concepts)}
+    return NotesReading(tuple(concepts), finding_statuses(concepts))
 
 
 def load_probe(settings: Settings, encoder: Encoder) -> TrainedHead | None:
@@ -243,12 +140,13 @@ def analyze(
     """Analyse one chest film (path, bytes or file object) with optional clinical notes.
 
     Args:
-        image: a path, raw bytes or a binary file object holding PNG, JPEG, BMP, TIFF, WebP or DICOM.
+        image: a path, raw bytes or a binary file object holding PNG, JPEG, BMP, TIFF, WebP or DICOM, or
+            a `Study` already read by `meddx.io.load_study` (with the limits in ``settings``).
         notes: free-text clinical notes or history (never logged).
         labels: findings to score (names from the vocabulary or free text); None scores all.
         settings: model, limits and options; defaults to `Settings.from_env()`.
         filename: the upload's name, used only to word error messages.
-        method: attribution method (a key of `meddx.attribution.METHODS`); default from settings.
+        method: attribution method (a key of `meddx.explain.maps.METHODS`); default from settings.
         top_k: how many of the most probable findings get a map (0 for none); default from settings.
         map_findings: finding ids to map instead of the top k.
         threshold: one threshold for every finding instead of each finding's own.
@@ -276,16 +174,9 @@ def analyze(
     timings: dict[str, float] = {}
     start = time.perf_counter()
 
-    concepts, notes_summary = _notes(notes, limits.max_note_chars)
-    study = load_study(
-        image,
-        filename=filename,
-        limits=ImagingLimits(
-            max_file_bytes=limits.max_file_mb * 1024 * 1024,
-            max_pixels=limits.max_pixels,
-            min_side=limits.min_side,
-        ),
-    )
+    reading = _notes(notes, limits.max_note_chars)
+    already_read = image if isinstance(image, Study) else None  # `meddx.batch` decodes in parallel tasks
+    study = already_read or load_study(image, filename=filename, limits=limits)
     timings["load_s"] = time.perf_counter() - start
     _check_budget(start, time_budget_s, "scoring the findings")
 
@@ -294,16 +185,14 @@ def analyze(
     head = load_probe(settings, encoder)
     mode = _mode(mode, head)
     findings = load_vocabulary().select(labels, max_labels=limits.max_labels)
-    scored = score_image(encoder, study, findings)
-    fine_tuned: dict[str, float] = {}
-    if head is not None:
-        with torch.inference_mode():
-            fine_tuned = head.predict(scored.tail.embed(scored.tokens))
+    directions = text_directions(encoder, findings, cache_dir=settings.cache_dir)
+    scored = score_image(encoder, study.to_pil("RGB"), directions)
+    fine_tuned = head.predict(scored.embedding()) if head is not None else {}
     image_probs = {
         f.id: float(combine(z, fine_tuned.get(f.id), mode))
         for f, z in zip(findings, scored.zero_shot.tolist(), strict=True)
     }
-    fused = fuse(image_probs, concepts)
+    fused = fuse(image_probs, list(reading.concepts) if reading else [])
     timings["score_s"] = time.perf_counter() - tick
 
     results = []
@@ -324,7 +213,7 @@ def analyze(
                 custom=f.custom,
                 fine_tuned=_round(fine_tuned[f.id]) if f.id in fine_tuned else None,
                 note_adjustment=_round(combined.adjustment),
-                evidence=[e.to_dict() for e in combined.evidence],
+                evidence=list(combined.evidence),
             )
         )
     results.sort(key=lambda r: (r.flagged, r.probability), reverse=True)
@@ -332,45 +221,39 @@ def analyze(
     tick = time.perf_counter()
     targets = _map_targets(results, findings, top_k, map_findings)
     # Slow methods run one map at a time so that the budget is checked between maps.
-    batches = [targets] if method in FAST_METHODS else [[t] for t in targets]
+    batches = ([targets] if targets else []) if method in FAST_METHODS else [[t] for t in targets]
     heatmaps = []
     for batch in batches:
         _check_budget(start, time_budget_s, f"map {len(heatmaps) + 1} of {len(targets)}")
-        heatmaps += film_maps(
-            encoder, scored.pixels, scored.tokens, scored.tail, scored.geometry, batch, method=method
-        )
-    view = study.metadata.get("view_position")
+        heatmaps += film_maps(encoder, scored, batch, method=method)
+    view = study.info.view_position
     by_id = {r.id: r for r in results}
     maps = {}
     for index, film_map in zip(targets, heatmaps, strict=True):
         finding_id = findings[index].id
-        by_id[finding_id].regions = [r.to_dict() for r in _regions(film_map, view)]
+        by_id[finding_id].regions = _regions(film_map, view)
         maps[finding_id] = film_map
     timings["explain_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
 
     return Analysis(
-        model={
-            "spec": encoder.spec,
-            "revision": encoder.revision,
-            "text_revision": encoder.resolved.text_revision,
-        },
-        scoring={
-            "mode": mode,
-            "rule": SCORING_RULES[mode],
-            "probe": None if head is None else {"spec": settings.probe, "revision": head.revision},
-        },
+        model=ModelInfo(encoder.spec, encoder.revision, encoder.resolved.text_revision),
+        scoring=ScoringInfo(
+            mode=mode,
+            rule=MODE_RULES[mode],
+            probe=None if head is None else ProbeInfo(settings.probe, head.revision),
+        ),
         findings=results,
-        image=dict(study.metadata),
+        image=study.info,
         warnings=list(study.warnings),
-        timings={k: round(v, 4) for k, v in timings.items()},
+        timings=Timings(**{k: round(v, 4) for k, v in timings.items()}),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        notes=notes_summary,
-        explanation={
-            "method": method,
-            "mapped": [findings[i].id for i in targets],
-            "location_note": location_note(view) if targets else None,
-        },
+        notes=reading,
+        explanation=Explanation(
+            method=method,
+            mapped=tuple(findings[i].id for i in targets),
+            location_note=location_note(view) if targets else None,
+        ),
         preview=study.pixels,
         maps=maps,
         include_maps=include_maps,

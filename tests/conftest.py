@@ -1,9 +1,12 @@
-"""Shared fixtures: every Hugging Face cache in a temp dir, offline; tiny models built once per session."""
+"""Shared fixtures: every Hugging Face cache in a temp dir, offline; tiny models built once per session;
+tiny `Settings`; the live app and a `gradio_client` for it, once per test module. Helpers are in
+``tests/helpers.py``; no test module imports another."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 # Before anything imports huggingface_hub: no real cache, no network, no telemetry.
@@ -20,7 +23,7 @@ os.environ.pop("MEDDX_PROBE", None)
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(1)  # on a shared 2-core machine, 2 threads ran tests 20-60x slower (DESIGN.md)
 
 
 @pytest.fixture(autouse=True)
@@ -39,15 +42,23 @@ def isolated_hf_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A seeded, untrained tiny model folder (``local-dir:`` layout)."""
-    from meddx.testing import make_tiny_model
+    from meddx.dev.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
 
 
 @pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory) -> Path:
+    """A second tiny model, seeded differently: "another encoder" for heads that must be refused."""
+    from meddx.dev.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("other-model"), seed=1)
+
+
+@pytest.fixture(scope="session")
 def planted_model_dir(tmp_path_factory) -> Path:
     """A tiny model trained for seconds to call a planted bright blob a lung nodule."""
-    from meddx.testing import make_tiny_model, train_planted_signal
+    from meddx.dev.tiny import make_tiny_model, train_planted_signal
 
     folder = make_tiny_model(tmp_path_factory.mktemp("planted-model"), seed=0)
     train_planted_signal(folder, seed=0)
@@ -60,9 +71,26 @@ def gradio_tmp(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("gradio-tmp")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_settings(tiny_model_dir):
-    """Settings that use the tiny model."""
+    """Settings that use the tiny model, on one thread."""
     from meddx.config import Settings
 
-    return Settings(model=f"local-dir:{tiny_model_dir}", threads=2)
+    return Settings(model=f"local-dir:{tiny_model_dir}", threads=1)
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_settings, gradio_tmp) -> Iterator[str]:
+    """The real meddx app serving the tiny model in-process on a free port; closed after the module."""
+    from tests.helpers import running_app
+
+    with running_app(tiny_settings, gradio_tmp) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    """A `gradio_client.Client` for the module's live app."""
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)

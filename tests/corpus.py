@@ -23,7 +23,7 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
-from tests.dicom_factory import chest_dataset
+from tests.helpers import chest_dataset
 
 BOMB_SIDE = 20_000
 """The side the decompression-bomb files claim: 400 million pixels, far above the 60 million limit."""

@@ -7,26 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.dicom_factory import PLANTED_IDENTIFIERS, write_dicom
-from tests.live_app import files_under, running_app, write_png
+from meddx.errors import InputError
+from tests.helpers import PLANTED_IDENTIFIERS, files_under, write_dicom, write_png
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def app_url(tiny_model_dir, gradio_tmp):
-    """The meddx app serving the tiny model; closed after the module."""
-    from meddx.config import Settings
-
-    with running_app(Settings(model=f"local-dir:{tiny_model_dir}", threads=2), gradio_tmp) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(app_url):
-    from gradio_client import Client
-
-    return Client(app_url, verbose=False)
 
 
 @pytest.fixture
@@ -47,10 +31,19 @@ def _check_result(data: dict, markdown: str) -> None:
 def test_api_lists_the_public_endpoints(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert set(endpoints) == {"/analyze", "/notes"}
-    required = [
-        p["parameter_name"] for p in endpoints["/analyze"]["parameters"] if not p["parameter_has_default"]
+    parameters = endpoints["/analyze"]["parameters"]
+    assert [p["parameter_name"] for p in parameters] == [
+        "film",
+        "notes",
+        "findings",
+        "custom_findings",
+        "scoring_mode",
+        "attribution_method",
+        "maps",
+        "threshold",
     ]
-    assert required == ["film"]
+    assert [p["parameter_name"] for p in parameters if not p["parameter_has_default"]] == ["film"]
+    assert [p["parameter_name"] for p in endpoints["/notes"]["parameters"]] == ["notes"]
 
 
 def test_analyze_png_through_the_client(client, png, gradio_tmp):
@@ -137,15 +130,17 @@ def test_options_reach_the_pipeline(client, png):
         client.predict(handle_file(png), "", attribution_method="magic", api_name="/analyze")
 
 
-def test_options_are_passed_only_when_analyze_accepts_them(monkeypatch):
-    from meddx import attribution, ui
+def test_every_attribution_method_is_offered_and_options_are_converted():
+    from meddx.app.handlers import AnalyzeRequest
+    from meddx.app.page import METHOD_COST
+    from meddx.explain.maps import METHODS
 
-    assert {value for _, value in ui.METHODS} == set(attribution.METHODS)
-    options = ui._analyze_options(mode="both", method="occlusion", maps="2", threshold=0.3)
-    assert options == {"mode": "both", "method": "occlusion", "top_k": 2, "threshold": 0.3}
-    assert ui._analyze_options(mode="zero-shot", method="gradcam", maps=1, threshold=0)["threshold"] is None
-
-    def older_analyze(image, notes=None, *, labels=None, settings=None, filename=None): ...
-
-    monkeypatch.setattr(ui, "analyze", older_analyze)
-    assert ui._analyze_options(mode="both", method="gradcam", maps=3, threshold=0.5) == {}
+    assert list(METHOD_COST) == ["gradcam", "gradient_shap", "integrated_gradients", "occlusion"]
+    assert set(METHOD_COST) == set(METHODS)
+    request = AnalyzeRequest(
+        None, scoring_mode="both", attribution_method="occlusion", maps="2", threshold=0.3
+    )
+    assert request.options() == {"mode": "both", "method": "occlusion", "top_k": 2, "threshold": 0.3}
+    assert AnalyzeRequest(None, maps=1, threshold=0).options()["threshold"] is None
+    with pytest.raises(InputError, match="whole number"):
+        AnalyzeRequest(None, maps="two").options()

@@ -4,6 +4,7 @@ overlays, thread safety, and the evidence that the maps mean something on the pl
 from __future__ import annotations
 
 import base64
+import dataclasses
 import threading
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from meddx.attribution import (
+from meddx.explain.maps import (
     METHODS,
     AttributionInputs,
     FilmMap,
@@ -23,7 +24,8 @@ from meddx.attribution import (
     overlay,
     to_png_base64,
 )
-from meddx.encoder import Geometry
+from meddx.model.encoder import Geometry
+from meddx.model.scored import ScoredImage
 
 
 def on_film(maps: torch.Tensor, geometry: Geometry) -> np.ndarray:
@@ -31,9 +33,14 @@ def on_film(maps: torch.Tensor, geometry: Geometry) -> np.ndarray:
     return FilmMap(normalise(maps)[0], geometry).on_film()
 
 
-def explain(*args, **kwargs) -> list[np.ndarray]:
+def explain(encoder, scored: ScoredImage, targets: list[int], **kwargs) -> list[np.ndarray]:
     """`film_maps`, each put on the film at full size."""
-    return [m.on_film() for m in film_maps(*args, **kwargs)]
+    return [m.on_film() for m in film_maps(encoder, scored, targets, **kwargs)]
+
+
+def hand_scored(tokens: torch.Tensor, tail: nn.Module, geometry: Geometry) -> ScoredImage:
+    """A scoring pass by hand: these stem tokens and tail, a blank model input, this geometry."""
+    return ScoredImage(torch.zeros(3, S, S), geometry, tokens, tail, torch.zeros(1))
 
 
 S, PATCH, GRID = 48, 8, 6  # a hand-built "model input": 48 px, 8-px patches, a 6x6 token grid
@@ -109,7 +116,7 @@ def test_gradcam_matches_the_hand_computed_map(linear_case):
 @pytest.mark.parametrize("geometry", [WIDE, TALL], ids=["landscape", "portrait"])
 def test_gradcam_peak_lands_on_the_original_film(linear_case, geometry):
     tokens, weight = linear_case
-    maps = explain(stub_encoder(), None, tokens, LinearTail(weight), geometry, [0, 1])
+    maps = explain(stub_encoder(), hand_scored(tokens, LinearTail(weight), geometry), [0, 1])
     assert [m.shape for m in maps] == [(geometry.height, geometry.width)] * 2
     assert all(m.dtype == np.float32 and m.min() >= 0 and m.max() == pytest.approx(1.0) for m in maps)
     centre = (PATCH - 1) / 2  # the centre of a patch, in model pixels from its corner
@@ -124,7 +131,7 @@ def test_map_is_the_upsampled_square_with_the_padding_cropped(linear_case):
         (cam / cam.max())[None], size=(WIDE.side, WIDE.side), mode="bilinear", align_corners=False
     )[0, 0]
     expected = square[WIDE.pad_top : WIDE.pad_top + WIDE.height, :].numpy()
-    got = explain(stub_encoder(), None, tokens, LinearTail(weight), WIDE, [0])[0]
+    got = explain(stub_encoder(), hand_scored(tokens, LinearTail(weight), WIDE), [0])[0]
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -180,14 +187,15 @@ def test_occlusion_window_is_bounded():
 def test_unknown_method_and_no_targets(linear_case):
     tokens, weight = linear_case
     with pytest.raises(ValueError, match="unknown attribution method"):
-        explain(stub_encoder(), None, tokens, LinearTail(weight), WIDE, [0], method="rollout")
-    assert explain(stub_encoder(), None, tokens, LinearTail(weight), WIDE, []) == []
+        explain(stub_encoder(), hand_scored(tokens, LinearTail(weight), WIDE), [0], method="rollout")
+    assert explain(stub_encoder(), hand_scored(tokens, LinearTail(weight), WIDE), []) == []
 
 
 def test_pixel_methods_need_pixels(linear_case):
     tokens, weight = linear_case
+    inputs = AttributionInputs(None, tokens, LinearTail(weight), None, torch.zeros(1, 3, S, S), [0])
     with pytest.raises(ValueError, match="pixels"):
-        explain(stub_encoder(), None, tokens, LinearTail(weight), WIDE, [0], method="integrated_gradients")
+        METHODS["integrated_gradients"]()(inputs)
 
 
 # --- Overlays -----------------------------------------------------------------------------------------
@@ -219,53 +227,56 @@ def test_png_helpers_round_trip():
 
 @pytest.fixture(scope="module")
 def planted(planted_model_dir):
-    from meddx.attribution_check import nodule_difference
-    from meddx.encoder import load_encoder
+    from meddx.dev.attribution_check import nodule_directions
+    from meddx.model.encoder import load_encoder
 
     encoder = load_encoder(f"local-dir:{planted_model_dir}")
-    return encoder, *nodule_difference(encoder)
+    return encoder, nodule_directions(encoder)
 
 
 def _score(planted, film):
-    from meddx.attribution_check import score_film
+    from meddx.dev.attribution_check import score_film
 
-    encoder, difference, logit_scale = planted
-    return score_film(encoder, film, difference, logit_scale)
+    encoder, directions = planted
+    return score_film(encoder, film, directions)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_maps_a_non_square_film(planted, method):
-    from meddx.testing import SyntheticFilm, synthetic_film
+    from meddx.dev.tiny import SyntheticFilm, synthetic_film
 
     film = synthetic_film(np.random.default_rng(3), size=160, blob=True)
     film = SyntheticFilm(film.pixels[:, 20:140], None)  # 160 high, 120 wide: padded left and right
     scored = _score(planted, film)
     options = {"n_steps": 8} if method == "integrated_gradients" else {}
-    maps = explain(
-        planted[0], scored.pixels, scored.tokens, scored.tail, scored.geometry, [0], method=method, **options
-    )
+    maps = explain(planted[0], scored, [0], method=method, **options)
     assert len(maps) == 1 and maps[0].shape == (160, 120) and maps[0].dtype == np.float32
     assert maps[0].min() >= 0.0 and maps[0].max() <= 1.0
 
 
 @pytest.mark.parametrize("method", ["gradcam", "integrated_gradients", "occlusion"])
 def test_several_targets_in_one_call_match_one_at_a_time(planted, method):
-    from meddx.attribution_check import held_out_films, score_film
-    from meddx.tower import TowerTail
+    from meddx.dev.attribution_check import held_out_films, score_film
+    from meddx.model.tower import TowerTail
 
-    encoder, difference, logit_scale = planted
-    scored = score_film(encoder, held_out_films(1, size=96)[0], difference, logit_scale)
-    tail = TowerTail(encoder, torch.cat([difference, -difference]), logit_scale)  # nodule, and its opposite
+    encoder, directions = planted
+    scored = score_film(encoder, held_out_films(1, size=96)[0], directions)
+    difference = directions.difference
+    tail = TowerTail(
+        encoder, torch.cat([difference, -difference]), directions.logit_scale
+    )  # and its opposite
+    both = dataclasses.replace(scored, tail=tail)
     options = {"n_steps": 8} if method == "integrated_gradients" else {}
-    args = (encoder, scored.pixels, scored.tokens, tail, scored.geometry)
-    together = explain(*args, [0, 1], method=method, **options)
+    together = explain(encoder, both, [0, 1], method=method, **options)
     for target, heatmap in enumerate(together):
-        np.testing.assert_allclose(heatmap, explain(*args, [target], method=method, **options)[0], atol=1e-4)
+        np.testing.assert_allclose(
+            heatmap, explain(encoder, both, [target], method=method, **options)[0], atol=1e-4
+        )
     assert not np.allclose(together[0], together[1])
 
 
 def test_explain_is_thread_safe_and_leaves_no_hooks(planted):
-    from meddx.attribution_check import held_out_films
+    from meddx.dev.attribution_check import held_out_films
 
     encoder = planted[0]
     films = held_out_films(4, size=96, seed=7)
@@ -274,9 +285,7 @@ def test_explain_is_thread_safe_and_leaves_no_hooks(planted):
     def run(film, method):
         scored = _score(planted, film)  # a fresh tail per request, as the pipeline makes one
         options = {"n_steps": 8} if method == "integrated_gradients" else {}
-        return explain(
-            encoder, scored.pixels, scored.tokens, scored.tail, scored.geometry, [0], method=method, **options
-        )
+        return explain(encoder, scored, [0], method=method, **options)
 
     expected = {(i, m): run(f, m)[0] for i, f in enumerate(films) for m in methods}
     results: dict = {}
@@ -296,7 +305,7 @@ def test_explain_is_thread_safe_and_leaves_no_hooks(planted):
     assert all(p.grad is None for p in encoder.model.parameters())
 
 
-# --- Evidence on the planted tiny model (meddx.attribution_check prints the same numbers) -------------
+# --- Evidence on the planted tiny model (meddx.dev.attribution_check prints the same numbers) -------------
 #
 # The brief's bar for the pointing game is 0.90. The session's planted model (120 training steps) does not
 # let any method reach it, although its nodule score does come from the blob (the same films without the
@@ -319,7 +328,7 @@ RANDOMISATION_LIMIT = 0.3
 
 @pytest.fixture(scope="module")
 def evidence(planted):
-    from meddx.attribution_check import evaluate, held_out_films
+    from meddx.dev.attribution_check import evaluate, held_out_films
 
     results = evaluate(planted[0], held_out_films(EVIDENCE_FILMS))
     return {r.method: r for r in results}
@@ -327,7 +336,7 @@ def evidence(planted):
 
 def test_the_planted_model_reads_the_blob(planted):
     """The premise of the pointing game: the same films without their blob lose their nodule score."""
-    from meddx.attribution_check import blob_free_twins, held_out_films, nodule_probability
+    from meddx.dev.attribution_check import blob_free_twins, held_out_films, nodule_probability
 
     films, twins = held_out_films(EVIDENCE_FILMS), blob_free_twins(EVIDENCE_FILMS)
     assert all(
@@ -371,7 +380,7 @@ def test_deletion_beats_random_order(evidence, method):
 
 
 def test_evidence_report_text():
-    from meddx.attribution_check import Evidence, format_report
+    from meddx.dev.attribution_check import Evidence, format_report
 
     results = [Evidence("gradcam", 0.475, 0.55, 0.077, 0.057, 0.043, 0.004)]
     text = format_report(results, np.array([0.9, 0.8]), np.array([0.1, 0.5]), images=2, size=192)

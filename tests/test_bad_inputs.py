@@ -24,9 +24,9 @@ import pytest
 from meddx.config import Settings
 from meddx.errors import InputError
 from meddx.pipeline import analyze
-from meddx.report import render_html, render_json
+from meddx.report.render import render_html, render_json
 from tests import corpus as c
-from tests.live_app import files_under, running_app
+from tests.helpers import files_under
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = c.good_png
@@ -184,15 +184,9 @@ def check_result(data: dict, markdown: str, case: Case) -> None:
 # --- surface 1: analyze ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def settings(tiny_model_dir) -> Settings:
-    """The tiny model on one thread: the corpus is many small requests on a shared CPU."""
-    return Settings(model=f"local-dir:{tiny_model_dir}", threads=1)
-
-
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_analyze(case: Case, settings: Settings):
-    call = {"labels": case.labels, "settings": settings, "filename": case.filename, "top_k": 1}
+def test_analyze(case: Case, tiny_settings: Settings):
+    call = {"labels": case.labels, "settings": tiny_settings, "filename": case.filename, "top_k": 1}
     if case.error:
         with pytest.raises(InputError) as raised:
             analyze(case.make(), case.notes, **call)
@@ -208,14 +202,6 @@ def test_analyze(case: Case, settings: Settings):
 
 
 # --- surface 2: the live app through gradio_client -------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def client(settings, gradio_tmp):
-    from gradio_client import Client
-
-    with running_app(settings, gradio_tmp) as url:
-        yield Client(url, verbose=False)
 
 
 def predict(client, path: Path, case: Case) -> tuple[dict, str]:
@@ -246,7 +232,20 @@ def test_app(case: Case, client, gradio_tmp: Path, tmp_path: Path):
 
 @pytest.mark.slow
 def test_app_still_serves_after_the_corpus(client, tmp_path: Path):
-    """Runs after `test_app` (definition order): the corpus must not have broken the server."""
+    """Every refused input of the corpus, sent in a row, leaves the server answering a good request.
+
+    Self-contained: it sends the refused inputs itself, so it does not depend on `test_app` running first.
+    """
+    from gradio_client.exceptions import AppError
+
+    for case in (case for case in CASES if case.error):
+        data = case.make()
+        if len(data) > 2**20:  # the large uploads are `test_app`'s; these are about what follows a refusal
+            continue
+        path = tmp_path / case.filename
+        path.write_bytes(data)
+        with pytest.raises(AppError):
+            predict(client, path, case)
     path = tmp_path / "film.png"
     path.write_bytes(GOOD())
     data, markdown = predict(client, path, Case("good", "film.png", GOOD, ("ok", None), "cough, fever"))
@@ -305,7 +304,7 @@ def test_cli_batch_over_the_image_corpus(tmp_path: Path, tiny_model_dir: Path):
 
 def _skipped(case: Case) -> bool:
     """Files a folder walk leaves out (not an image suffix): the CLI gets them by name."""
-    from meddx.cli import IMAGE_SUFFIXES
+    from meddx.io.sniff import IMAGE_SUFFIXES
 
     return Path(case.filename).suffix.lower() not in IMAGE_SUFFIXES
 

@@ -10,22 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_app import running_app, write_png
+from tests.helpers import write_png
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<img src=x onerror=alert(1)> 67M, productive cough and fever for 3 days. No pneumothorax."
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
-
-
-@pytest.fixture(scope="module")
-def app_url(tiny_model_dir, tmp_path_factory):
-    from meddx.config import Settings
-
-    settings = Settings(model=f"local-dir:{tiny_model_dir}", threads=2)
-    with running_app(settings, tmp_path_factory.mktemp("gradio-tmp")) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from meddx.encoder import ModelSpec, PadToSquare, clear_cache, download_model, load_encoder, resolve
+from meddx.dev.tiny import make_tiny_hub_cache
 from meddx.errors import ModelError
-from meddx.testing import make_tiny_hub_cache
+from meddx.model.encoder import PadToSquare, clear_cache, load_encoder
+from meddx.model.spec import ModelSpec, download_model, resolve
 
 TEXTS = ["chest x-ray showing a lung nodule", "chest x-ray showing no lung nodule"]
 
@@ -162,3 +163,13 @@ def test_pad_to_square_keeps_the_whole_image():
     arr = np.asarray(square)
     assert arr[10, :].min() > 200  # the whole width is kept (no crop)
     assert arr[0, :].max() < 50  # padding above
+
+
+def test_the_tiny_tokenizer_knows_every_prompt_word(tiny_model_dir):
+    """The tiny models' word list is fixed (their random draws depend on its size); it must hold every word
+    a zero-shot prompt uses, or prompts would silently tokenize to [UNK]. Adding a word changes the tiny
+    models: re-measure the attribution floors (tests/test_attribution.py) when you do."""
+    from meddx.dev.tiny import prompt_words
+
+    vocab = set((tiny_model_dir / "text_tower" / "vocab.txt").read_text(encoding="utf-8").split())
+    assert prompt_words() <= vocab, sorted(prompt_words() - vocab)

@@ -1,4 +1,4 @@
-"""Tests for meddx.fusion: log-odds arithmetic checked by hand, the bounds, and the evidence listing."""
+"""Tests for meddx.notes.fusion: log-odds arithmetic checked by hand, the bounds, and the evidence listing."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from meddx.clinical_notes import Concept, extract_concepts
 from meddx.errors import InputError
-from meddx.fusion import FusedFinding, FusionWeights, fuse
+from meddx.model.vocabulary import load_vocabulary
+from meddx.notes import Concept, FusedFinding, FusionWeights, extract_concepts, finding_statuses, fuse
 
 
 def logit(p: float) -> float:
@@ -99,7 +99,7 @@ def test_combination_with_a_minimum_value():
 
 
 def test_finding_mentions_in_the_notes():
-    concepts = extract_concepts("Small effusion. No pneumothorax. Possible nodule. Old rib fracture.")
+    concepts = extract_concepts("Small effusion. No pneumothorax. Possible nodule. History of rib fracture.")
     fused = fuse(
         {"effusion": 0.5, "pneumothorax": 0.5, "nodule": 0.5, "fracture": 0.5}, concepts, weights=weights()
     )
@@ -243,3 +243,80 @@ def test_weights_from_a_file_and_their_checks(tmp_path):
     )
     with pytest.raises(ValueError, match="max_fraction"):
         FusionWeights.from_yaml(bad)
+
+
+# --- safety: the notes move a finding only the way they read it -------------------------------------
+
+SAFETY_NOTES = [
+    "No pneumonia. Fever, productive cough, crackles and bronchial breathing.",
+    "No pleural effusion. Blunted costophrenic angle, chest drain, dullness to percussion.",
+    "No pneumothorax. Trauma, subcutaneous emphysema, pleuritic chest pain.",
+    "No pulmonary edema. Vascular congestion, orthopnoea, peripheral oedema, heart failure.",
+    "Afebrile. Pneumonia. No cough.",
+    "No history of TB. Three weeks of cough, fever, night sweats and weight loss; HIV positive.",
+]
+
+
+@pytest.mark.parametrize("text", SAFETY_NOTES)
+@pytest.mark.parametrize("p", [0.02, 0.3, 0.5, 0.7, 0.95])
+def test_a_stated_finding_moves_only_the_way_the_notes_state_it(text, p):
+    concepts = extract_concepts(text)
+    stated = finding_statuses(concepts)
+    fused = fuse(dict.fromkeys(stated, p), concepts)
+    for finding, status in stated.items():
+        if status == "absent":
+            assert fused[finding].probability <= p, (finding, fused[finding])
+        if status in ("present", "no_history"):
+            assert fused[finding].probability >= p, (finding, fused[finding])
+
+
+def test_no_history_of_a_finding_never_lowers_it():
+    for finding in load_vocabulary().findings:
+        for synonym in finding.synonyms[:3]:
+            concepts = extract_concepts(f"No history of {synonym}.")
+            fused = fuse({finding.id: 0.5}, concepts)[finding.id]
+            assert fused.probability >= 0.5, (synonym, concepts, fused)
+
+
+def test_no_history_of_tb_is_listed_and_moves_nothing():
+    fused = fuse({"tuberculosis": 0.4}, extract_concepts("No history of TB."))["tuberculosis"]
+    assert fused.probability == 0.4
+    assert [(e.status, e.delta_logit) for e in fused.evidence] == [("no_history", 0.0)]
+
+
+def test_stated_absent_blocks_a_rise_and_says_so():
+    fused = fuse({"pneumonia": 0.5}, extract_concepts("No pneumonia. Fever and productive cough."))
+    assert fused["pneumonia"].probability == 0.5
+    assert fused["pneumonia"].limited_by == "stated_in_notes"
+    assert sum(e.delta_logit for e in fused["pneumonia"].evidence) > 0  # listed, and held back
+
+
+def _labelled_texts() -> list[str]:
+    data = Path(__file__).parent / "data"
+    return [
+        json.loads(line)["text"]
+        for name in ("note_sentences.jsonl", "note_sentences_batch2.jsonl")
+        for line in (data / name).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+
+
+def test_every_evidence_item_is_what_the_reader_read():
+    ids = [f.id for f in load_vocabulary().findings]
+    combos = {c.id: c for c in FusionWeights.default().combinations}
+    checked = 0
+    for text in _labelled_texts():
+        concepts = extract_concepts(text)
+        read = {(c.name, c.status, (c.start, c.end), c.text) for c in concepts}
+        for fused in fuse(dict.fromkeys(ids, 0.5), concepts).values():
+            for e in fused.evidence:
+                checked += 1
+                if e.concept in combos:  # a rule: each part is a mention read with the status it needs
+                    needed = {(k.concept, k.status) for k in combos[e.concept].conditions}
+                    for part in e.text.split(" + "):
+                        assert any((c.name, c.status) in needed and c.text == part for c in concepts), e
+                    continue
+                assert (e.concept, e.status, e.span, e.text) in read, (text, e)
+                assert text[e.span[0] : e.span[1]] == e.text
+                assert e.status in e.reason
+    assert checked > 300

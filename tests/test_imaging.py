@@ -1,4 +1,4 @@
-"""Tests for meddx.imaging: every file is built here, in memory or in tmp_path."""
+"""Tests for meddx.io: every file is built here, in memory or in tmp_path."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from meddx.config import Limits
 from meddx.errors import InputError
-from meddx.imaging import ACCEPTED_FORMATS, ImagingLimits, Study, load_study, sniff_format
-from tests.dicom_factory import chest_dataset
+from meddx.io import ACCEPTED_FORMATS, Study, load_study, sniff_format
+from tests.helpers import chest_dataset
 
 IDENTIFIERS = {
     "PatientName": "Doe^Jane",
@@ -155,7 +156,7 @@ def test_sniff_and_load_dicom_without_preamble(implicit_vr: bool) -> None:
     assert sniff_format(data[:1024]) == "dicom"
     study = load_study(data)
     expected = "Implicit VR Little Endian" if implicit_vr else "Explicit VR Little Endian"
-    assert study.metadata["transfer_syntax"] == expected
+    assert study.info.transfer_syntax == expected
     assert study.pixels[0, 0] == 255 and study.pixels[-1, -1] == 0
 
 
@@ -181,7 +182,7 @@ def test_dicom_bit_depths_fill_the_8_bit_range(pixels: np.ndarray, bits_stored: 
     assert study.pixels.dtype == np.uint8 and study.pixels.shape == pixels.shape
     assert study.pixels[0, 0] == 0 and study.pixels[-1, -1] == 255
     assert np.all(np.diff(study.pixels.ravel().astype(int)) >= 0)  # a monotonic ramp stays monotonic
-    assert study.metadata["bits_stored"] == bits_stored
+    assert study.info.bits_stored == bits_stored
     assert study.warnings == []
 
 
@@ -282,7 +283,7 @@ def test_ct_is_processed_with_a_modality_warning() -> None:
     study = load_study(to_bytes(ds))
 
     assert study.pixels[32, 32] == 128 and study.pixels[0, 0] == 0
-    assert study.metadata["modality"] == "CT"
+    assert study.info.modality == "CT"
     assert any(
         w.startswith("This is a CT image; meddx is designed for chest radiographs") for w in study.warnings
     )
@@ -312,7 +313,7 @@ def test_multi_frame_uses_the_first_frame_with_a_warning() -> None:
     assert study.pixels.shape == (64, 64)
     assert study.pixels[0, 0] == 255 and study.pixels[-1, -1] == 0
     assert "Multi-frame DICOM: only the first of 3 frames was analysed." in study.warnings
-    assert study.metadata["frames"] == 3
+    assert study.info.frames == 3
 
 
 # --- DICOM: colour and compression -------------------------------------------------------------------
@@ -339,7 +340,7 @@ def assert_colour_blocks(pixels: np.ndarray, tolerance: int) -> None:
 def test_rgb_dicom_becomes_luminance() -> None:
     study = load_study(make_dicom(colour_blocks(), photometric="RGB"))
     assert_colour_blocks(study.pixels, tolerance=0)
-    assert study.metadata["photometric_interpretation"] == "RGB"
+    assert study.info.photometric_interpretation == "RGB"
 
 
 def test_ybr_full_dicom_is_converted_to_rgb_first() -> None:
@@ -358,7 +359,7 @@ def test_jpeg_baseline_ybr_full_422_dicom() -> None:
     study = load_study(to_bytes(ds))
 
     assert_colour_blocks(study.pixels, tolerance=4)
-    assert study.metadata["transfer_syntax"] == "JPEG Baseline (Process 1)"
+    assert study.info.transfer_syntax == "JPEG Baseline (Process 1)"
 
 
 @pytest.mark.parametrize(
@@ -374,7 +375,7 @@ def test_lossless_compressed_dicom_matches_uncompressed(syntax: UID, plugin: str
     study = load_study(to_bytes(ds))
 
     assert np.array_equal(study.pixels, expected)
-    assert study.metadata["transfer_syntax"] == syntax.name
+    assert study.info.transfer_syntax == syntax.name
 
 
 def test_undecodable_compressed_pixels_name_the_transfer_syntax() -> None:
@@ -446,10 +447,10 @@ def test_identifiers_never_reach_the_study(variant: str) -> None:
 
     study = load_study(to_bytes(ds))
 
-    text = repr(study.metadata) + repr(study.warnings) + repr(vars(study).keys())
+    text = repr(study.info.to_dict()) + repr(study.warnings) + repr(vars(study).keys())
     for value in [*IDENTIFIERS.values(), "Doe", "Jane", "House", str(ds.SOPInstanceUID)]:
         assert value not in text
-    assert set(study.metadata) == METADATA_KEYS
+    assert set(study.info.to_dict()) == METADATA_KEYS
 
 
 def test_corrupted_dicom_headers_raise_input_error_and_never_echo_identifiers(recwarn, caplog) -> None:
@@ -468,7 +469,7 @@ def test_corrupted_dicom_headers_raise_input_error_and_never_echo_identifiers(re
             messages.append(str(error))
         else:
             messages.extend(study.warnings)
-            messages.append(repr(study.metadata))
+            messages.append(repr(study.info.to_dict()))
     messages.extend(str(warning.message) for warning in recwarn)
     messages.append(caplog.text)
     text = "\n".join(messages)
@@ -478,7 +479,7 @@ def test_corrupted_dicom_headers_raise_input_error_and_never_echo_identifiers(re
 
 def test_dicom_metadata() -> None:
     study = load_study(make_dicom(gradient(), bits_stored=12))
-    assert study.metadata == {
+    assert study.info.to_dict() == {
         "source_format": "dicom",
         "width": 64,
         "height": 48,
@@ -520,7 +521,7 @@ def test_large_16_bit_dicom_loads_without_a_pathological_slowdown() -> None:
 def test_16_bit_png_with_a_narrow_range_is_windowed() -> None:
     study = load_study(encode(Image.fromarray(gradient(high=4095)), "PNG"))
     assert study.pixels[0, 0] == 0 and study.pixels[-1, -1] == 255
-    assert study.metadata["bits_stored"] == 16 and study.metadata["source_format"] == "png"
+    assert study.info.bits_stored == 16 and study.info.source_format == "png"
 
 
 def test_16_bit_png_using_the_full_range_is_scaled_linearly() -> None:
@@ -534,7 +535,7 @@ def test_8_bit_grayscale_png_is_kept_as_is() -> None:
     study = load_study(encode(Image.fromarray(pixels), "PNG"))
     assert np.array_equal(study.pixels, pixels)
     assert study.warnings == []
-    assert study.metadata["photometric_interpretation"] == "MONOCHROME2"
+    assert study.info.photometric_interpretation == "MONOCHROME2"
 
 
 def test_cmyk_jpeg() -> None:
@@ -542,7 +543,7 @@ def test_cmyk_jpeg() -> None:
     cmyk[:, 32:, 3] = 255  # right half: full black ink
     study = load_study(encode(Image.fromarray(cmyk, "CMYK"), "JPEG", quality=95))
     assert study.pixels[:, :24].min() > 240 and study.pixels[:, 40:].max() < 15
-    assert study.metadata["photometric_interpretation"] == "CMYK"
+    assert study.info.photometric_interpretation == "CMYK"
 
 
 def test_palette_png_with_transparency() -> None:
@@ -596,7 +597,7 @@ def test_multi_page_tiff_uses_the_first_page_with_a_warning() -> None:
 
     assert study.pixels[0, 0] == 250 and study.pixels[-1, -1] == 10
     assert "Multi-page TIFF: only the first of 2 pages was analysed." in study.warnings
-    assert study.metadata["frames"] == 2 and study.metadata["source_format"] == "tiff"
+    assert study.info.frames == 2 and study.info.source_format == "tiff"
 
 
 @pytest.mark.parametrize(("fmt", "options"), [("WEBP", {"lossless": True}), ("BMP", {}), ("TIFF", {})])
@@ -604,7 +605,7 @@ def test_lossless_formats_round_trip(fmt: str, options: dict) -> None:
     pixels = gradient(high=255, dtype=np.uint8)
     study = load_study(encode(Image.fromarray(pixels).convert("RGB"), fmt, **options))
     assert np.array_equal(study.pixels, pixels)
-    assert study.metadata["source_format"] == fmt.lower()
+    assert study.info.source_format == fmt.lower()
 
 
 def test_path_and_file_object_sources(tmp_path) -> None:
@@ -677,13 +678,13 @@ def test_png_header_declaring_a_huge_image_is_refused_before_decoding() -> None:
 def test_custom_limits() -> None:
     data = encode(Image.new("L", (64, 64), 100), "PNG")
     with pytest.raises(InputError, match="at most 1,000 pixels"):
-        load_study(data, limits=ImagingLimits(max_pixels=1000))
+        load_study(data, limits=Limits(max_pixels=1000))
     with pytest.raises(InputError, match="larger than 100 bytes, the most meddx accepts"):
-        load_study(io.BytesIO(data), limits=ImagingLimits(max_file_bytes=100))
+        load_study(io.BytesIO(data), limits=Limits(max_file_mb=100 / 2**20))
     with pytest.raises(InputError, match="larger than 64 MB"):
         load_study(bytes(64 * 2**20 + 1))
     with pytest.raises(InputError, match="needs at least 100 pixels"):
-        load_study(data, limits=ImagingLimits(min_side=100))
+        load_study(data, limits=Limits(min_side=100))
 
 
 @pytest.mark.parametrize(

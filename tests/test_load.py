@@ -29,7 +29,7 @@ from meddx.config import Limits, Settings
 from meddx.errors import BudgetExceeded
 from meddx.pipeline import analyze
 from tests.corpus import dicom_bytes, dicom_dataset, encode, film
-from tests.live_app import files_under, running_app
+from tests.helpers import files_under, running_app
 
 pytestmark = pytest.mark.slow
 
@@ -45,11 +45,6 @@ NOTES = [
 ]
 BUDGET_S = 0.05
 """A request budget that a map by a slow attribution method cannot fit in."""
-
-
-@pytest.fixture(scope="module")
-def settings(tiny_model_dir) -> Settings:
-    return Settings(model=f"local-dir:{tiny_model_dir}", threads=1)
 
 
 def write_film(folder: Path, index: int) -> Path:
@@ -69,12 +64,6 @@ def films(tmp_path_factory) -> list[Path]:
     """A PNG and a DICOM film."""
     folder = tmp_path_factory.mktemp("films")
     return [write_film(folder, 0), write_film(folder, 1)]
-
-
-@pytest.fixture(scope="module")
-def app_url(settings, gradio_tmp):
-    with running_app(settings, gradio_tmp) as url:
-        yield url
 
 
 def request(client, path: Path, index: int) -> float:
@@ -183,11 +172,11 @@ def test_identical_uploads_sent_at_once_never_break_the_app(app_url, films, grad
 # --- the request time budget -------------------------------------------------------------------------
 
 
-def test_analyze_stops_between_steps_once_the_budget_is_spent(settings, films, monkeypatch):
+def test_analyze_stops_between_steps_once_the_budget_is_spent(tiny_settings, films, monkeypatch):
     from meddx import pipeline
 
     with pytest.raises(BudgetExceeded, match=r"took longer than 0 s and was stopped before scoring"):
-        analyze(films[0], settings=settings, time_budget_s=0)
+        analyze(films[0], settings=tiny_settings, time_budget_s=0)
 
     clock = [0.0]  # the pipeline's clock moves only while a map is drawn: one second per map
     real_film_maps = pipeline.film_maps
@@ -200,16 +189,16 @@ def test_analyze_stops_between_steps_once_the_budget_is_spent(settings, films, m
     monkeypatch.setattr(pipeline, "film_maps", one_second_per_map)
     slow = "gradient_shap"  # slow methods draw one map at a time, with a budget check before each
     with pytest.raises(BudgetExceeded) as raised:
-        analyze(films[0], settings=settings, top_k=5, method=slow, time_budget_s=2.5)
+        analyze(films[0], settings=tiny_settings, top_k=5, method=slow, time_budget_s=2.5)
     assert str(raised.value) == (
         "The analysis took longer than 2.5 s and was stopped before map 4 of 5; try the Grad-CAM method or "
         "fewer maps."
     )
     clock[0] = 0.0
-    analysis = analyze(films[0], settings=settings, top_k=5, method=slow, time_budget_s=5)
-    assert len(analysis.explanation["mapped"]) == 5
+    analysis = analyze(films[0], settings=tiny_settings, top_k=5, method=slow, time_budget_s=5)
+    assert len(analysis.explanation.mapped) == 5
     clock[0] = 0.0  # Grad-CAM, the fast default, draws all maps in one pass
-    assert len(analyze(films[0], settings=settings, top_k=5, time_budget_s=1.5).explanation["mapped"]) == 5
+    assert len(analyze(films[0], settings=tiny_settings, top_k=5, time_budget_s=1.5).explanation.mapped) == 5
     assert clock[0] == 1.0
 
 
@@ -220,12 +209,12 @@ def test_the_budget_comes_from_the_environment(monkeypatch):
 
 
 def test_a_request_over_its_budget_gets_the_clear_message_and_the_app_keeps_serving(
-    settings, films, tmp_path
+    tiny_settings, films, tmp_path
 ):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    tight = dataclasses.replace(settings, limits=Limits(request_timeout_s=BUDGET_S))
+    tight = dataclasses.replace(tiny_settings, limits=Limits(request_timeout_s=BUDGET_S))
     with running_app(tight, tmp_path / "gradio") as url:
         client = Client(url, verbose=False)
         with pytest.raises(AppError) as raised:

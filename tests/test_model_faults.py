@@ -21,10 +21,11 @@ import torch
 from safetensors.torch import save_file
 
 from meddx.config import Settings
-from meddx.encoder import CONFIG_NAME, TEXT_TOWER_DIR, WEIGHT_NAMES
 from meddx.errors import ModelError
+from meddx.model.head import HEAD_FORMAT
+from meddx.model.head_store import HEAD_CONFIG, HEAD_WEIGHTS
+from meddx.model.spec import CONFIG_NAME, TEXT_TOWER_DIR, WEIGHT_NAMES
 from meddx.pipeline import warm_up
-from meddx.probe import HEAD_CONFIG, HEAD_FORMAT, HEAD_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXES = ("download", "Check MEDDX_MODEL", "Check MEDDX_PROBE", "Fix:", "train")

@@ -15,7 +15,7 @@ from PIL import Image
 from meddx.config import Settings
 from meddx.errors import InputError
 from meddx.pipeline import analyze
-from tests.dicom_factory import PLANTED_IDENTIFIERS, write_dicom
+from tests.helpers import PLANTED_IDENTIFIERS, write_dicom
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,7 +191,7 @@ def test_cli_attribution_check_prints_the_evidence_table():
 @pytest.mark.slow
 def test_make_tiny_model_biomedclip_size_builds_and_analyzes(tmp_path, dicom_file):
     """BiomedCLIP's exact architecture with random weights: builds, loads, analyses."""
-    from meddx.testing import make_tiny_model
+    from meddx.dev.tiny import make_tiny_model
 
     folder = make_tiny_model(tmp_path / "bmc", size="biomedclip")
     config = json.loads((folder / "open_clip_config.json").read_text())
@@ -209,14 +209,14 @@ def test_analyze_with_notes_shows_evidence_and_moves_probabilities(dicom_file, t
     plain = {f.id: f for f in analyze(dicom_file, settings=tiny_settings).findings}
     with_notes = analyze(dicom_file, NOTES, settings=tiny_settings)
     by_id = {f.id: f for f in with_notes.findings}
-    assert with_notes.notes["findings"] == {"pneumothorax": "absent", "effusion": "historical"}
-    assert any(c["name"] == "smoking" for c in with_notes.notes["concepts"])
+    assert with_notes.notes.findings == {"pneumothorax": "absent", "effusion": "historical"}
+    assert any(c.name == "smoking" for c in with_notes.notes.concepts)
     # Image-only probability is unchanged by notes; the combined one moves with visible evidence.
     assert by_id["pneumothorax"].image_probability == plain["pneumothorax"].probability
     assert by_id["pneumothorax"].probability < by_id["pneumothorax"].image_probability
-    assert by_id["pneumothorax"].evidence[0]["status"] == "absent"
+    assert by_id["pneumothorax"].evidence[0].status == "absent"
     assert by_id["nodule"].probability > by_id["nodule"].image_probability
-    assert any(e["concept"] == "smoking" for e in by_id["nodule"].evidence)
+    assert any(e.concept == "smoking" for e in by_id["nodule"].evidence)
     # A finding without evidence keeps its image probability exactly.
     assert (
         by_id["fracture"].probability == by_id["fracture"].image_probability
@@ -226,7 +226,7 @@ def test_analyze_with_notes_shows_evidence_and_moves_probabilities(dicom_file, t
 
 def test_analyze_maps_regions_for_top_findings(dicom_file, tiny_settings):
     analysis = analyze(dicom_file, settings=tiny_settings, top_k=2, include_maps=True)
-    mapped = analysis.explanation["mapped"]
+    mapped = analysis.explanation.mapped
     assert len(mapped) == 2 and "no_finding" not in mapped
     assert set(analysis.maps) == set(mapped)
     for finding_id in mapped:
@@ -242,7 +242,7 @@ def test_analyze_maps_regions_for_top_findings(dicom_file, tiny_settings):
             x0, y0, x1, y1 = region["box"]
             assert 0 <= x0 < x1 <= 224 and 0 <= y0 < y1 <= 256
             assert region["location"]
-    assert analysis.explanation["location_note"] is None  # ViewPosition PA was given
+    assert analysis.explanation.location_note is None  # ViewPosition PA was given
 
 
 def test_analyze_options_are_validated(dicom_file, tiny_settings):
@@ -257,22 +257,22 @@ def test_analyze_options_are_validated(dicom_file, tiny_settings):
 
 
 @pytest.mark.slow
-def test_train_then_analyze_with_probe_then_eval(tmp_path, tiny_model_dir, capsys):
+def test_train_then_analyze_with_probe_then_eval(tmp_path, tiny_model_dir, other_model_dir, capsys):
     """The issue's end-to-end path: train -> analyze --probe local-dir:OUT -> eval, on an image folder."""
     from dataclasses import replace
 
-    from meddx.train_cli import run_eval, run_train
-    from tests.test_probe import write_film_folder
+    from meddx.cli.train import run_eval, run_train
+    from tests.helpers import write_film_folder
 
     model = f"local-dir:{tiny_model_dir}"
     train = write_film_folder(tmp_path / "train", positives=20, negatives=40, seed=11)
     held = write_film_folder(tmp_path / "held", positives=10, negatives=20, seed=12)
     head_dir = tmp_path / "head"
     assert run_train(["--data", str(train), "--out", str(head_dir), "--model", model]) == 0
-    settings = Settings(model=model, probe=f"local-dir:{head_dir}", threads=2)
+    settings = Settings(model=model, probe=f"local-dir:{head_dir}", threads=1)
     film = next(held.rglob("*.png"))
     both = analyze(film, settings=settings)
-    assert both.scoring["mode"] == "both" and both.scoring["probe"]["spec"] == settings.probe
+    assert both.scoring.mode == "both" and both.scoring.probe.spec == settings.probe
     nodule = next(f for f in both.findings if f.id == "nodule")
     assert nodule.fine_tuned is not None
     assert all(f.fine_tuned is None for f in both.findings if f.id != "nodule")
@@ -290,8 +290,6 @@ def test_train_then_analyze_with_probe_then_eval(tmp_path, tiny_model_dir, capsy
     # A head trained on another encoder is refused at start-up (warm_up), with a clear message.
     from meddx.errors import ModelError
     from meddx.pipeline import warm_up
-    from meddx.testing import make_tiny_model
 
-    other = make_tiny_model(tmp_path / "other", seed=99)
     with pytest.raises(ModelError, match="trained on"):
-        warm_up(replace(settings, model=f"local-dir:{other}"))
+        warm_up(replace(settings, model=f"local-dir:{other_model_dir}"))

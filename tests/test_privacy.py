@@ -9,7 +9,7 @@ in Gradio's folder is searched.
 
 What Gradio keeps by design: the page's event returns images (the film, its map masks and the preview) and
 the two downloads (``meddx-*.html``, ``meddx-*.json``), which Gradio copies into its cache to serve them;
-`meddx.ui` has them swept by ``delete_cache`` 15-20 minutes later. The ``/analyze`` and ``/notes``
+`meddx.app.page` has them swept by ``delete_cache`` 15-20 minutes later. The ``/analyze`` and ``/notes``
 endpoints return JSON and Markdown only, so after them nothing at all is left.
 """
 
@@ -29,10 +29,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meddx.config import Settings
 from tests.corpus import dicom_truncated
-from tests.dicom_factory import PLANTED_IDENTIFIERS, write_dicom
-from tests.live_app import files_under, running_app
+from tests.helpers import PLANTED_IDENTIFIERS, files_under, write_dicom
 
 pytestmark = pytest.mark.slow
 
@@ -58,20 +56,6 @@ def assert_clean_log(text: str, where: str) -> None:
     assert dump is None, f"pixel data in {where}: {dump.group()[:80] if dump else ''}"
 
 
-@pytest.fixture(scope="module")
-def app_url(tiny_model_dir, gradio_tmp):
-    settings = Settings(model=f"local-dir:{tiny_model_dir}", threads=1)
-    with running_app(settings, gradio_tmp) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(app_url):
-    from gradio_client import Client
-
-    return Client(app_url, verbose=False)
-
-
 @pytest.fixture
 def film(tmp_path) -> Path:
     return write_dicom(tmp_path / "study.dcm")
@@ -94,18 +78,19 @@ def logs(caplog):
 
 def call_page(app_url: str, path: Path, notes: str) -> dict:
     """The page's Analyze button, as the browser sends it: upload, join the queue, read the event stream."""
-    from meddx.vocabulary import load_vocabulary
+    from meddx.model.vocabulary import load_vocabulary
 
     session = uuid.uuid4().hex
     with httpx.Client(base_url=app_url, timeout=120) as http:
-        dependency = next(
-            d for d in http.get("config").json()["dependencies"] if d["api_name"] == "analyze_for_page"
-        )
+        dependencies = {d["api_name"]: d for d in http.get("config").json()["dependencies"]}
+        dependency = dependencies["analyze_for_page"]
         uploaded = http.post("gradio_api/upload", files={"files": (path.name, path.read_bytes())}).json()[0]
         film = {"path": uploaded, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
         findings = [f.id for f in load_vocabulary().findings]
+        values = [film, notes, findings, "", "zero-shot", "gradcam", 2, 0]  # in /analyze's parameter order
+        by_component = dict(zip(dependencies["analyze"]["inputs"], values, strict=True))
         body = {
-            "data": [film, notes, findings, "", "zero-shot", "gradcam", 2, 0],
+            "data": [by_component[component] for component in dependency["inputs"]],  # the page's own order
             "event_data": None,
             "fn_index": dependency["id"],
             "trigger_id": dependency["targets"][0][0],
@@ -211,11 +196,11 @@ def test_the_cli_logs_nothing_identifying_even_at_debug(film, tmp_path, tiny_mod
     assert_clean(result.stdout, "the CLI's JSON")
 
 
-def test_reports_in_every_format_carry_no_identifier(film, tiny_model_dir):
+def test_reports_in_every_format_carry_no_identifier(film, tiny_settings):
     from meddx.pipeline import analyze
-    from meddx.report import render_html, render_json, render_markdown
+    from meddx.report.render import render_html, render_json, render_markdown
 
-    analysis = analyze(film, NOTES, settings=Settings(model=f"local-dir:{tiny_model_dir}", threads=1))
+    analysis = analyze(film, NOTES, settings=tiny_settings)
     analysis.include_maps = True
     for name, text in (
         ("JSON", json.dumps(render_json(analysis))),

@@ -1,6 +1,6 @@
 """The trained head: training beats zero-shot, calibration, the artifact, encoder checks, Hub load and push.
 
-The data are synthetic films (`meddx.testing.synthetic_film`) in an image folder: ``nodule/`` films carry
+The data are synthetic films (`meddx.dev.tiny.synthetic_film`) in an image folder: ``nodule/`` films carry
 a planted bright blob, ``no_finding/`` films do not. The encoder is the *untrained* tiny model: its
 zero-shot "nodule" score is near chance (the text directions mean nothing yet), while its random image
 features still carry some of the blob, so a head trained on them must beat zero-shot on held-out films.
@@ -19,27 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from meddx.datasets import load_data
-from meddx.embedding_cache import EmbeddingCache, embed_sources
-from meddx.encoder import download_model, load_encoder
+from meddx.dev.tiny import make_tiny_hub_cache, write_to_hf_cache
 from meddx.errors import InputError, ModelError
-from meddx.probe import (
-    HEAD_FILES,
-    MODES,
-    LinearHead,
-    TrainedHead,
-    combine,
-    encoder_identity,
-    load_head,
-    publish_head,
-    read_head,
-    save_head,
-)
-from meddx.scoring import text_directions
-from meddx.testing import make_tiny_hub_cache, make_tiny_model, synthetic_film, write_to_hf_cache
-from meddx.training import (
+from meddx.model.encoder import load_encoder
+from meddx.model.head import MODES, LinearHead, TrainedHead, combine, encoder_identity
+from meddx.model.head_store import HEAD_FILES, load_head, publish_head, read_head, save_head
+from meddx.model.spec import download_model
+from meddx.model.zero_shot import text_directions
+from meddx.train.datasets import load_data
+from meddx.train.embedding_cache import EmbeddingCache, embed_sources
+from meddx.train.fit import (
     TrainingConfig,
     auroc,
     average_precision,
@@ -50,17 +40,7 @@ from meddx.training import (
     train_head,
     youden_threshold,
 )
-
-
-def write_film_folder(root: Path, *, positives: int, negatives: int, seed: int) -> Path:
-    """An image folder of 96-px synthetic films: ``nodule/`` (with a blob) and ``no_finding/``."""
-    rng = np.random.default_rng(seed)
-    for index in range(positives + negatives):
-        blob = index < positives
-        folder = root / ("nodule" if blob else "no_finding")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(synthetic_film(rng, size=96, blob=blob).pixels).save(folder / f"film_{index:03d}.png")
-    return root
+from tests.helpers import FakeHubApi, write_film_folder
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +148,8 @@ def test_predict_one_image(trained, embedded):
         trained.predict(embedded["held_out_x"][:2])
 
 
-def test_head_for_another_encoder_is_refused(trained, tmp_path):
-    other = load_encoder(f"local-dir:{make_tiny_model(tmp_path / 'other', seed=1)}")
+def test_head_for_another_encoder_is_refused(trained, other_model_dir):
+    other = load_encoder(f"local-dir:{other_model_dir}")
     with pytest.raises(ModelError, match="This head was trained on local-dir:") as info:
         trained.check_encoder(other)
     assert "python -m meddx train --model" in str(info.value)
@@ -229,22 +209,6 @@ def test_bad_heads_say_what_to_do(trained, tmp_path):
     (folder / "head.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="damaged"):
         read_head(folder)
-
-
-class FakeHubApi:
-    """Records what `publish_head` asks of `huggingface_hub.HfApi`; never touches the network."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict]] = []
-        self.uploaded: list[str] = []
-
-    def create_repo(self, repo_id: str, **kwargs) -> str:
-        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, **kwargs) -> None:
-        self.calls.append(("upload_folder", kwargs))
-        self.uploaded = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())
 
 
 def test_publish_with_fake_api(trained, tmp_path):

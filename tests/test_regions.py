@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from meddx.regions import (
+from meddx.explain.regions import (
     UNKNOWN_VIEW_NOTE,
     Region,
     describe_location,

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from meddx import DISCLAIMER
-from meddx.attribution import FilmMap
-from meddx.encoder import Geometry
-from meddx.pipeline import Analysis, FindingResult
-from meddx.report import escape_markdown, render_html, render_json, render_markdown, report_context
+from meddx.explain.maps import FilmMap
+from meddx.explain.regions import Region
+from meddx.io.study import ImageInfo
+from meddx.model.encoder import Geometry
+from meddx.notes import Concept, EvidenceItem
+from meddx.report.render import escape_markdown, render_html, render_json, render_markdown, report_context
+from meddx.result import (
+    Analysis,
+    Explanation,
+    FindingResult,
+    ModelInfo,
+    NotesReading,
+    ScoringInfo,
+    Timings,
+)
 
 ATTACKS = [
     "<img src=x onerror=alert(1)>",
@@ -37,12 +49,13 @@ def _finding(fid: str, label: str, probability: float, *, threshold: float = 0.5
 
 def _analysis(findings: list[FindingResult], **extra) -> Analysis:
     return Analysis(
-        model={"spec": "local-dir:/models/tiny", "revision": "abc1234", "text_revision": "def5678"},
-        scoring={"mode": "zero-shot", "method": "zero-shot prompts"},
+        model=ModelInfo("local-dir:/models/tiny", "abc1234", "def5678"),
+        scoring=ScoringInfo(extra.pop("mode", "zero-shot"), "the rule in words"),
         findings=findings,
-        image={"source_format": "dicom", "width": 64, "height": 48, "modality": "CR", "view_position": "PA"},
+        image=ImageInfo("dicom", 64, 48, bits_stored=12, modality="CR", view_position="PA"),
         warnings=extra.pop("warnings", []),
-        timings={"total_s": 1.234},
+        timings=Timings(load_s=0.1, score_s=0.5, explain_s=0.6, total_s=1.234),
+        explanation=extra.pop("explanation", Explanation("gradcam", (), None)),
         created="2025-03-04T05:06:07+00:00",
         preview=np.full((48, 64), 90, np.uint8),
         **extra,
@@ -63,35 +76,32 @@ def flagged() -> Analysis:
     square = np.zeros((64, 64), np.float32)  # the model input: the 48 x 64 film padded 8 px top and bottom
     square[18:28, 30:40] = 1.0
     heat = FilmMap(square, Geometry(width=64, height=48, pad_left=0, pad_top=8, side=64, size=64))
-    evidence = {
-        "concept": "cough",
-        "display": "Cough",
-        "status": "present",
-        "span": [0, 5],
-        "text": ATTACKS[0],
-        "finding": "pneumonia",
-        "delta_logit": 0.6,
-        "reason": "Cough (present) in the notes: raises Pneumonia.",
-    }
+    evidence = EvidenceItem(
+        concept="cough",
+        display="Cough",
+        status="present",
+        span=(0, 5),
+        text=ATTACKS[0],
+        finding="pneumonia",
+        delta_logit=0.6,
+        reason="Cough (present) in the notes: raises Pneumonia.",
+    )
+    concept = Concept("cough", "Cough", "symptom", "present", 0, 5, ATTACKS[3], ("pneumonia",))
     pneumonia = _finding(
         "pneumonia",
         "Pneumonia",
         0.81,
         image_probability=0.7,
-        evidence=[evidence, {**evidence, "text": ATTACKS[2], "status": "absent", "delta_logit": -0.4}],
-        regions=[{"box": [30, 10, 40, 20], "location": "right lower zone", "score": 0.9}],
+        evidence=[evidence, replace(evidence, text=ATTACKS[2], status="absent", delta_logit=-0.4)],
+        regions=[Region(box=[30, 10, 40, 20], score=0.9, location="right lower zone")],
     )
     custom = _finding("custom_label", ATTACKS[1], 0.66, custom=True, follow_up="Review with a radiologist.")
     quiet = _finding("effusion", "Pleural effusion", 0.2)
     return _analysis(
         [quiet, custom, pneumonia],
-        notes={"concepts": [{"name": "cough", "display": "Cough", "status": "present", "text": ATTACKS[3]}]},
+        notes=NotesReading((concept,), {}),
         maps={"pneumonia": heat},
-        explanation={
-            "method": "gradcam",
-            "mapped": ["pneumonia"],
-            "location_note": "Sides are the patient's.",
-        },
+        explanation=Explanation("gradcam", ("pneumonia",), "Sides are the patient's."),
         warnings=[f"File {ATTACKS[0]}.dcm: window guessed"],
     )
 
@@ -184,7 +194,7 @@ def test_one_context_feeds_every_format(flagged):
 
 def test_fine_tuned_scores_get_a_column_and_a_limitation(clear):
     clear.findings[0].fine_tuned = 0.44
-    clear.scoring["mode"] = "both"
+    clear.scoring = replace(clear.scoring, mode="both")
     text = render_markdown(clear)
     assert "Fine-tuned |" in text and "0.44" in text
     assert "head trained" in text

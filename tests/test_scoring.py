@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from meddx.encoder import load_encoder
-from meddx.scoring import text_directions, zero_shot_probabilities
-from meddx.tower import TowerTail, stem
-from meddx.vocabulary import load_vocabulary
+from meddx.model.encoder import load_encoder
+from meddx.model.tower import TowerTail, stem
+from meddx.model.vocabulary import load_vocabulary
+from meddx.model.zero_shot import text_directions, zero_shot_probabilities
 
 
 @pytest.fixture
@@ -37,9 +37,8 @@ def test_directions_are_prompt_ensembles(encoder):
     assert len(negatives) == len(finding.negative) * len(finding.templates_negative)
 
 
-def test_every_finding_gets_its_own_ensemble_when_computed_together(encoder, tmp_path, monkeypatch):
+def test_every_finding_gets_its_own_ensemble_when_computed_together(encoder):
     """Phrases are embedded shortest first in small batches; each must come back to its own finding."""
-    monkeypatch.setenv("MEDDX_CACHE_DIR", str(tmp_path))
     encoder.direction_cache.clear()
     findings = list(load_vocabulary().findings)
     directions = text_directions(encoder, findings)
@@ -106,7 +105,7 @@ def test_planted_signal_is_carried_end_to_end(planted_model_dir):
     """A tiny model trained on blob films ranks held-out blob films above clean ones (AUROC >= 0.9)."""
     from sklearn.metrics import roc_auc_score
 
-    from meddx.testing import PLANTED_FINDING, synthetic_film
+    from meddx.dev.tiny import PLANTED_FINDING, synthetic_film
 
     encoder = load_encoder(f"local-dir:{planted_model_dir}")
     directions = text_directions(encoder, [load_vocabulary().finding(PLANTED_FINDING)])
@@ -120,13 +119,12 @@ def test_planted_signal_is_carried_end_to_end(planted_model_dir):
 
 
 def test_directions_persist_on_disk_across_restarts(tiny_model_dir, tmp_path, monkeypatch):
-    import meddx.scoring as scoring
-    from meddx.encoder import clear_cache
+    import meddx.model.zero_shot as scoring
+    from meddx.model.encoder import clear_cache
 
-    monkeypatch.setenv("MEDDX_CACHE_DIR", str(tmp_path))
     findings = list(load_vocabulary().findings)
     clear_cache()
-    first = text_directions(load_encoder(f"local-dir:{tiny_model_dir}"), findings)
+    first = text_directions(load_encoder(f"local-dir:{tiny_model_dir}"), findings, cache_dir=tmp_path)
     assert list(tmp_path.rglob("*.safetensors"))
     clear_cache()  # a "restart": new encoder, empty memory cache
 
@@ -134,7 +132,7 @@ def test_directions_persist_on_disk_across_restarts(tiny_model_dir, tmp_path, mo
         raise AssertionError("text tower should not run when the disk cache holds the directions")
 
     monkeypatch.setattr(scoring, "_ensemble", fail)
-    second = text_directions(load_encoder(f"local-dir:{tiny_model_dir}"), findings)
+    second = text_directions(load_encoder(f"local-dir:{tiny_model_dir}"), findings, cache_dir=tmp_path)
     torch.testing.assert_close(first.positive, second.positive)
     torch.testing.assert_close(first.negative, second.negative)
     clear_cache()
@@ -144,24 +142,25 @@ def test_custom_labels_stay_off_disk_and_are_bounded_in_memory(tiny_model_dir, t
     """A user's own labels are not written anywhere, and memory holds only the most recent ones."""
     from safetensors.torch import load_file
 
-    import meddx.scoring as scoring
-    from meddx.encoder import clear_cache
+    import meddx.model.zero_shot as scoring
+    from meddx.model.encoder import clear_cache
 
-    monkeypatch.setenv("MEDDX_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(scoring, "MAX_CUSTOM_DIRECTIONS", 3)
     clear_cache()
     encoder = load_encoder(f"local-dir:{tiny_model_dir}")
     vocabulary = load_vocabulary()
-    text_directions(encoder, [vocabulary.finding("nodule")])
+    text_directions(encoder, [vocabulary.finding("nodule")], cache_dir=tmp_path)
     (store,) = tmp_path.rglob("*.safetensors")
     on_disk = set(load_file(store))
     labels = [vocabulary.custom(f"mass number {n}") for n in range(5)]
-    first = text_directions(encoder, labels[:1]).positive
+    first = text_directions(encoder, labels[:1], cache_dir=tmp_path).positive
     for label in labels[1:]:
-        text_directions(encoder, [label])
+        text_directions(encoder, [label], cache_dir=tmp_path)
     assert set(load_file(store)) == on_disk  # the store was not rewritten with custom labels
     custom = encoder.direction_cache["_custom"]
     assert list(custom) == [scoring._key(label) for label in labels[2:]]  # the three most recent
-    torch.testing.assert_close(text_directions(encoder, labels[:1]).positive, first)  # recomputed the same
+    torch.testing.assert_close(
+        text_directions(encoder, labels[:1], cache_dir=tmp_path).positive, first
+    )  # recomputed the same
     assert len(custom) == 3 and next(reversed(custom)) == scoring._key(labels[0])
     clear_cache()

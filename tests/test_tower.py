@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from meddx.attribution import METHODS, AttributionInputs, ImageScorer
-from meddx.encoder import load_encoder
-from meddx.tower import TowerTail, stem
+from meddx.explain.maps import METHODS, AttributionInputs, ImageScorer
+from meddx.model.encoder import load_encoder
+from meddx.model.tower import TowerTail, stem
 
 
 @pytest.fixture(scope="module")
 def cls_encoder(tmp_path_factory):
-    from meddx.testing import make_tiny_model
+    from meddx.dev.tiny import make_tiny_model
 
     folder = make_tiny_model(tmp_path_factory.mktemp("tiny-cls"), size="tiny-cls", seed=1)
     return load_encoder(f"local-dir:{folder}")

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from meddx.datasets import load_data
-from meddx.embedding_cache import EmbeddingCache, embed_sources
-from meddx.encoder import load_encoder
+from meddx.cli.train import run_eval, run_train
 from meddx.errors import InputError
-from meddx.probe import HEAD_FILES, load_head
-from meddx.testing import make_tiny_model
-from meddx.train_cli import run_eval, run_train
-from tests.test_probe import FakeHubApi, write_film_folder
+from meddx.model.encoder import load_encoder
+from meddx.model.head_store import HEAD_FILES, load_head
+from meddx.train.datasets import load_data
+from meddx.train.embedding_cache import EmbeddingCache, embed_sources
+from tests.helpers import FakeHubApi, write_film_folder
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +134,9 @@ def test_hf_dataset_from_a_local_folder(films):
 # --- embedding cache ------------------------------------------------------------------------------------
 
 
-def test_embedding_cache_is_keyed_by_content_and_model(films, tmp_path, tiny_model_dir, monkeypatch):
+def test_embedding_cache_is_keyed_by_content_and_model(
+    films, tmp_path, tiny_model_dir, other_model_dir, monkeypatch
+):
     encoder = load_encoder(f"local-dir:{tiny_model_dir}")
     cache = EmbeddingCache(tmp_path / "cache")
     images = _images(films["held_out"])[:3]
@@ -151,7 +152,7 @@ def test_embedding_cache_is_keyed_by_content_and_model(films, tmp_path, tiny_mod
     again = embed_sources(encoder, [renamed, *images, images[0].read_bytes()], cache=cache)
     assert torch.equal(again, torch.cat([first[:1], first, first[:1]]))
     monkeypatch.undo()
-    other = load_encoder(f"local-dir:{make_tiny_model(tmp_path / 'other', seed=1)}")
+    other = load_encoder(f"local-dir:{other_model_dir}")
     assert not torch.equal(embed_sources(other, images[:1], cache=cache), first[:1])
     assert len(list((tmp_path / "cache").iterdir())) == 2  # one folder per model identity
 
@@ -221,12 +222,12 @@ def test_errors_are_one_line_and_exit_non_zero(films, tmp_path, model_spec, caps
     assert err.startswith("meddx eval: Trained head folder") and err.count("\n") == 1
 
 
-def test_head_on_another_model_is_refused_by_eval(films, tmp_path, model_spec, capsys):
+def test_head_on_another_model_is_refused_by_eval(films, tmp_path, model_spec, other_model_dir, capsys):
     cache = ["--cache-dir", str(films["cache"])]
     head_dir = tmp_path / "head"
     args = ["--data", str(films["train"]), "--out", str(head_dir), "--model", model_spec, "--epochs", "5"]
     assert run_train(args + cache) == 0
-    other = f"local-dir:{make_tiny_model(tmp_path / 'other', seed=1)}"
+    other = f"local-dir:{other_model_dir}"
     capsys.readouterr()
     code = run_eval(["--data", str(films["held_out"]), "--model", other, "--probe", f"local-dir:{head_dir}"])
     assert code == 3 and "This head was trained on" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """Uploads: deleted after the last request using them, never outside Gradio's upload folder, folders swept.
 
 These tests replay, step by step, what Gradio does with an upload (a temporary file in the upload folder,
-renamed into ``<content hash>/<name>``) around what `meddx.uploads` does, including the race seen in CI.
+renamed into ``<content hash>/<name>``) around what `meddx.app.uploads` does, including the race seen in CI.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from meddx.uploads import (
+from meddx.app.uploads import (
     EMPTY_FOLDER_AGE_S,
     STRAY_FILE_AGE_S,
     UploadsInUse,

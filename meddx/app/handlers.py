@@ -1,0 +1,267 @@
+"""The functions behind the page's events and the two public endpoints, bound to one `Settings`.
+
+Public endpoints (``gradio_client`` and MCP), with their parameters by name (`API_PARAMETERS`):
+
+- ``/analyze``: (film, notes, findings, custom_findings, scoring_mode, attribution_method, maps, threshold)
+  -> (result JSON, report Markdown). Only ``film`` is required.
+- ``/notes``: (notes) -> ``{"concepts": [...]}``.
+
+Every handler builds one `AnalyzeRequest` from its inputs and answers with ``{component: value}`` for the
+components it changes (`meddx.app.page.Page`). Privacy: nothing is flagged or logged except, on an
+internal error, the exception type and code location (never notes, pixels or DICOM tags); the uploaded file
+and the per-request folder holding the downloads are deleted once the response is built (the upload's
+empty folder within a minute: `meddx.app.uploads`).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import shutil
+import tempfile
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+import numpy as np
+from gradio.utils import get_upload_folder
+
+from meddx.app import views
+from meddx.app.uploads import UploadsInUse
+from meddx.config import Settings
+from meddx.errors import InputError, MeddxError
+from meddx.model.vocabulary import load_vocabulary, parse_labels
+from meddx.notes import extract_concepts
+from meddx.pipeline import analyze
+from meddx.report.render import render_html, render_json
+from meddx.result import Analysis
+
+if TYPE_CHECKING:
+    from meddx.app.page import Page
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnalyzeRequest:
+    """One press of Analyze, or one ``/analyze`` call: the inputs by their API parameter names.
+
+    ``film`` is Gradio's FileData payload (the events run with ``preprocess=False``), whose path Gradio has
+    checked lies in its upload folder (`gr.File`'s own preprocessing would leave a stray empty temp file
+    behind on every call).
+    """
+
+    film: dict | None
+    notes: str | None = ""
+    findings: list[str] | None = None
+    custom_findings: str | None = ""
+    scoring_mode: str | None = "zero-shot"
+    attribution_method: str | None = "gradcam"
+    maps: int | float | None = 3
+    threshold: float | None = 0.0
+
+    @classmethod
+    def from_components(cls, values: dict[Any, Any], page: Page) -> AnalyzeRequest:
+        """The request from a page event's ``{component: value}`` inputs."""
+        return cls(**{name: values[page.input(name)] for name in API_PARAMETERS})
+
+    def labels(self) -> list[str] | None:
+        """Chosen vocabulary ids plus free-text labels; None (score everything) when nothing was narrowed."""
+        all_ids = [f.id for f in load_vocabulary().findings]
+        chosen = list(all_ids if self.findings is None else self.findings)
+        custom = parse_labels(self.custom_findings) or []
+        if set(chosen) == set(all_ids) and not custom:
+            return None
+        return chosen + custom
+
+    def options(self) -> dict[str, Any]:
+        """`meddx.pipeline.analyze`'s options (it checks them); ``threshold`` 0: each finding's own.
+
+        Raises:
+            InputError: ``maps`` or ``threshold`` is not a number (API calls come without the widgets).
+        """
+        try:
+            maps, threshold = int(self.maps), float(self.threshold or 0.0)
+        except (TypeError, ValueError):
+            raise InputError("maps must be a whole number and threshold a number.") from None
+        return {
+            "mode": self.scoring_mode,
+            "method": self.attribution_method,
+            "top_k": maps,
+            "threshold": threshold or None,
+        }
+
+
+API_PARAMETERS = tuple(f.name for f in fields(AnalyzeRequest))
+"""``/analyze``'s parameters, in order: the inputs of both Analyze events, by name."""
+
+
+@contextmanager
+def shown_errors(action: str) -> Iterator[None]:
+    """Show `MeddxError` messages as they are; turn anything else into a generic message.
+
+    Unexpected errors are logged by type and code location only: exception messages can quote input.
+    """
+    try:
+        yield
+    except MeddxError as exc:
+        raise gr.Error(html.escape(str(exc), quote=False), print_exception=False) from None
+    except Exception as exc:
+        frames = "; ".join(
+            f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)
+        )
+        log.error("%s failed: %s at %s", action, type(exc).__name__, frames)
+        raise gr.Error(
+            f"Internal error while {action}. Nothing was kept; please try again, and tell the operator if it "
+            "persists.",
+            print_exception=False,
+        ) from None
+
+
+class Handlers:
+    """The page's and the API's event functions for one `Settings` and one built `Page`."""
+
+    def __init__(self, settings: Settings, page: Page) -> None:
+        self.settings = settings
+        self.page = page
+        self.uploads = UploadsInUse(Path(get_upload_folder()))  # Gradio's, fixed when the app is built
+
+    def _analysis(self, request: AnalyzeRequest, progress: gr.Progress) -> Analysis:
+        """Run `analyze` on an upload within the request time budget, then delete the upload whatever happens
+        (once no other running request uses the same upload)."""
+        film = request.film
+        if not film or not film.get("path"):
+            raise InputError("Upload a chest X-ray first (PNG, JPEG, BMP, TIFF, WebP or DICOM).")
+        path = Path(film["path"])
+        with self.uploads.hold(path):
+            options = request.options()
+            if not path.is_file():
+                raise InputError(
+                    "The uploaded file is no longer on the server: uploads are deleted after each analysis. "
+                    "Upload it again."
+                )
+            progress(0.1, desc="Reading the film and scoring findings")
+            return analyze(
+                path,
+                request.notes or None,
+                labels=request.labels(),
+                settings=self.settings,
+                filename=film.get("orig_name") or path.name,
+                time_budget_s=self.settings.limits.request_timeout_s,
+                **options,
+            )
+
+    def analyze_film(
+        self,
+        film: dict,
+        notes: str = "",
+        findings: list[str] | None = None,
+        custom_findings: str = "",
+        scoring_mode: str = "zero-shot",
+        attribution_method: str = "gradcam",
+        maps: int = 3,
+        threshold: float = 0.0,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's documented idiom)
+    ) -> dict:
+        """Score findings on one chest X-ray (PNG, JPEG, BMP, TIFF, WebP or DICOM), with optional notes.
+
+        Returns per-finding probabilities, the findings that reached their thresholds, evidence taken from
+        the clinical notes, where the image evidence lies, follow-up suggestions, and a Markdown report that
+        names the model and its revision. Decision support for a clinician, not a diagnosis: scores are
+        model outputs, not measured accuracy. The uploaded file is deleted after the call.
+
+        Args:
+            film: the chest X-ray file (DICOM identifiers are never returned).
+            notes: optional free-text clinical notes or history in English; never logged or stored.
+            findings: finding ids to score, e.g. ["effusion", "pneumothorax"]; default: all.
+            custom_findings: optional extra findings in plain words, comma-separated, e.g. "hiatus hernia".
+            scoring_mode: "zero-shot", "fine-tuned" or "both"; the last two need a trained head.
+            attribution_method: "gradcam" (fast), "gradient_shap", "integrated_gradients" or "occlusion".
+            maps: how many of the top findings get a map and regions, 0 to 5.
+            threshold: one flagging threshold for all findings, in (0, 1); 0 keeps each finding's own.
+
+        Returns:
+            The result as JSON: schema_version, model, scoring, findings, image, timings, disclaimer,
+            report_markdown
+            The report as Markdown (decision support, not a diagnosis)
+        """
+        request = AnalyzeRequest(
+            film, notes, findings, custom_findings, scoring_mode, attribution_method, maps, threshold
+        )
+        with shown_errors("analysing the film"):
+            analysis = self._analysis(request, progress)
+            progress(0.9, desc="Writing the report")
+            data = render_json(analysis)
+        return {self.page.result: data, self.page.report: data["report_markdown"]}
+
+    def read_notes(self, notes: str) -> dict:
+        """Read free-text clinical notes and list the concepts found, each with its status and exact span.
+
+        Statuses follow ConText: present, absent (negated), uncertain, historical or family history. Each
+        concept names the chest X-ray findings it bears on. Notes are never logged or stored.
+
+        Args:
+            notes: free-text clinical notes, history or a radiology report in English.
+
+        Returns:
+            {"concepts": [...]}, each with name, display, category, status, start, end, text, supports, value
+        """
+        with shown_errors("reading the notes"):
+            concepts = extract_concepts(notes or "", max_chars=self.settings.limits.max_note_chars)
+        return {"concepts": [c.to_dict() for c in concepts]}
+
+    def show_notes(self, values: dict[Any, Any]) -> dict:
+        """After "Check notes": the notes highlighted with the concepts ``/notes`` returned."""
+        page = self.page
+        text, found = values[page.notes], values[page.concepts]
+        spans = [(c["start"], c["end"], c["status"]) for c in found["concepts"]]
+        value = views.highlighted_notes(text, spans)
+        return {page.notes_view: gr.HighlightedText(value, visible=value is not None)}
+
+    def analyze_for_page(
+        self,
+        values: dict[Any, Any],
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's documented idiom)
+    ) -> Iterator[dict]:
+        """The page's Analyze button: every view at once, downloads written to a per-request folder.
+
+        A generator, so that the folder is removed after Gradio has copied the downloads out of it.
+        """
+        request = AnalyzeRequest.from_components(values, self.page)
+        workdir = Path(tempfile.mkdtemp(prefix="meddx-request-"))
+        try:
+            with shown_errors("analysing the film"):
+                analysis = self._analysis(request, progress)
+                progress(0.85, desc="Writing the report")
+                views_now = self._views(analysis, request.notes, workdir)
+            yield views_now
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _views(self, analysis: Analysis, notes: str | None, workdir: Path) -> dict:
+        page = self.page
+        data = render_json(analysis)
+        html_path = workdir / views.download_name(analysis, "html")
+        html_path.write_text(render_html(analysis), encoding="utf-8")
+        json_path = workdir / views.download_name(analysis, "json")
+        json_path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        film, annotations = views.annotated(analysis)
+        shown = {
+            page.top: {f.label: f.probability for f in analysis.findings},
+            page.annotated: gr.AnnotatedImage((film, annotations), color_map=views.colour_map(annotations)),
+            page.preview: gr.Image(np.asarray(analysis.preview), visible=True),
+            page.report: data["report_markdown"],
+            page.result: data,
+            page.downloads: gr.File([str(html_path), str(json_path)], visible=True),
+            page.model_info: views.model_markdown(self.settings, analysis),
+            page.film: None,  # the upload is gone: clear the widget
+        }
+        if analysis.notes is not None and analysis.notes.concepts:
+            spans = [(c.start, c.end, c.status) for c in analysis.notes.concepts]
+            shown[page.notes_view] = gr.HighlightedText(views.highlighted_notes(notes, spans), visible=True)
+        return shown

@@ -1,0 +1,161 @@
+"""``python -m meddx analyze``: films (files or folders) to JSON, a one-screen summary, or overlay PNGs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from meddx.cli.common import settings_from
+from meddx.errors import EXIT_INPUT, InputError
+from meddx.io.sniff import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from meddx.result import Analysis
+
+
+def _expand(paths: list[str]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            yield path
+
+
+def _read_notes(args: argparse.Namespace) -> str | None:
+    if args.notes_file:
+        try:
+            return Path(args.notes_file).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise InputError(f"Cannot read the notes file ({exc.strerror}).") from exc
+    return args.notes
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Analyse one or more films; one JSON object, or JSON lines for several."""
+    from meddx.model.vocabulary import load_vocabulary, parse_labels
+    from meddx.pipeline import analyze
+
+    settings = settings_from(args)
+    notes = _read_notes(args)
+    labels = parse_labels(args.labels)
+    to_map = parse_labels(args.map)  # names or synonyms, as for --labels
+    map_ids = [f.id for f in load_vocabulary().select(to_map)] if to_map else None
+    paths = list(_expand(args.paths))
+    batch = len(paths) > 1 or any(Path(p).is_dir() for p in args.paths)
+    failures = 0
+    overlay_names: set[str] = set()
+    for path in paths:
+        try:
+            if not path.is_file():
+                raise InputError("No such file.")
+            analysis = analyze(
+                path,
+                notes,
+                labels=labels,
+                settings=settings,
+                filename=path.name,
+                method=args.method,
+                top_k=args.top_k,
+                map_findings=map_ids,
+                threshold=args.threshold,
+                mode=args.mode,
+                include_maps=args.include_maps,
+            )
+        except InputError as exc:
+            failures += 1
+            print(f"meddx: {path.name}: {exc}", file=sys.stderr)
+            if batch:
+                print(json.dumps({"file": path.name, "error": str(exc)}))
+            continue
+        overlay_files = []
+        if args.overlays:
+            overlay_files = _write_overlays(analysis, path, Path(args.overlays), overlay_names)
+        if not (args.json or batch):
+            print(_summary(analysis, path.name, overlay_files))
+            continue
+        data = analysis.to_dict()
+        if args.overlays:
+            data["overlay_files"] = overlay_files
+        if batch:
+            data["file"] = path.name
+        print(json.dumps(data, indent=None if batch else 2))
+    if not paths:
+        print("meddx: no image files found.", file=sys.stderr)
+        return EXIT_INPUT
+    return EXIT_INPUT if failures else 0
+
+
+def _write_overlays(analysis: Analysis, film: Path, folder: Path, taken: set[str]) -> list[str]:
+    """Each mapped finding's overlay at the film's full size, as ``FOLDER/<film>.<finding>.png``.
+
+    Films with the same name from different folders (``a/image.dcm``, ``b/image.dcm``) get ``image-2``,
+    ``image-3``...: ``taken`` holds the names this run has used.
+    """
+    from meddx.explain.maps import png_bytes
+
+    stem, n = film.stem, 1
+    while stem in taken:
+        n += 1
+        stem = f"{film.stem}-{n}"
+    taken.add(stem)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for finding_id in analysis.maps:
+            target = folder / f"{stem}.{finding_id}.png"
+            target.write_bytes(png_bytes(analysis.overlay(finding_id)))
+            written.append(str(target))
+    except OSError as exc:
+        raise InputError(f"Cannot write the overlays to {folder} ({exc.strerror}).") from exc
+    return written
+
+
+def _summary(analysis: Analysis, name: str, overlay_files: list[str]) -> str:
+    model = analysis.model
+    lines = [f"{name}  (model {model.spec} @ {model.revision})"]
+    for f in analysis.findings:
+        mark = "FLAG" if f.flagged else "    "
+        lines.append(f"  {mark} {f.label:<22} {f.probability:.3f}")
+        for region in f.regions:
+            box = ", ".join(str(v) for v in region.box)
+            lines.append(f"         region: {region.location} (score {region.score:.2f}, box {box})")
+    lines.extend(f"  overlay: {path}" for path in overlay_files)
+    lines.extend(f"  warning: {w}" for w in analysis.warnings)
+    lines.append(analysis.disclaimer)
+    return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``analyze`` to the command line."""
+    p = sub.add_parser("analyze", help="score findings on chest films")
+    p.add_argument("paths", nargs="+", help="image or DICOM files, or folders of them")
+    notes = p.add_mutually_exclusive_group()
+    notes.add_argument("--notes", help="clinical notes text")
+    notes.add_argument("--notes-file", help="read clinical notes from a file")
+    p.add_argument(
+        "--labels", help='comma-separated findings to score, e.g. "effusion,nodule" (default: all)'
+    )
+    p.add_argument(
+        "--model", help="model spec: hf-hub:org/name[@rev] or local-dir:/path (default $MEDDX_MODEL)"
+    )
+    p.add_argument("--probe", help="trained head spec (default $MEDDX_PROBE)")
+    p.add_argument("--mode", help="zero-shot, fine-tuned or both (the last two need a trained head)")
+    p.add_argument("--threshold", type=float, help="one flagging threshold for every finding (0-1)")
+    p.add_argument(
+        "--method",
+        help="attribution method: gradcam (default, fast), integrated_gradients, gradient_shap or occlusion "
+        "(seconds to a minute per map on a CPU)",
+    )
+    p.add_argument("--top-k", type=int, help="maps and regions for the N most probable findings (default 3)")
+    p.add_argument("--map", help="comma-separated findings to map instead of the top k")
+    p.add_argument("--include-maps", action="store_true", help="embed the overlays in the JSON as base64 PNG")
+    p.add_argument("--overlays", metavar="DIR", help="write each map's overlay as DIR/<film>.<finding>.png")
+    p.add_argument("--json", action="store_true", help="print JSON (always on for several files)")
+    p.set_defaults(func=cmd_analyze)

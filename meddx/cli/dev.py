@@ -1,0 +1,78 @@
+"""Development tools, run from a source checkout: ``make-tiny-model``, ``attribution-check``, ``bench``
+(and ``notes-eval``, in `meddx.cli.notes`).
+
+They live in `meddx.dev`, which is neither installed with the wheel nor deployed to the Space; an installed
+meddx answers these commands with one line saying so (`meddx.cli.main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def cmd_make_tiny_model(args: argparse.Namespace) -> int:
+    """Write a seeded random model (tiny, or BiomedCLIP's architecture) for tests and benchmarks."""
+    from meddx.dev.tiny import make_tiny_model, train_planted_signal
+
+    folder = make_tiny_model(args.dir, size=args.size, seed=args.seed)
+    if args.planted:
+        train_planted_signal(folder, seed=args.seed)
+    print(f"Wrote {folder}. Use it with: MEDDX_MODEL=local-dir:{folder}")
+    return 0
+
+
+def cmd_attribution_check(args: argparse.Namespace) -> int:
+    """Train the planted tiny model and print `meddx.dev.attribution_check`'s evidence table."""
+    import logging
+
+    import torch
+
+    from meddx.dev.attribution_check import log as check_log
+    from meddx.dev.attribution_check import run_check
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # progress lines only, on stderr
+    check_log.setLevel(logging.INFO)
+    torch.set_num_threads(args.threads)
+    print(run_check(images=args.images, size=args.size, steps=args.steps))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run `meddx.dev.bench` and print its table; ``--json OUT`` also writes the numbers."""
+    from meddx.dev.bench import format_table, run
+
+    results = run(args.model, quick=args.quick, threads=args.threads, repeats=args.repeats)
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the development commands to the command line."""
+    p = sub.add_parser("make-tiny-model", help="write a seeded random model for tests and benchmarks (dev)")
+    p.add_argument("dir")
+    p.add_argument("--size", choices=["tiny", "biomedclip"], default="tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--planted", action="store_true", help="train it to see a planted blob as a nodule")
+    p.set_defaults(func=cmd_make_tiny_model)
+
+    p = sub.add_parser(
+        "attribution-check",
+        help="measure how faithful the maps are on a tiny model with a planted nodule (dev)",
+    )
+    p.add_argument("--images", type=int, default=30, help="held-out films per method")
+    p.add_argument("--size", type=int, default=192, help="film side in pixels (the model reads 96)")
+    p.add_argument("--steps", type=int, default=120, help="training steps (the test fixture uses 120)")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_attribution_check)
+
+    p = sub.add_parser("bench", help="measure speed and memory on the real-size architecture (dev)")
+    p.add_argument("--model", help="model spec (default: BiomedCLIP architecture, random weights)")
+    p.add_argument("--json", help="write the numbers to this file")
+    p.add_argument("--quick", action="store_true", help="tiny model, a few seconds")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=10)
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,342 @@
+"""``python -m meddx train`` and ``python -m meddx eval``: fit a head on labelled films, and measure it.
+
+    python -m meddx train --data SPEC --out DIR [--labels a,b] [--model SPEC] [--epochs N] [--seed S]
+                          [--push-to-hub owner/name]
+    python -m meddx eval  --data SPEC [--model SPEC] [--probe SPEC] [--json OUT] [--plot DIR]
+
+``--data`` is an image folder, a CSV or JSONL file, or ``hf:org/name`` (`meddx.train.datasets`). Embeddings
+are cached under ``~/.cache/meddx/embeddings`` (``--cache-dir``, ``--no-cache``). ``train`` writes the
+head folder (`meddx.model.head`) and prints validation metrics; ``eval`` prints, per finding, zero-shot and
+(with a head) fine-tuned and combined ("both") AUROC, AUPRC, sensitivity, specificity and F1 at the
+operating threshold, and ECE (`meddx.train.fit.ECE_RULE`), writes them as JSON (``--json``) and draws
+ROC and reliability plots (``--plot``, PNG, matplotlib's Agg backend). Zero-shot uses the vocabulary's
+default thresholds; the head uses its own. Errors meant for people print one line on stderr: exit 2 for
+bad input, 3 when a model or head cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from meddx import __version__
+from meddx.errors import InputError, MeddxError, exit_status
+from meddx.model.head import MODES
+
+# What `train` and `eval` need beyond requirements.txt (requirements-train.txt): import name -> package.
+TRAIN_EXTRA = {"datasets": "datasets", "matplotlib": "matplotlib", "sklearn": "scikit-learn"}
+TRAIN_EXTRA_HINT = 'pip install "meddx[train]" (or pip install -r requirements-train.txt)'
+
+
+def _need_train_extra() -> None:
+    missing = [package for name, package in TRAIN_EXTRA.items() if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"needs the train extra ({', '.join(missing)} missing): {TRAIN_EXTRA_HINT}.")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="image folder, .csv, .jsonl, or hf:org/name[:split]")
+    parser.add_argument("--labels", help='comma-separated labels, e.g. "nodule,effusion" (default: all)')
+    parser.add_argument("--model", help="hf-hub:org/name[@rev] or local-dir:/path (default $MEDDX_MODEL)")
+    parser.add_argument(
+        "--cache-dir",
+        help="embedding cache folder (default $MEDDX_CACHE_DIR/embeddings, ~/.cache/meddx/embeddings)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    from meddx.train.fit import TrainingConfig
+
+    defaults = TrainingConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m meddx train",
+        description="Train a calibrated linear head on frozen image embeddings (decision support only).",
+    )
+    _common(parser)
+    parser.add_argument("--out", required=True, help="folder to write the head into")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs (early stopping)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="split and shuffling seed")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=defaults.validation_fraction,
+        help="share of images held out for early stopping, calibration and thresholds",
+    )
+    parser.add_argument("--push-to-hub", metavar="OWNER/NAME", help="upload the head to this Hub model repo")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo private")
+    return parser
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m meddx eval",
+        description="Measure zero-shot and fine-tuned scores on labelled films.",
+    )
+    _common(parser)
+    parser.add_argument("--probe", help="trained head spec (default $MEDDX_PROBE; none: zero-shot only)")
+    parser.add_argument("--json", metavar="OUT", help="write the metrics as JSON to this file")
+    parser.add_argument("--plot", metavar="DIR", help="write ROC and reliability plots (PNG) into DIR")
+    return parser
+
+
+def _fail(command: str, exc: MeddxError) -> int:
+    print(f"meddx {command}: {exc}", file=sys.stderr)
+    return exit_status(exc)
+
+
+def _load(args: argparse.Namespace):
+    """Settings, data (restricted to --labels) and the embedding cache."""
+    from meddx.config import Settings
+    from meddx.model.vocabulary import parse_labels
+    from meddx.train.datasets import load_data
+    from meddx.train.embedding_cache import EmbeddingCache
+
+    settings = Settings.from_env()
+    data = load_data(args.data)
+    labels = parse_labels(args.labels)
+    if labels:
+        data = data.select(labels)
+    cache = None if args.no_cache else EmbeddingCache(args.cache_dir or settings.embedding_cache_dir)
+    return settings, data, cache
+
+
+def _print_rows(header: list[str], rows: list[list[object]]) -> None:
+    def cell(value: object) -> str:
+        return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    table = [header, *[[cell(v) for v in row] for row in rows]]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+# --- train ---------------------------------------------------------------------------------------------
+
+
+def run_train(argv: list[str]) -> int:
+    """Run ``train`` with the arguments after the sub-command; returns the exit status."""
+    args = _train_parser().parse_args(argv)
+    try:
+        _need_train_extra()
+        return _train(args)
+    except MeddxError as exc:
+        return _fail("train", exc)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from meddx.model.encoder import load_encoder
+    from meddx.model.head_store import publish_head, save_head
+    from meddx.train.fit import TrainingConfig, train_head
+
+    if args.push_to_hub and not re.fullmatch(r"[\w.-]+/[\w.-]+", args.push_to_hub):
+        raise InputError(f"--push-to-hub needs OWNER/NAME, got {args.push_to_hub!r}.")
+    if args.epochs < 1:
+        raise InputError("--epochs must be at least 1.")
+    if not 0 < args.validation_fraction < 1:
+        raise InputError("--validation-fraction must be between 0 and 1.")
+    settings, data, cache = _load(args)
+    encoder = load_encoder(args.model or settings.model, threads=settings.threads)
+    config = TrainingConfig(
+        epochs=args.epochs,
+        seed=args.seed,
+        learning_rate=args.learning_rate,
+        validation_fraction=args.validation_fraction,
+    )
+    head = train_head(
+        encoder, data, config=config, cache=cache, text_cache_dir=settings.cache_dir, progress=True
+    )
+    folder = save_head(head, args.out)
+    meta = head.metadata
+    split = meta["data"]["split"]
+    print(
+        f"Trained a head for {len(head.finding_ids)} finding(s) on {len(data)} images ({split['train']} "
+        f"train, {split['validation']} validation) of {head.encoder}; best epoch "
+        f"{meta['training']['best_epoch']} of {meta['training']['epochs_run']}."
+    )
+    print("Validation metrics (the split that chose epoch, calibration and thresholds: optimistic):")
+    _print_rows(
+        ["finding", "pos", "neg", "zero-shot AUROC", "AUROC", "threshold", "sens", "spec", "ECE raw", "ECE"],
+        [
+            [fid, *(m[k] for k in ("positives", "negatives", "zero_shot_auroc", "auroc", "threshold"))]
+            + [m[k] for k in ("sensitivity", "specificity", "ece_uncalibrated", "ece")]
+            for fid, m in meta["validation"]["metrics"].items()
+        ],
+    )
+    print(f"Wrote {folder}. Use it with: MEDDX_PROBE=local-dir:{folder}")
+    if args.push_to_hub:
+        url = publish_head(folder, args.push_to_hub, private=args.private or None)
+        print(f"Published {url}. Use it with: MEDDX_PROBE=hf-hub:{args.push_to_hub}")
+    return 0
+
+
+# --- eval ----------------------------------------------------------------------------------------------
+
+
+def run_eval(argv: list[str]) -> int:
+    """Run ``eval`` with the arguments after the sub-command; returns the exit status."""
+    args = _eval_parser().parse_args(argv)
+    try:
+        _need_train_extra()
+        return _eval(args)
+    except MeddxError as exc:
+        return _fail("eval", exc)
+
+
+def _measure(data, embeddings: torch.Tensor, directions, head) -> tuple[dict, dict]:
+    """Metrics per finding and mode, and the scores behind them (for plots)."""
+    from meddx.model.head import combine
+    from meddx.train.fit import finding_metrics
+
+    zero_shot = torch.sigmoid(directions.logits(embeddings)).double().numpy()
+    findings, curves = {}, {}
+    for column, finding in enumerate(data.findings):
+        targets = data.targets[:, column]
+        scores = {"zero-shot": zero_shot[:, column]}
+        results = {"zero-shot": finding_metrics(targets, scores["zero-shot"], finding.threshold)}
+        if head is not None and finding.id in head.finding_ids:
+            index = head.finding_ids.index(finding.id)
+            calibrated = head.probabilities(embeddings)[:, index].double().numpy()
+            raw = head.probabilities(embeddings, calibrated=False)[:, index].double().numpy()
+            scores["fine-tuned"] = calibrated
+            scores["both"] = combine(scores["zero-shot"], calibrated, "both")
+            scores["fine-tuned (uncalibrated)"] = raw
+            results["fine-tuned"] = finding_metrics(
+                targets, calibrated, head.threshold(finding.id, "fine-tuned"), uncalibrated=raw
+            )
+            results["both"] = finding_metrics(targets, scores["both"], head.threshold(finding.id, "both"))
+        findings[finding.id] = {"label": finding.name, **results}
+        curves[finding.id] = (finding.name, targets, scores)
+    return findings, curves
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from meddx.model.encoder import load_encoder
+    from meddx.model.head import encoder_identity
+    from meddx.model.head_store import load_head
+    from meddx.model.zero_shot import text_directions
+    from meddx.train.embedding_cache import embed_sources
+    from meddx.train.fit import ECE_RULE
+
+    settings, data, cache = _load(args)
+    probe = args.probe or settings.probe
+    head = load_head(probe) if probe else None
+    encoder = load_encoder(args.model or settings.model, threads=settings.threads)
+    if head is not None:
+        head.check_encoder(encoder)
+    embeddings = embed_sources(encoder, data.sources, names=data.names, cache=cache, progress=True)
+    findings, curves = _measure(
+        data, embeddings, text_directions(encoder, list(data.findings), cache_dir=settings.cache_dir), head
+    )
+    if head is not None and not set(head.finding_ids) & set(data.labels):
+        print(
+            "meddx eval: the head scores none of the data's labels; only zero-shot was measured.",
+            file=sys.stderr,
+        )
+    report = {
+        "data": {"description": data.description, "images": len(data), "counts": data.counts()},
+        "model": encoder_identity(encoder).to_dict(),
+        "probe": None
+        if head is None
+        else {"spec": head.source, "revision": head.revision, "findings": list(head.finding_ids)},
+        "ece_rule": ECE_RULE,
+        "thresholds": "zero-shot: the vocabulary's default per finding; fine-tuned and both: the head's own",
+        "findings": findings,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "meddx_version": __version__,
+    }
+    _print_eval(report)
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        print(f"Wrote {path}")
+    if args.plot:
+        written = _plot(curves, Path(args.plot))
+        print(f"Wrote {len(written)} plots to {args.plot}")
+    return 0
+
+
+EVAL_COLUMNS = (
+    "positives",
+    "negatives",
+    "auroc",
+    "auprc",
+    "threshold",
+    "sensitivity",
+    "specificity",
+    "f1",
+    "ece",
+)
+
+
+def _print_eval(report: dict) -> None:
+    model = report["model"]
+    print(f"{report['data']['images']} images; model {model['spec']} @ {model['revision']}")
+    rows = []
+    for fid, result in report["findings"].items():
+        for mode in MODES:
+            if mode in result:
+                m = result[mode]
+                rows.append([fid if mode == "zero-shot" else "", mode, *(m[k] for k in EVAL_COLUMNS)])
+                rows[-1].append(m.get("ece_uncalibrated"))
+    header = ["finding", "mode", "pos", "neg", "AUROC", "AUPRC", "threshold", "sens", "spec", "F1", "ECE"]
+    _print_rows([*header, "ECE raw"], rows)
+
+
+def _axes(title: str, xlabel: str, ylabel: str):
+    """A square Agg figure with a diagonal reference line; returns (figure, axes)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.5, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
+    axes.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1))
+    return figure, axes
+
+
+def _plot(curves: dict, folder: Path) -> list[Path]:
+    """``roc_<finding>.png`` and ``reliability_<finding>.png`` per finding with both classes; the paths."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise InputError(f"--plot needs matplotlib: {TRAIN_EXTRA_HINT}.")
+    from meddx.train.fit import auroc, reliability, roc_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fid, (name, targets, scores) in curves.items():
+        if not 0 < int(targets.sum()) < len(targets):
+            continue
+        figure, axes = _axes(f"ROC: {name}", "1 - specificity", "sensitivity")
+        for mode in MODES:
+            if mode in scores:
+                fpr, tpr = roc_curve(targets, scores[mode])
+                style = ":" if mode == "both" else "-"  # "both" often overlays "fine-tuned"
+                axes.plot(fpr, tpr, style, label=f"{mode} (AUROC {auroc(targets, scores[mode]):.3f})")
+        axes.legend(loc="lower right", fontsize="small")
+        written.append(folder / f"roc_{fid}.png")
+        figure.savefig(written[-1], dpi=100, bbox_inches="tight")
+
+        figure, axes = _axes(
+            f"Reliability: {name}", "mean predicted probability (10 bins)", "fraction positive"
+        )
+        for mode in ("zero-shot", "fine-tuned (uncalibrated)", "fine-tuned"):
+            if mode in scores:
+                counts, predicted, observed = reliability(targets, scores[mode])
+                axes.plot(predicted[counts > 0], observed[counts > 0], marker="o", label=mode)
+        axes.legend(loc="upper left", fontsize="small")
+        written.append(folder / f"reliability_{fid}.png")
+        figure.savefig(written[-1], dpi=100, bbox_inches="tight")
+    return written
+
+
+__all__ = ["run_eval", "run_train"]

@@ -1,0 +1,341 @@
+"""Speed and memory of the whole chain, measured in one run (``python -m meddx bench``, see `meddx.cli`).
+
+By default it builds BiomedCLIP's architecture with random weights in a temp folder (no network) and,
+after warm-up, measures: process start to a served app (``ready_s``), one bare image-tower forward (the
+floor), zero-shot scoring, text embeddings cold and cached, full ``analyze`` (maps and regions for the
+top 3, notes, report) p50/p95 and the maps-and-regions share of it, the naive Captum Integrated
+Gradients baseline (50 steps, once), and, against a real ``app.py`` process, the throughput of 8
+concurrent ``gradio_client`` clients against one and that process's peak RSS. Ratios come last,
+because this machine is noisy and only ratios from the same run mean much. ``--quick`` does all of it
+on the tiny model in well under a minute; CI runs that so the harness never rots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from meddx.dev import REPO_ROOT
+
+NOTES = (
+    "58-year-old smoker with 3 weeks of productive cough and fever 38.4 C; no pneumothorax. "
+    "History of right pleural effusion."
+)
+TARGETS = {
+    "analyze_over_forward": ("<=", 2.0),
+    "maps_over_forward": ("<=", 0.5),
+    "ig_over_analyze": (">=", 50.0),
+    "ready_s": ("<=", 15.0),
+    "peak_rss_mb": ("<=", 2048.0),
+    "concurrent_throughput_ratio": (">=", 0.8),
+}
+
+
+def _film(path: Path, size: int = 1024) -> Path:
+    from PIL import Image
+
+    from meddx.dev.tiny import synthetic_film
+
+    Image.fromarray(synthetic_film(np.random.default_rng(7), size=size, blob=True).pixels).save(path)
+    return path
+
+
+def _large_dicom(path: Path, side: int = 3000) -> Path:
+    """A 16-bit MONOCHROME2 film of ``side`` x ``side`` pixels, uncompressed, no identifiers."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+    rng = np.random.default_rng(0)
+    ramp = np.add.outer(np.arange(side), np.arange(side)) * 5
+    pixels = (ramp + rng.integers(0, 200, (side, side))).astype(np.uint16)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Modality, ds.ViewPosition = "DX", "PA"
+    ds.Rows = ds.Columns = side
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _timed(fn, repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(model_spec: str, threads: int, cache_dir: Path) -> Iterator[tuple[float, str, int]]:
+    """Start ``app.py`` in a fresh process; yield (seconds until its page answered, its URL, its pid)."""
+    import urllib.request
+
+    port = _free_port()
+    env = dict(
+        os.environ,
+        MEDDX_MODEL=model_spec,
+        MEDDX_THREADS=str(threads),
+        MEDDX_CACHE_DIR=str(cache_dir),
+        GRADIO_ANALYTICS_ENABLED="False",
+    )
+    app = REPO_ROOT / "app.py"
+    url = f"http://127.0.0.1:{port}/"
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(app), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while True:
+            if time.perf_counter() - start > 300:
+                raise RuntimeError("app.py did not serve within 300 s")
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with status {proc.returncode} before serving")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        yield time.perf_counter() - start, url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def measure_ready(model_spec: str, threads: int, cache_dir: Path) -> float:
+    """Seconds from starting ``app.py`` in a fresh process until its page answers."""
+    with serve_app(model_spec, threads, cache_dir) as (seconds, _, _):
+        return seconds
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory so far (Linux ``VmHWM``), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("this system does not report peak memory (no VmHWM in /proc)")
+
+
+def _variants(film: Path, count: int) -> list[Path]:
+    """Copies of a film that differ in one pixel: real clients send different films, and Gradio stores
+    uploads by content, so identical files sent at once would share (and delete) one upload."""
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(film).convert("L")).copy()
+    paths = []
+    for n in range(count):
+        pixels[0, 0] = n % 256
+        pixels[0, 1] = n // 256
+        path = film.with_name(f"{film.stem}-{n}.png")
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+def measure_concurrency(url: str, film: Path, *, clients: int = 8, per_client: int = 3) -> dict:
+    """Requests per second through the server at ``url``: one client in sequence vs ``clients`` at once."""
+    from gradio_client import Client, handle_file
+
+    films = iter(_variants(film, 1 + per_client * 2 + clients * per_client))
+
+    def work(batch: list[Path], errors: list) -> None:
+        client = Client(url, verbose=False)
+        for path in batch:
+            try:
+                client.predict(handle_file(str(path)), NOTES, api_name="/analyze")
+            except Exception as exc:  # counted, reported, never raised inside a worker thread
+                errors.append(type(exc).__name__)
+
+    def take(n: int) -> list[Path]:
+        return [next(films) for _ in range(n)]
+
+    errors: list[str] = []
+    work(take(1), errors)  # warm the server path
+    start = time.perf_counter()
+    work(take(per_client * 2), errors)
+    single = per_client * 2 / (time.perf_counter() - start)
+    threads = [threading.Thread(target=work, args=(take(per_client), errors)) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    many = clients * per_client / (time.perf_counter() - start)
+    return {"single_rps": single, "concurrent_rps": many, "errors": len(errors), "ratio": many / single}
+
+
+def run(model_spec: str | None, *, quick: bool, threads: int, repeats: int) -> dict:
+    """Run every measurement and return the numbers (seconds, MB, ratios)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    tmp = Path(tempfile.mkdtemp(prefix="meddx-bench-"))
+    results: dict = {"threads": threads, "quick": quick}
+    if model_spec is None:
+        from meddx.dev.tiny import make_tiny_model
+
+        start = time.perf_counter()
+        folder = make_tiny_model(tmp / "model", size="tiny" if quick else "biomedclip")
+        results["build_model_s"] = time.perf_counter() - start
+        model_spec = f"local-dir:{folder}"
+    results["model"] = model_spec
+    film = _film(tmp / "film.png")
+    results["ready_s"] = measure_ready(model_spec, threads, tmp / "cache")  # first start: no caches
+    with serve_app(model_spec, threads, tmp / "cache") as (seconds, url, pid):  # restart: text cache on disk
+        results["ready_warm_s"] = seconds
+        concurrency = measure_concurrency(url, film, per_client=2 if quick else 3)
+        # The app's own high-water mark (model, server, 1 + 2k + 8k analyses), not this process's.
+        results["peak_rss_mb"] = peak_rss_mb(pid)
+    results["concurrent_single_rps"] = concurrency["single_rps"]
+    results["concurrent_rps"] = concurrency["concurrent_rps"]
+    results["concurrent_errors"] = concurrency["errors"]
+    results["concurrent_throughput_ratio"] = concurrency["ratio"]
+
+    from meddx.config import Settings
+    from meddx.io import load_study
+    from meddx.model.encoder import load_encoder
+    from meddx.model.scored import score_image
+    from meddx.model.vocabulary import load_vocabulary
+    from meddx.model.zero_shot import text_directions
+    from meddx.pipeline import analyze, warm_up
+    from meddx.report.render import render_html
+
+    settings = Settings(model=model_spec, threads=threads, cache_dir=tmp / "cache")
+    start = time.perf_counter()
+    warm_up(settings)
+    results["load_warm_s"] = time.perf_counter() - start
+    encoder = load_encoder(model_spec)
+    findings = list(load_vocabulary().findings)
+    study = load_study(film)
+    large = _large_dicom(tmp / "large.dcm")
+    results["dicom_3000_load_s"] = statistics.median(_timed(lambda: load_study(large), 3))
+
+    cold = tmp / "cold-cache"
+    encoder.direction_cache.clear()
+    results["text_cold_s"] = _timed(lambda: text_directions(encoder, findings, cache_dir=cold), 1)[0]
+    results["text_cached_s"] = statistics.median(
+        _timed(lambda: text_directions(encoder, findings, cache_dir=cold), 5)
+    )
+    directions = text_directions(encoder, findings)
+
+    pixels = torch.rand(1, 3, encoder.image_size, encoder.image_size)
+    with torch.inference_mode():
+        _timed(lambda: encoder.embed_images(pixels), 2)
+        results["forward_s"] = statistics.median(_timed(lambda: encoder.embed_images(pixels), repeats))
+    results["zero_shot_s"] = statistics.median(
+        _timed(lambda: score_image(encoder, study.to_pil("RGB"), directions), repeats)
+    )
+
+    maps_times: list[float] = []
+
+    def full() -> None:
+        analysis = analyze(film, NOTES, settings=settings)
+        maps_times.append(analysis.timings.explain_s)
+        render_html(analysis)
+
+    _timed(full, 2)
+    del maps_times[:]
+    times = _timed(full, max(repeats, 10))
+    results["maps_top3_s"] = statistics.median(maps_times)
+    results["analyze_p50_s"] = float(np.percentile(times, 50))
+    results["analyze_p95_s"] = float(np.percentile(times, 95))
+
+    from meddx.explain.maps import film_maps
+
+    scored = score_image(encoder, study.to_pil("RGB"), directions)
+    target = int(scored.zero_shot.argmax())
+    results["ig50_s"] = _timed(
+        lambda: film_maps(encoder, scored, [target], method="integrated_gradients", n_steps=50), 1
+    )[0]
+
+    results["ig_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["analyze_over_forward"] = results["analyze_p50_s"] / results["forward_s"]
+    results["maps_over_forward"] = results["maps_top3_s"] / results["forward_s"]
+    results["ig_over_analyze"] = results["ig50_s"] / results["analyze_p50_s"]
+    return results
+
+
+def verdicts(results: dict) -> dict[str, bool]:
+    """Which targets this run met."""
+    out = {}
+    for key, (op, bound) in TARGETS.items():
+        value = results[key]
+        out[key] = value <= bound if op == "<=" else value >= bound
+    return out
+
+
+def format_table(results: dict) -> str:
+    """A plain-text table; ratios and target verdicts last."""
+    rows = [
+        ("model", results["model"]),
+        ("threads", results["threads"]),
+        ("ready_s, first start (s)", f"{results['ready_s']:.2f}"),
+        ("ready, restart with text cache (s)", f"{results['ready_warm_s']:.2f}"),
+        ("load + warm-up, in process (s)", f"{results['load_warm_s']:.2f}"),
+        ("text embeddings, cold (s)", f"{results['text_cold_s']:.3f}"),
+        ("text embeddings, cached (s)", f"{results['text_cached_s']:.5f}"),
+        ("reading a 3000 x 3000 16-bit DICOM (s)", f"{results['dicom_3000_load_s']:.3f}"),
+        ("image-tower forward, batch 1 (s)", f"{results['forward_s']:.3f}"),
+        ("zero-shot scoring, all findings (s)", f"{results['zero_shot_s']:.3f}"),
+        ("Grad-CAM maps + regions, top 3 (s)", f"{results['maps_top3_s']:.3f}"),
+        ("analyze p50 (s)", f"{results['analyze_p50_s']:.3f}"),
+        ("analyze p95 (s)", f"{results['analyze_p95_s']:.3f}"),
+        ("Integrated Gradients, 50 steps (s)", f"{results['ig50_s']:.2f}"),
+        ("peak RSS of app.py after 1 + 8 clients (MB)", f"{results['peak_rss_mb']:.0f}"),
+        ("peak RSS of this process after IG50 (MB)", f"{results['ig_peak_rss_mb']:.0f}"),
+        ("1 client (req/s)", f"{results['concurrent_single_rps']:.2f}"),
+        ("8 clients (req/s)", f"{results['concurrent_rps']:.2f} ({results['concurrent_errors']} errors)"),
+    ]
+    verdict = verdicts(results)
+    ratios = [
+        ("analyze p50 / forward", results["analyze_over_forward"], "analyze_over_forward"),
+        ("maps + regions, top 3 / forward", results["maps_over_forward"], "maps_over_forward"),
+        ("IG50 / analyze p50", results["ig_over_analyze"], "ig_over_analyze"),
+        (
+            "8-client / 1-client throughput",
+            results["concurrent_throughput_ratio"],
+            "concurrent_throughput_ratio",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows + [(r[0], "") for r in ratios]) + 2
+    lines = [f"{name:<{width}}{value}" for name, value in rows]
+    lines.append("-" * (width + 20))
+    for name, value, key in ratios:
+        op, bound = TARGETS[key]
+        lines.append(
+            f"{name:<{width}}{value:.2f}   target {op} {bound}  {'met' if verdict[key] else 'MISSED'}"
+        )
+    for key in ("ready_s", "peak_rss_mb"):
+        op, bound = TARGETS[key]
+        lines.append(
+            f"{key:<{width}}{results[key]:.1f}   target {op} {bound}  {'met' if verdict[key] else 'MISSED'}"
+        )
+    return "\n".join(lines)

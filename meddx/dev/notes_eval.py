@@ -1,0 +1,204 @@
+"""Measure the notes reader on a labelled sentence set (``python -m meddx notes-eval [PATH]``).
+
+The set is JSON lines ``{"id": ..., "text": ..., "expected": {"<concept>": "<status>", ...}}`` where
+``expected`` lists every concept the sentence mentions (demographics and vitals are left out: their
+values are tested separately). Several mentions of one concept are reduced to one status with the
+precedence of `meddx.notes.PRECEDENCE`.
+
+Printed: precision, recall and F1 per status over (sentence, concept) pairs, and the macro-F1 of
+"present" versus anything else for ten common findings. Sentences are never printed, only their ids.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meddx.dev import REPO_ROOT
+from meddx.notes import STATUSES, Concept, extract_concepts, strongest
+
+DEFAULT_PATH = REPO_ROOT / "tests" / "data" / "note_sentences.jsonl"
+COMMON_FINDINGS = (
+    "atelectasis",
+    "cardiomegaly",
+    "consolidation",
+    "edema",
+    "effusion",
+    "pneumonia",
+    "pneumothorax",
+    "nodule",
+    "mass",
+    "fracture",
+)
+_SKIPPED = frozenset({"demographic", "vital"})
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled sentence."""
+
+    id: str
+    text: str
+    expected: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Score:
+    """Precision, recall and F1 from counts."""
+
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `evaluate` measured; ``errors`` holds (id, concept, expected, predicted) for every miss."""
+
+    per_status: dict[str, Score]
+    per_finding: dict[str, Score]
+    errors: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)
+
+    @property
+    def macro_f1(self) -> float:
+        """Mean F1 of "present" over `COMMON_FINDINGS`."""
+        return sum(s.f1 for s in self.per_finding.values()) / len(self.per_finding)
+
+
+def load_examples(path: Path) -> list[Example]:
+    """Read a JSON-lines sentence set."""
+    examples = []
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                row = json.loads(line)
+                examples.append(Example(str(row["id"]), row["text"], dict(row["expected"])))
+    return examples
+
+
+def statuses(concepts: list[Concept]) -> dict[str, str]:
+    """One status per concept name (demographics and vitals left out), by `meddx.notes.PRECEDENCE`."""
+    mentions: dict[str, list[str]] = {}
+    for c in concepts:
+        if c.category not in _SKIPPED:
+            mentions.setdefault(c.name, []).append(c.status)
+    return {name: strongest(found) for name, found in mentions.items()}
+
+
+def evaluate(examples: list[Example]) -> Report:
+    """Run the extractor on every example and count agreements per status and per finding."""
+    counts = {s: Counter() for s in STATUSES}
+    findings = {f: Counter() for f in COMMON_FINDINGS}
+    errors = []
+    for example in examples:
+        predicted = statuses(extract_concepts(example.text))
+        for name in sorted(set(predicted) | set(example.expected)):
+            want, got = example.expected.get(name), predicted.get(name)
+            if want == got:
+                counts[want]["tp"] += 1
+                continue
+            errors.append((example.id, name, want, got))
+            if got:
+                counts[got]["fp"] += 1
+            if want:
+                counts[want]["fn"] += 1
+        for name, tally in findings.items():
+            want, got = example.expected.get(name) == "present", predicted.get(name) == "present"
+            tally["tp" if want and got else "fp" if got else "fn" if want else "tn"] += 1
+    return Report(
+        per_status={s: Score(c["tp"], c["fp"], c["fn"]) for s, c in counts.items()},
+        per_finding={f: Score(c["tp"], c["fp"], c["fn"]) for f, c in findings.items()},
+        errors=errors,
+    )
+
+
+def format_report(report: Report, n_examples: int) -> str:
+    """The tables `main` prints."""
+    lines = [f"{n_examples} sentences", "", f"{'status':<12}{'precision':>10}{'recall':>8}{'f1':>7}{'n':>6}"]
+    for status, s in report.per_status.items():
+        lines.append(f"{status:<12}{s.precision:>10.3f}{s.recall:>8.3f}{s.f1:>7.3f}{s.tp + s.fn:>6}")
+    lines += ["", f"{'finding present':<16}{'precision':>10}{'recall':>8}{'f1':>7}{'n':>6}"]
+    for finding, s in report.per_finding.items():
+        lines.append(f"{finding:<16}{s.precision:>10.3f}{s.recall:>8.3f}{s.f1:>7.3f}{s.tp + s.fn:>6}")
+    lines += ["", f"macro-F1 (finding present, {len(report.per_finding)} findings): {report.macro_f1:.3f}"]
+    if report.errors:
+        lines += ["", "disagreements (id, concept, expected, predicted):"]
+        lines += [f"  {i} {name}: {want} -> {got}" for i, name, want, got in report.errors]
+    return "\n".join(lines)
+
+
+_NEGEX_LITE = re.compile(
+    r"\b(no|not|without|negative for|free of|clear of|resolved|resolution of|no evidence of|rule out|"
+    r"ruled out|absence of|removed)\b"
+)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """`speed`'s measurement: the notes reader and a sentence-regex baseline on the same notes."""
+
+    notes: int
+    mean_chars: int
+    seconds: float
+    baseline_seconds: float
+    concepts: int
+
+
+def speed(examples: list[Example], *, n: int = 4000, min_chars: int = 600, seed: int = 0) -> Speed:
+    """Time `extract_concepts` on ``n`` report-length notes made of the labelled sentences (one thread).
+
+    The baseline is a NegEx-style sentence regex over the same notes (for each sentence, a negation word
+    before the first mention of any of ten finding words): it reads far less, and it puts the reader's
+    cost in proportion on the same machine in the same run.
+    """
+    rng = random.Random(seed)
+    sentences = [e.text for e in examples]
+    notes = []
+    for _ in range(n):
+        parts: list[str] = []
+        while sum(map(len, parts)) < min_chars:
+            parts.append(rng.choice(sentences))
+        notes.append(" ".join(parts))
+    start = time.perf_counter()
+    found = sum(len(extract_concepts(note)) for note in notes)
+    seconds = time.perf_counter() - start
+    words = ("pneumothorax", "effusion", "cardiomegaly", "consolidation", "edema", "atelectasis")
+    words += ("pneumonia", "nodule", "emphysema", "fracture")
+    start = time.perf_counter()
+    for note in notes:
+        for sentence in re.split(r"(?<=[.;])\s+", note.lower()):
+            for word in words:
+                i = sentence.find(word)
+                if i >= 0:
+                    _NEGEX_LITE.search(sentence[:i])
+    baseline = time.perf_counter() - start
+    return Speed(n, sum(map(len, notes)) // n, seconds, baseline, found)
+
+
+def format_speed(result: Speed, *, budget_s: float = 10.0) -> str:
+    """One line: notes per second, the baseline beside it, and the budget (4,000 notes in 10 s)."""
+    verdict = "within" if result.seconds <= budget_s * result.notes / 4000 else "OVER"
+    return (
+        f"{result.notes} notes of ~{result.mean_chars} chars: meddx {result.seconds:.2f} s "
+        f"({result.notes / result.seconds:,.0f} notes/s, {result.concepts} concepts); "
+        f"NegEx-lite regex {result.baseline_seconds:.2f} s; "
+        f"{verdict} the budget of {budget_s * result.notes / 4000:.1f} s"
+    )

@@ -1,0 +1,1 @@
+"""Stage 3, explanations: Captum maps of finding scores, regions and their location in words, overlays."""

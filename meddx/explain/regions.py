@@ -1,0 +1,215 @@
+"""Regions of an attribution map: boxes on the original film, each with a score and its location in words.
+
+A map on the film (`meddx.explain.maps.FilmMap.on_film`: float, original image size, [0, 1], positive
+evidence only) is thresholded, split into connected components (OpenCV, 8-connectivity), and each component
+becomes a box ``[x0, y0, x1, y1]`` in original pixels, end-exclusive (PIL's crop-box convention). Tiny
+components are dropped, boxes that overlap or nearly touch are merged, and the strongest ``max_regions``
+are kept.
+
+- Threshold: by default Otsu's threshold on the map's non-zero values (quantised to 256 levels); when those
+  values do not have two distinct levels, the 90th percentile of them. ``percentile=`` overrides Otsu.
+- Score: the **peak** map value inside the region (in [0, 1], 1 = the map's strongest evidence), so a
+  small intense region outranks a large faint one; merged boxes keep the higher peak.
+
+Location words use the **patient's** frame. On a frontal film (PA or AP, displayed in the usual way) the
+patient's right is on the viewer's left. On a lateral film there is no left or right to tell, so the words
+give the zone and say "on the lateral view". When the view position is unknown a frontal film is assumed:
+`location_note` returns the sentence to show once per study.
+
+The lung field is approximated geometrically, **not segmented**: by default it is the whole image (the film
+as uploaded, without the model's padding), or a ``field`` box the caller gives. Zones are thirds of its
+height (upper, middle, lower), with "apical" for the top 15% and "basal" for the bottom 15%
+("costophrenic angle" in its outer quarters); a box whose centre lies in the middle third of the width is
+"central" ("central (perihilar)" in the middle zone); a box reaching into both outer thirds is
+"bilateral". These are approximations for orientation, not anatomy.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+FRONTAL = "frontal"
+LATERAL = "lateral"
+UNKNOWN = "unknown"
+FRONTAL_VIEWS = frozenset({"PA", "AP"})
+LATERAL_VIEWS = frozenset({"LL", "RL", "LATERAL", "LAT"})
+UNKNOWN_VIEW_NOTE = (
+    "View position unknown: assumed a frontal (PA/AP) film, so the patient's right is on the image's left."
+)
+APICAL = 0.15  # top fraction of the field called apical
+BASAL = 0.85  # below this fraction of the field's height: basal
+OUTER = 0.25  # outer fraction of the width, on each side, where a basal region is at the costophrenic angle
+FALLBACK_PERCENTILE = 90.0
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region of a map: ``box`` is ``[x0, y0, x1, y1]`` in original pixels, end-exclusive."""
+
+    box: list[int]
+    score: float
+    location: str
+
+    def to_dict(self) -> dict:
+        """JSON-safe: ``{"box": [...], "location": "...", "score": ...}``."""
+        return {
+            "box": [int(v) for v in self.box],
+            "location": self.location,
+            "score": round(float(self.score), 4),
+        }
+
+
+def view_kind(view_position: str | None) -> str:
+    """The kind of a DICOM view position: ``"frontal"``, ``"lateral"`` or ``"unknown"``.
+
+    Frontal: PA, AP; lateral: LL, RL, LATERAL, LAT. The value is split into words, so "AP SUPINE" is
+    frontal; anything unrecognised is unknown.
+    """
+    words = set(re.split(r"[^A-Z]+", (view_position or "").upper()))
+    if words & LATERAL_VIEWS:
+        return LATERAL
+    if words & FRONTAL_VIEWS:
+        return FRONTAL
+    return UNKNOWN
+
+
+def location_note(view_position: str | None) -> str | None:
+    """The sentence to show once per study when a frontal film had to be assumed, else None."""
+    return UNKNOWN_VIEW_NOTE if view_kind(view_position) == UNKNOWN else None
+
+
+def threshold(heatmap: np.ndarray, *, percentile: float | None = None) -> float | None:
+    """The map value above which pixels belong to a region; None when the map has no positive value.
+
+    Otsu's threshold on the non-zero values (256 levels), or their ``percentile`` when given (or when Otsu
+    is undefined: fewer than two distinct levels). A pixel is in a region when its value is >= the result.
+    """
+    values = heatmap[heatmap > 0]
+    if values.size == 0:
+        return None
+    levels = np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
+    if percentile is None and np.unique(levels).size >= 2:
+        otsu, _ = cv2.threshold(levels.reshape(1, -1), 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+        return (otsu + 0.5) / 255.0  # the levels above Otsu's threshold
+    return float(np.percentile(values, FALLBACK_PERCENTILE if percentile is None else percentile))
+
+
+def find_regions(
+    heatmap: np.ndarray,
+    *,
+    view_position: str | None = None,
+    percentile: float | None = None,
+    max_regions: int = 3,
+    min_area: float = 0.001,
+    merge_gap: float = 0.02,
+    field: tuple[int, int, int, int] | None = None,
+) -> list[Region]:
+    """The strongest regions of a map, best first.
+
+    Args:
+        heatmap: a map on the original film, (H, W) in [0, 1].
+        view_position: the DICOM view position ("PA", "AP", "LL", ...) or None (a frontal film is assumed;
+            show `location_note` once).
+        percentile: threshold at this percentile of the non-zero values instead of Otsu.
+        max_regions: the most regions returned.
+        min_area: drop components smaller than this fraction of the image's area.
+        merge_gap: merge boxes closer than this fraction of the image's longer side.
+        field: the box (x0, y0, x1, y1) taken as the lung field for the location words; default the image.
+    """
+    cut = threshold(heatmap, percentile=percentile)
+    if cut is None:
+        return []
+    height, width = heatmap.shape
+    mask = ((heatmap >= cut) & (heatmap > 0)).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    keep = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= min_area * height * width]
+    peaks = ndimage.maximum(heatmap, labels, keep) if keep else []
+    boxes = [(_component_box(stats[i]), float(peak)) for i, peak in zip(keep, peaks, strict=True)]
+    merged = _merge(boxes, gap=merge_gap * max(height, width))
+    merged.sort(key=lambda item: (-item[1], -_area(item[0])))
+    field = field or (0, 0, width, height)
+    return [
+        Region(list(box), score, describe_location(box, field, view_position=view_position))
+        for box, score in merged[:max_regions]
+    ]
+
+
+def _component_box(stat: np.ndarray) -> tuple[int, int, int, int]:
+    x, y = int(stat[cv2.CC_STAT_LEFT]), int(stat[cv2.CC_STAT_TOP])
+    return x, y, x + int(stat[cv2.CC_STAT_WIDTH]), y + int(stat[cv2.CC_STAT_HEIGHT])
+
+
+def _area(box: tuple[int, int, int, int]) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _near(a: tuple[int, int, int, int], b: tuple[int, int, int, int], gap: float) -> bool:
+    """Whether two boxes overlap or are at most ``gap`` pixels apart along both axes."""
+    dx = max(a[0], b[0]) - min(a[2], b[2])
+    dy = max(a[1], b[1]) - min(a[3], b[3])
+    return dx <= gap and dy <= gap
+
+
+def _merge(boxes: list[tuple[tuple[int, int, int, int], float]], *, gap: float) -> list:
+    """Union boxes that overlap or nearly touch, until none do; a merged box keeps the higher score."""
+    boxes = list(boxes)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                (a, score_a), (b, score_b) = boxes[i], boxes[j]
+                if _near(a, b, gap):
+                    union = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    boxes[i] = (union, max(score_a, score_b))
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return boxes
+
+
+def describe_location(
+    box: tuple[int, int, int, int] | list[int],
+    field: tuple[int, int, int, int],
+    *,
+    view_position: str | None = None,
+) -> str:
+    """Where a box lies, in words, in the patient's frame: e.g. "right upper zone", "central (perihilar)".
+
+    Args:
+        box: ``[x0, y0, x1, y1]`` in image pixels, end-exclusive.
+        field: the box approximating the lung field (usually the whole image).
+        view_position: the DICOM view position; unknown means a frontal film is assumed.
+    """
+    fx0, fy0, fx1, fy1 = field
+    fw, fh = max(fx1 - fx0, 1), max(fy1 - fy0, 1)
+    left, right = (box[0] - fx0) / fw, (box[2] - fx0) / fw
+    across = (left + right) / 2
+    down = ((box[1] + box[3]) / 2 - fy0) / fh
+    zone = "upper" if down < 1 / 3 else "middle" if down < 2 / 3 else "lower"
+    lateral = view_kind(view_position) == LATERAL
+    qualifier = _qualifier(0.5 if lateral else across, down)  # no costophrenic words on a lateral film
+    suffix = f" ({qualifier})" if qualifier else ""
+    if lateral:
+        return f"{zone} zone{suffix} on the lateral view"
+    if left < 1 / 3 and right > 2 / 3:
+        return f"bilateral {zone} zones{suffix}"
+    if 1 / 3 <= across <= 2 / 3:
+        return "central (perihilar)" if zone == "middle" else f"central {zone} zone{suffix}"
+    side = "right" if across < 1 / 3 else "left"  # the patient's right is on the viewer's left
+    return f"{side} {zone} zone{suffix}"
+
+
+def _qualifier(across: float, down: float) -> str:
+    if down < APICAL:
+        return "apical"
+    if down > BASAL:
+        return "costophrenic angle" if across < OUTER or across > 1 - OUTER else "basal"
+    return ""

@@ -1,0 +1,269 @@
+"""DICOM through pydicom: modality LUT, VOI LUT or window, MONOCHROME1 inversion, compressed syntaxes.
+
+Besides the file meta group, only the whitelisted, non-identifying tags (`_DICOM_TAGS`) are parsed from
+the file, so patient names, IDs, dates and the like never reach a `Study`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+import numpy as np
+from pydicom import config as pydicom_config
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, pixel_array
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from meddx.config import Limits
+from meddx.errors import InputError
+from meddx.io.pixels import luminance, robust_window, scale_to_uint8, subsample
+from meddx.io.source import check_dimensions, damaged, decode_errors
+from meddx.io.study import ImageInfo, Study
+
+# pydicom's value validation warns about *and logs* the offending value, and in a damaged file a wrong
+# length can make that value run on into neighbouring tags such as PatientName. meddx reads only a few
+# tags and has no use for those messages, so validation on reading is off for this process.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+# pydicom logs every failed decoder attempt as an ERROR with its traceback (`LOGGER.exception`), and once
+# anything has configured the root logger (open_clip's module-level `logging.info` calls `basicConfig`)
+# that lands on the CLI's stderr and in the app's log. Each failure here becomes an `InputError`, so
+# pydicom's records stay with its own handlers (a NullHandler unless `pydicom.config.debug()` is on).
+logging.getLogger("pydicom").propagate = False
+
+_DICOM_TAGS = [
+    # Image Pixel module: what decoding needs.
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "NumberOfFrames",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+    "PixelData",
+    # Modality LUT and VOI LUT modules: how to display it.
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "ModalityLUTSequence",
+    "VOILUTSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    # Non-identifying description.
+    "Modality",
+    "ViewPosition",
+    "BodyPartExamined",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+]
+_RADIOGRAPHY = {"CR", "DX", "DR", "RG"}
+_MODALITY_NAMES = {
+    "CT": "a CT image",
+    "MR": "an MR image",
+    "US": "an ultrasound image",
+    "MG": "a mammogram",
+    "NM": "a nuclear medicine image",
+    "PT": "a PET image",
+    "XA": "an angiography image",
+    "RF": "a fluoroscopy image",
+    "IO": "an intra-oral dental image",
+    "PX": "a panoramic dental image",
+}
+_OTHER_PHOTOMETRICS = {  # named in messages; any other value from the file is not echoed
+    "PALETTE COLOR", "RGB", "HSV", "ARGB", "CMYK", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_422",
+    "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT",
+}  # fmt: skip
+_CODE_STRING = re.compile(r"[A-Z0-9 _]{1,16}")
+
+
+def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -> Study:
+    """Decode the first frame of a DICOM file, reading only the whitelisted tags."""
+    with decode_errors(damaged(label)):
+        # force=True only for files whose data set `sniff_format` already parsed without a preamble.
+        ds = dcmread(io.BytesIO(data), force=not has_preamble, specific_tags=_DICOM_TAGS)
+        if "PixelData" not in ds:
+            raise InputError(
+                "This DICOM file has no image (pixel data); it may be a report, a structured document or "
+                "a presentation state. Please upload the image itself."
+            )
+        transfer_syntax = _transfer_syntax(ds)
+        decode_failed = _decode_failure(label, transfer_syntax)
+        width, height, frames = int(ds.Columns), int(ds.Rows), _frame_count(ds)
+        bits_stored, samples = int(ds.BitsStored), int(ds.get("SamplesPerPixel", 1))
+        photometric = _code_string(ds, "PhotometricInterpretation")
+        description = {
+            "modality": _code_string(ds, "Modality"),
+            "view_position": _code_string(ds, "ViewPosition"),
+            "body_part": _code_string(ds, "BodyPartExamined"),
+            "pixel_spacing": _pixel_spacing(ds),
+        }
+    check_dimensions(width, height, label, limits)
+    if samples != 3 and photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        stored_as = (
+            photometric if photometric in _OTHER_PHOTOMETRICS else "an unknown photometric interpretation"
+        )
+        raise InputError(
+            f"{label} stores its image as {stored_as}, which meddx does not support. Please export it as "
+            "MONOCHROME2 or RGB, or as PNG."
+        )
+    with decode_errors(decode_failed):
+        frame = pixel_array(ds, index=0)
+    warnings: list[str] = []
+    with decode_errors(damaged(label)):
+        if samples == 3:
+            pixels = _rgb_to_uint8(frame, bits_stored)
+        else:
+            pixels = _monochrome_to_uint8(frame, ds, invert=photometric == "MONOCHROME1", warnings=warnings)
+    if frames > 1:
+        warnings.append(f"Multi-frame DICOM: only the first of {frames} frames was analysed.")
+    warnings.extend(_modality_warnings(description["modality"]))
+    info = ImageInfo.of(
+        "dicom",
+        pixels,
+        bits_stored=bits_stored,
+        photometric_interpretation=photometric,
+        frames=frames,
+        transfer_syntax=transfer_syntax.name,
+        **description,
+    )
+    return Study(pixels=pixels, info=info, warnings=warnings)
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    """The transfer syntax, inferred from the encoding when a bare data set has no file meta."""
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit, little_endian = ds.original_encoding
+        if implicit:
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        else:
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian
+    return ds.file_meta.TransferSyntaxUID
+
+
+def _decode_failure(label: str, transfer_syntax: UID) -> str:
+    """The message for pixel data that cannot be decoded: name the compression, if any."""
+    if not transfer_syntax.is_encapsulated:  # raises ValueError for a UID that is no transfer syntax
+        return damaged(label)
+    return (
+        f"{label} is compressed with {transfer_syntax.name}, which could not be decoded. Please export it "
+        "uncompressed or as PNG."
+    )
+
+
+def _frame_count(ds: Dataset) -> int:
+    return max(1, int(ds.get("NumberOfFrames") or 1))
+
+
+def _monochrome_to_uint8(frame: np.ndarray, ds: Dataset, *, invert: bool, warnings: list[str]) -> np.ndarray:
+    """Modality LUT, then the file's VOI LUT or window (else a robust window), then MONOCHROME1 inversion.
+
+    Every step depends only on the stored value, so for up to 16-bit integers the steps run once per
+    value between the frame's minimum and maximum, and the frame is then looked up in that table.
+    """
+    if frame.dtype.kind in "iu" and frame.dtype.itemsize <= 2:
+        low = int(frame.min())
+        table = _display_values(np.arange(low, int(frame.max()) + 1), frame, ds, invert, warnings)
+        return table[np.subtract(frame, low, dtype=np.int32)]
+    return _display_values(frame, frame, ds, invert, warnings)
+
+
+def _display_values(
+    stored: np.ndarray, frame: np.ndarray, ds: Dataset, invert: bool, warnings: list[str]
+) -> np.ndarray:
+    """The 8-bit display value of each of `stored`; `frame` supplies the statistics of a robust window."""
+    values = apply_modality_lut(stored, ds)
+    try:
+        displayed = _apply_file_voi(values, ds)
+    except (ValueError, TypeError, LookupError, AttributeError, NotImplementedError):
+        # The display settings are untrusted file content: fall back rather than fail.
+        displayed = None
+        warnings.append(
+            "The display window stored in the file could not be used; an automatic window was applied."
+        )
+    if displayed is None:
+        window = robust_window(apply_modality_lut(subsample(frame), ds), fallback=_nominal_range(ds))
+        pixels = scale_to_uint8(values, *window)
+    else:
+        pixels = scale_to_uint8(*displayed)
+    if invert:
+        pixels = 255 - pixels
+    return pixels
+
+
+def _apply_file_voi(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, float, float] | None:
+    """The file's VOI LUT (preferred) or window applied to `values`, with the range of its output.
+
+    Returns None when the file has neither. This is pydicom's `apply_voi_lut` split in its two halves so
+    that the output range is known: the LUT's own range, or the range pydicom's windowing maps onto.
+    """
+    lut_items = ds.get("VOILUTSequence")
+    if lut_items and "LUTDescriptor" in lut_items[0] and "LUTData" in lut_items[0]:
+        entries, first_mapped, _ = (int(v) for v in lut_items[0].LUTDescriptor)
+        table = apply_voi(np.arange(first_mapped, first_mapped + (entries or 65536)), ds)
+        indices = np.rint(values).astype(np.int64) if values.dtype.kind == "f" else values
+        return apply_voi(indices, ds), float(table.min()), float(table.max())
+    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+        return apply_windowing(values, ds), *_nominal_range(ds)
+    return None
+
+
+def _nominal_range(ds: Dataset) -> tuple[float, float]:
+    """The value range BitsStored allows after the modality LUT (the range pydicom's windowing targets)."""
+    modality_lut = ds.get("ModalityLUTSequence")
+    if modality_lut:
+        return 0.0, 2.0 ** int(modality_lut[0].LUTDescriptor[2]) - 1
+    bits = int(ds.BitsStored)
+    if ds.get("PixelRepresentation", 0) == 0:
+        low, high = 0.0, 2.0**bits - 1
+    else:
+        low, high = -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        low, high = low * float(slope) + float(intercept), high * float(slope) + float(intercept)
+    return low, high
+
+
+def _rgb_to_uint8(frame: np.ndarray, bits_stored: int) -> np.ndarray:
+    """Luminance of an RGB frame (pydicom has already converted YBR to RGB), scaled from BitsStored."""
+    return scale_to_uint8(luminance(frame.astype(np.float32)), 0.0, 2.0**bits_stored - 1)
+
+
+def _code_string(ds: Dataset, keyword: str) -> str | None:
+    """An upper-cased code string value, or None if absent or not shaped like a DICOM code string."""
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    text = str(value).strip().upper()
+    return text if _CODE_STRING.fullmatch(text) else None
+
+
+def _pixel_spacing(ds: Dataset) -> list[float] | None:
+    """Row and column spacing in mm from PixelSpacing, else ImagerPixelSpacing; None if unusable."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        try:
+            spacing = [float(v) for v in value]
+        except (TypeError, ValueError):
+            continue
+        if len(spacing) == 2 and all(np.isfinite(spacing)) and min(spacing) > 0:
+            return spacing
+    return None
+
+
+def _modality_warnings(modality: str | None) -> list[str]:
+    if modality is None or modality in _RADIOGRAPHY:
+        return []
+    what = _MODALITY_NAMES.get(modality, "an image whose modality is not CR or DX")
+    message = (
+        f"This is {what}; meddx is designed for chest radiographs (CR or DX), so its findings may not "
+        "apply to this image."
+    )
+    return [message]

@@ -1,0 +1,113 @@
+"""PNG, JPEG, BMP, TIFF, WebP and GIF through Pillow: EXIF orientation, 16-bit, palette, CMYK, alpha."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import (
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageFile,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    WebPImagePlugin,
+)
+
+from meddx.config import Limits
+from meddx.io.pixels import luminance, robust_window, scale_to_uint8, subsample
+from meddx.io.source import check_dimensions, damaged, decode_errors
+from meddx.io.study import ImageInfo, Study
+
+_FULL_RANGE_MARGIN = 0.02  # 16-bit data within 2 % of both ends "uses the full range"
+_PIL_OPENERS: dict[str, type[ImageFile.ImageFile]] = {
+    "png": PngImagePlugin.PngImageFile,
+    "jpeg": JpegImagePlugin.JpegImageFile,
+    "bmp": BmpImagePlugin.BmpImageFile,
+    "tiff": TiffImagePlugin.TiffImageFile,
+    "webp": WebPImagePlugin.WebPImageFile,
+    "gif": GifImagePlugin.GifImageFile,
+}
+_ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
+_PIL_BITS = {"1": 1, "I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32, "F": 32}
+_PIL_PHOTOMETRIC = {
+    "1": "MONOCHROME2",
+    "L": "MONOCHROME2",
+    "LA": "MONOCHROME2",
+    "I;16": "MONOCHROME2",
+    "I;16L": "MONOCHROME2",
+    "I;16B": "MONOCHROME2",
+    "I;16N": "MONOCHROME2",
+    "I": "MONOCHROME2",
+    "F": "MONOCHROME2",
+    "RGB": "RGB",
+    "RGBA": "RGB",
+    "P": "PALETTE COLOR",
+    "PA": "PALETTE COLOR",
+    "CMYK": "CMYK",
+    "YCbCr": "YBR_FULL",
+}
+_RASTER_FRAME_LABELS = {
+    "gif": ("Animated GIF", "frames"),
+    "webp": ("Animated WebP", "frames"),
+    "tiff": ("Multi-page TIFF", "pages"),
+}
+
+
+def load_raster(data: bytes, source_format: str, label: str, limits: Limits) -> Study:
+    """Decode a Pillow-readable image, checking its declared size before decoding any pixel."""
+    opener = _PIL_OPENERS[source_format]
+    with decode_errors(damaged(label)):
+        # The plugin class reads the header only; Image.open would also apply Pillow's own global
+        # decompression-bomb limit, which cannot say the image size in its message.
+        image = opener(io.BytesIO(data))
+    check_dimensions(*image.size, label, limits)
+    with decode_errors(damaged(label)):
+        opener(io.BytesIO(data)).verify()  # PNG: every chunk's CRC; the object is unusable afterwards
+        frames = getattr(image, "n_frames", 1)
+        image.load()
+        mode = image.mode
+        image = ImageOps.exif_transpose(image)
+        pixels, transparent = _pil_to_gray(image)
+    warnings = []
+    if frames > 1:
+        what, unit = _RASTER_FRAME_LABELS.get(source_format, ("Multi-frame image", "frames"))
+        warnings.append(f"{what}: only the first of {frames} {unit} was analysed.")
+    if transparent:
+        warnings.append("The image has transparent areas; they were treated as black.")
+    info = ImageInfo.of(
+        source_format,
+        pixels,
+        bits_stored=_PIL_BITS.get(mode, 8),
+        photometric_interpretation=_PIL_PHOTOMETRIC.get(mode, mode),
+        frames=frames,
+    )
+    return Study(pixels=pixels, info=info, warnings=warnings)
+
+
+def _pil_to_gray(image: Image.Image) -> tuple[np.ndarray, bool]:
+    """8-bit luminance of a decoded image, and whether transparent areas were composited over black."""
+    if image.mode.startswith("I;16"):
+        return _high_depth_to_uint8(np.asarray(image), full_scale=65535), False
+    if image.mode in ("I", "F"):
+        return _high_depth_to_uint8(np.asarray(image), full_scale=None), False
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3]
+        gray = luminance(rgba[..., :3]) * (alpha / 255)
+        return np.rint(gray).astype(np.uint8), bool(alpha.min() < 255)
+    if image.mode not in ("1", "L"):
+        image = image.convert("RGB")
+    return np.array(image.convert("L")), False
+
+
+def _high_depth_to_uint8(values: np.ndarray, full_scale: float | None) -> np.ndarray:
+    """Linear full-range scaling if the data spans (nearly) 0..full_scale, else a robust window."""
+    low, high = float(values.min()), float(values.max())
+    margin = _FULL_RANGE_MARGIN * (full_scale or 0)
+    if full_scale and low <= margin and high >= full_scale - margin:
+        return scale_to_uint8(values, 0.0, full_scale)
+    return scale_to_uint8(values, *robust_window(subsample(values), fallback=(low, high)))

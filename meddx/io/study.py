@@ -1,0 +1,60 @@
+"""`Study`: one film as read, 8-bit grayscale, with its non-identifying `ImageInfo` and reading warnings."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Non-identifying facts about the file; every field is always present (None when unknown)."""
+
+    source_format: str
+    width: int
+    height: int
+    bits_stored: int
+    modality: str | None = None
+    view_position: str | None = None
+    photometric_interpretation: str | None = None
+    pixel_spacing: list[float] | None = None
+    body_part: str | None = None
+    frames: int = 1
+    transfer_syntax: str | None = None
+
+    @classmethod
+    def of(cls, source_format: str, pixels: np.ndarray, **facts) -> ImageInfo:
+        """The info of a decoded image: its format, its size from ``pixels`` and the other facts."""
+        return cls(source_format, int(pixels.shape[1]), int(pixels.shape[0]), **facts)
+
+    def to_dict(self) -> dict:
+        """The JSON object (``"image"`` in a result): every field, in this order."""
+        return asdict(self)
+
+
+@dataclass
+class Study:
+    """One loaded image, ready for the model and for display.
+
+    Attributes:
+        pixels: 2-D uint8 grayscale array (height, width) after windowing, LUTs, inversion and EXIF
+            orientation: what a radiologist would see.
+        info: Non-identifying facts only (`ImageInfo`).
+        warnings: Human-readable, non-identifying notes about how the file was read.
+    """
+
+    pixels: np.ndarray
+    info: ImageInfo
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The image size as (width, height)."""
+        return int(self.pixels.shape[1]), int(self.pixels.shape[0])
+
+    def to_pil(self, mode: str = "RGB") -> Image.Image:
+        """Return the pixels as a Pillow image in `mode` ("RGB" for the model, "L" for grayscale)."""
+        image = Image.fromarray(self.pixels)
+        return image if mode == "L" else image.convert(mode)

@@ -1,0 +1,244 @@
+"""Load the image-text encoder (named by a `meddx.model.spec` spec) and turn images and texts into embeddings.
+
+Models are built with empty parameters and the checkpoint's tensors assigned to them (one copy of the
+weights), cached per process; loading is thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from meddx.errors import ModelError
+from meddx.model.spec import (
+    TOKENIZER_VOCABULARIES,
+    WEIGHT_NAMES,
+    ResolvedModel,
+    one_line,
+    read_config,
+    resolve,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an original image was placed in the square model input (to map results back onto it)."""
+
+    width: int
+    height: int
+    pad_left: int
+    pad_top: int
+    side: int
+    size: int
+
+    @property
+    def scale(self) -> float:
+        """Model-input pixels per original pixel."""
+        return self.size / self.side
+
+
+class PadToSquare:
+    """Pad an image to a square (centred, black), then resize: a centre crop would cut off lung edges."""
+
+    def __init__(self, size: int, *, fill: int = 0) -> None:
+        self.size = size
+        self.fill = fill
+
+    def __call__(self, image: Image.Image) -> tuple[Image.Image, Geometry]:
+        width, height = image.size
+        side = max(width, height)
+        left, top = (side - width) // 2, (side - height) // 2
+        canvas = Image.new(image.mode, (side, side), self.fill)
+        canvas.paste(image, (left, top))
+        # reducing_gap: shrink by whole factors first (fast), then bicubic over the last 3x; same look.
+        resized = canvas.resize((self.size, self.size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        return resized, Geometry(width, height, left, top, side, self.size)
+
+
+@dataclass
+class Encoder:
+    """A loaded image-text model with its tokenizer and preprocessing."""
+
+    resolved: ResolvedModel
+    model: torch.nn.Module
+    tokenizer: object
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    direction_cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def spec(self) -> str:
+        """The spec string this encoder was loaded from."""
+        return str(self.resolved.spec)
+
+    @property
+    def revision(self) -> str:
+        """The revision actually loaded (a Hub commit hash, or what a downloaded folder records)."""
+        return self.resolved.revision
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies these exact weights (spec, revision, weight file size and time) for on-disk caches."""
+        weights = next(self.resolved.folder / n for n in WEIGHT_NAMES if (self.resolved.folder / n).is_file())
+        stat = weights.stat()
+        raw = f"{self.spec}|{self.revision}|{weights.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's learned temperature (already exponentiated)."""
+        return float(self.model.logit_scale.detach().exp())
+
+    @property
+    def visual(self) -> torch.nn.Module:
+        """The image tower."""
+        return self.model.visual
+
+    def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, Geometry]:
+        """One image to a model input tensor (3, S, S) and the geometry that undoes the padding."""
+        from torchvision.transforms import functional  # loaded with open_clip, which builds the model
+
+        square, geometry = PadToSquare(self.image_size)(image)
+        pixels = functional.normalize(functional.to_tensor(square.convert("RGB")), self.mean, self.std)
+        return pixels, geometry
+
+    def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unit-norm image embeddings for a batch of preprocessed images (N, 3, S, S)."""
+        return self.model.encode_image(pixels, normalize=True)
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids trimmed to the longest text: padding to the full context costs ~12x, same result."""
+        tokens = self.tokenizer(list(texts))
+        pad_id = getattr(self.tokenizer.tokenizer, "pad_token_id", 0) or 0
+        used = (tokens != pad_id).any(dim=0).nonzero()
+        return tokens[:, : int(used.max()) + 1] if len(used) else tokens
+
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Unit-norm text embeddings (N, D) in one batch (`meddx.model.zero_shot` caches what it needs)."""
+        with torch.inference_mode():
+            return self.model.encode_text(self.tokenize(list(texts)), normalize=True)
+
+
+def build_encoder(resolved: ResolvedModel) -> Encoder:
+    """Build the open_clip model and tokenizer from resolved local folders."""
+    import open_clip
+    from accelerate import init_empty_weights
+    from open_clip.tokenizer import HFTokenizer
+
+    config = read_config(resolved.folder, resolved.spec)
+    if not any((resolved.folder / name).is_file() for name in WEIGHT_NAMES):
+        raise ModelError(
+            f"{resolved.spec} has a config but no weights ({' or '.join(WEIGHT_NAMES)}). "
+            "Download the model again (`python -m meddx download`)."
+        )
+    if not any((resolved.text_folder / name).is_file() for name in TOKENIZER_VOCABULARIES):
+        raise ModelError(  # transformers would build a tokenizer that reads every word as unknown
+            f"{resolved.spec}: the text tower in {resolved.text_folder} has no tokenizer vocabulary "
+            f"({' or '.join(TOKENIZER_VOCABULARIES)}). Download the model again (`python -m meddx download`)."
+        )
+    text_cfg = dict(config["model_cfg"]["text_cfg"])
+    text_cfg.update(
+        hf_model_name=str(resolved.text_folder),
+        hf_tokenizer_name=str(resolved.text_folder),
+        hf_model_pretrained=False,
+    )
+    checkpoint = next(resolved.folder / n for n in WEIGHT_NAMES if (resolved.folder / n).is_file())
+    try:
+        # Parameters are made without memory (buffers for real) and the checkpoint's tensors become them:
+        # no random initialisation to overwrite, and never two copies of the weights in memory.
+        with init_empty_weights(include_buffers=False), _quiet_random_init_warning():
+            model = open_clip.create_model(
+                f"local-dir:{resolved.folder}",
+                text_cfg=text_cfg,
+                pretrained_text=False,
+                load_weights=False,
+                device=None,  # .to("cpu") cannot move parameters that have no data yet
+            )
+        model.load_state_dict(_read_weights(checkpoint, model), strict=True, assign=True)
+        tokenizer = HFTokenizer(str(resolved.text_folder), context_length=text_cfg.get("context_length", 77))
+    except Exception as exc:  # any failure to build from files is the user's to fix, with this message
+        raise ModelError(
+            f"{resolved.spec} could not be built from its files ({type(exc).__name__}: {one_line(exc)}). "
+            "The weights may be damaged or not match the config: download the model again."
+        ) from exc
+    model.eval()
+    preprocess_cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    image_size = model.visual.image_size
+    image_size = image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size)
+    return Encoder(
+        resolved=resolved,
+        model=model,
+        tokenizer=tokenizer,
+        image_size=image_size,
+        mean=tuple(preprocess_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        std=tuple(preprocess_cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+    )
+
+
+class _RandomInitWarning(logging.Filter):
+    """Drops open_clip's "initialized randomly" warning: the checkpoint is assigned right after."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning() -> Iterator[None]:
+    root, quiet = logging.getLogger(), _RandomInitWarning()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
+def _read_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """An open_clip checkpoint's tensors, read into memory with the keys ``model`` expects.
+
+    Read, not memory-mapped: the model then never depends on the file staying as it was.
+    """
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(path, backend="pread")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    position_ids = "text.transformer.embeddings.position_ids"  # older transformers saved this buffer
+    if position_ids in state and position_ids not in model.state_dict():
+        del state[position_ids]
+    return state
+
+
+_CACHE: dict[str, Encoder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_encoder(spec: str, *, threads: int | None = None) -> Encoder:
+    """Load a model once per process (thread-safe) and return the cached `Encoder`."""
+    if threads:
+        torch.set_num_threads(threads)
+    with _CACHE_LOCK:
+        if spec not in _CACHE:
+            log.info("loading model %s", spec)
+            _CACHE[spec] = build_encoder(resolve(spec))
+            log.info("loaded model %s at revision %s", spec, _CACHE[spec].revision)
+        return _CACHE[spec]
+
+
+def clear_cache() -> None:
+    """Forget loaded models (tests, or to reload after a download)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()

@@ -1,0 +1,108 @@
+"""The image tower split in two at its last transformer block: ``stem`` and ``TowerTail``.
+
+Scoring and the fast attribution map share one pass: the stem (patch embedding and all blocks but the
+last) runs once without gradients, and the tail (last block, norm, pooling, projection and the finding
+scores) runs on its output with gradients. A Grad-CAM map then costs one backward through one block, not
+a second full forward.
+
+The tail exposes ``grid``: the patch tokens entering the last block, reshaped to (N, C, H, W) so that
+Captum's layer methods can hook them (hooking the block's *output* gives an all-zero map, because the
+pooled CLS token never reads the patch tokens after the last block).
+
+For a tower that pools the class token (BiomedCLIP), only that token's output of the last block is ever
+read, so the tail computes just that (`class_token_block`): the patch tokens still give the keys and
+values of its attention, but its query, attention output and MLP run for one token instead of 197. Same
+numbers, about a third of the block's work, forward and backward.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from timm.layers import Attention
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from meddx.errors import ModelError
+from meddx.model.encoder import Encoder
+from meddx.model.zero_shot import zero_shot_logits
+
+
+def _trunk(encoder: Encoder) -> nn.Module:
+    trunk = getattr(encoder.visual, "trunk", None)
+    needed = ("patch_embed", "_pos_embed", "blocks", "norm", "forward_head", "num_prefix_tokens")
+    if trunk is None or not all(hasattr(trunk, name) for name in needed):
+        raise ModelError("meddx needs an open_clip model with a timm ViT image tower (like BiomedCLIP).")
+    return trunk
+
+
+def stem(encoder: Encoder, pixels: torch.Tensor) -> torch.Tensor:
+    """Tokens entering the last block, for preprocessed pixels (N, 3, S, S)."""
+    trunk = _trunk(encoder)
+    x = trunk.patch_embed(pixels)
+    x = trunk._pos_embed(x)
+    x = trunk.patch_drop(x)
+    x = trunk.norm_pre(x)
+    for block in trunk.blocks[:-1]:
+        x = block(x)
+    return x
+
+
+def class_token_block(block: Block, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)[:, :1]`` for a timm ViT block in eval mode, computing only what the first token needs."""
+    attn = block.attn
+    h = block.norm1(x)
+    n, length, _ = h.shape
+    qkv = attn.qkv(h).reshape(n, length, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attn.q_norm(q[:, :, :1]), attn.k_norm(k)
+    y = nn.functional.scaled_dot_product_attention(q, k, v)
+    y = attn.norm(y.transpose(1, 2).reshape(n, 1, attn.attn_dim))
+    if attn.gate is not None:
+        y = y * attn.gate(h[:, :1]).sigmoid()
+    first = x[:, :1] + block.ls1(attn.proj(y))
+    return first + block.ls2(block.mlp(block.norm2(first)))
+
+
+def _class_token_pooled(trunk: nn.Module) -> bool:
+    """Whether only the class token leaves the last block (and that block is a plain timm one)."""
+    block = trunk.blocks[-1]
+    return (
+        getattr(trunk, "global_pool", None) == "token"
+        and getattr(trunk, "cls_token", None) is not None  # the pooled first token is the class token
+        and getattr(trunk, "attn_pool", None) is None
+        and type(block) is Block
+        and type(block.attn) is Attention
+    )
+
+
+class TowerTail(nn.Module):
+    """Last block to finding logits: ``forward(tokens) -> (N, F)`` for the given text directions."""
+
+    def __init__(self, encoder: Encoder, difference: torch.Tensor, logit_scale: float) -> None:
+        super().__init__()
+        self.trunk = _trunk(encoder)
+        self.head = encoder.visual.head
+        self.prefix = int(self.trunk.num_prefix_tokens)
+        self.class_token_only = _class_token_pooled(self.trunk)
+        self.grid = nn.Identity()
+        self.register_buffer("difference", difference.detach().clone(), persistent=False)
+        self.logit_scale = float(logit_scale)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Unit image embeddings from stem tokens."""
+        n, length, channels = tokens.shape
+        h = w = math.isqrt(length - self.prefix)  # inputs are square (padded), so the patch grid is too
+        prefix, patches = tokens[:, : self.prefix], tokens[:, self.prefix :]
+        grid = self.grid(patches.transpose(1, 2).reshape(n, channels, h, w))
+        x = torch.cat([prefix, grid.flatten(2).transpose(1, 2)], dim=1)
+        block = self.trunk.blocks[-1]
+        x = class_token_block(block, x) if self.class_token_only and not block.training else block(x)
+        x = self.trunk.norm(x)
+        x = self.head(self.trunk.forward_head(x))
+        return nn.functional.normalize(x, dim=-1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, F) zero-shot logits."""
+        return zero_shot_logits(self.embed(tokens), self.difference, self.logit_scale)

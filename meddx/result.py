@@ -1,0 +1,194 @@
+"""What one analysis returns, typed all the way down; JSON is built once, at the edge, by `Analysis.to_dict`.
+
+The JSON schema (``"schema_version"``, documented in the README under "Result JSON") is pinned by
+``tests/test_result_schema.py``: change it only together with `SCHEMA_VERSION`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from meddx import DISCLAIMER, __version__
+from meddx.explain.maps import FilmMap, overlay, to_png_base64
+from meddx.explain.regions import Region
+from meddx.io.study import ImageInfo
+from meddx.notes import Concept, EvidenceItem
+
+SCHEMA_VERSION = 1
+"""Version of the JSON that `Analysis.to_dict` returns (the API's ``/analyze`` result and the CLI's)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The image-text model that produced the scores: its spec and the revisions actually loaded."""
+
+    spec: str
+    revision: str | None
+    text_revision: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"spec": self.spec, "revision": self.revision, "text_revision": self.text_revision}
+
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    """The trained head used, if any."""
+
+    spec: str
+    revision: str | None
+
+    def to_dict(self) -> dict:
+        return {"spec": self.spec, "revision": self.revision}
+
+
+@dataclass(frozen=True)
+class ScoringInfo:
+    """How the image probabilities were made: the mode, its rule in words, and the head."""
+
+    mode: str
+    rule: str
+    probe: ProbeInfo | None = None
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "rule": self.rule, "probe": self.probe and self.probe.to_dict()}
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds spent reading the film, scoring (with the notes), explaining, and in all."""
+
+    load_s: float
+    score_s: float
+    explain_s: float
+    total_s: float
+
+    def to_dict(self) -> dict:
+        return {
+            "load_s": self.load_s,
+            "score_s": self.score_s,
+            "explain_s": self.explain_s,
+            "total_s": self.total_s,
+        }
+
+
+@dataclass(frozen=True)
+class NotesReading:
+    """What was read in the notes: every concept, and one status per image finding mentioned."""
+
+    concepts: tuple[Concept, ...]
+    findings: dict[str, str]
+
+    def to_dict(self) -> dict:
+        return {"concepts": [c.to_dict() for c in self.concepts], "findings": dict(self.findings)}
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Which method drew the maps, which findings got one, and how their locations are worded."""
+
+    method: str
+    mapped: tuple[str, ...]
+    location_note: str | None
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "mapped": list(self.mapped), "location_note": self.location_note}
+
+
+@dataclass
+class FindingResult:
+    """One finding's result. ``probability`` is what the finding is ranked and flagged by."""
+
+    id: str
+    label: str
+    probability: float
+    image_probability: float
+    zero_shot: float
+    threshold: float
+    flagged: bool
+    follow_up: str
+    custom: bool = False
+    fine_tuned: float | None = None
+    note_adjustment: float = 0.0
+    evidence: list[EvidenceItem] = field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "label": self.label,
+            "probability": self.probability,
+            "image_probability": self.image_probability,
+            "zero_shot": self.zero_shot,
+            "threshold": self.threshold,
+            "flagged": self.flagged,
+            "follow_up": self.follow_up,
+            "custom": self.custom,
+            "fine_tuned": self.fine_tuned,
+            "note_adjustment": self.note_adjustment,
+            "evidence": [e.to_dict() for e in self.evidence],
+            "regions": [r.to_dict() for r in self.regions],
+        }
+
+
+@dataclass
+class Analysis:
+    """Everything meddx says about one film. ``to_dict()`` is the JSON the API and CLI return.
+
+    ``preview`` is the windowed grayscale film (uint8 H x W) and ``maps`` holds, per finding id with a map,
+    a `meddx.explain.maps.FilmMap` (``maps[id].on_film(max_side=...)`` gives the float32 map in [0, 1] at
+    the size a consumer needs); `overlay` blends one on the film. Neither goes into the JSON unless
+    ``include_maps`` asked for base64 PNG overlays.
+    """
+
+    model: ModelInfo
+    scoring: ScoringInfo
+    findings: list[FindingResult]
+    image: ImageInfo
+    warnings: list[str]
+    timings: Timings
+    created: str
+    explanation: Explanation
+    notes: NotesReading | None = None
+    preview: np.ndarray | None = field(default=None, repr=False)
+    maps: dict[str, FilmMap] = field(default_factory=dict, repr=False)
+    include_maps: bool = False
+    disclaimer: str = DISCLAIMER
+    version: str = __version__
+
+    def overlay(self, finding_id: str, *, max_side: int | None = None) -> np.ndarray:
+        """The film with one finding's map blended over it (RGB uint8), at most ``max_side`` pixels wide."""
+        film, heatmap = self.preview, self.maps[finding_id].on_film(max_side=max_side)
+        if heatmap.shape != film.shape[:2]:
+            film = cv2.resize(film, heatmap.shape[::-1], interpolation=cv2.INTER_AREA)
+        return overlay(film, heatmap)
+
+    @property
+    def flagged(self) -> list[FindingResult]:
+        """Findings at or above their threshold, most probable first."""
+        return [f for f in self.findings if f.flagged]
+
+    def to_dict(self) -> dict:
+        """The JSON object (schema `SCHEMA_VERSION`); maps only if ``include_maps`` (base64 PNG overlays).
+
+        Built field by field: the film and the maps are never copied.
+        """
+        data = {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model.to_dict(),
+            "scoring": self.scoring.to_dict(),
+            "findings": [f.to_dict() for f in self.findings],
+            "image": self.image.to_dict(),
+            "warnings": list(self.warnings),
+            "timings": self.timings.to_dict(),
+            "created": self.created,
+            "notes": self.notes and self.notes.to_dict(),
+            "explanation": self.explanation.to_dict(),
+            "disclaimer": self.disclaimer,
+            "version": self.version,
+        }
+        if self.include_maps:
+            data["maps_png"] = {fid: to_png_base64(self.overlay(fid)) for fid in self.maps}
+        return data

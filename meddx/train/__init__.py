@@ -1,0 +1,1 @@
+"""Training a head: labelled data sets, the image-embedding cache, fitting, calibration and metrics."""

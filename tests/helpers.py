@@ -1,0 +1,163 @@
+"""Helpers shared by the tests (fixtures live in ``conftest.py``): real DICOM files with planted
+identifiers, the live app on a free port, small films, a labelled film folder, a fake Hub API."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    UID,
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
+
+from meddx.dev.tiny import synthetic_film
+
+# --- DICOM files --------------------------------------------------------------------------------------
+
+PLANTED_IDENTIFIERS = {
+    "PatientName": "Doe^Jane",
+    "PatientID": "MRN98765",
+    "PatientBirthDate": "19610203",
+    "AccessionNumber": "ACC55555",
+    "InstitutionName": "St Example Hospital",
+}
+
+
+def chest_dataset(
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    frames: int = 1,
+    modality: str = "DX",
+    sop_class: UID = DigitalXRayImageStorageForPresentation,
+    identifiers: dict[str, str] = PLANTED_IDENTIFIERS,
+    **tags: object,
+) -> Dataset:
+    """An uncompressed PA chest data set holding ``pixels`` (colour when the last axis is 3), identifiers
+    planted, and any further ``tags``."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    for keyword, value in identifiers.items():
+        setattr(ds, keyword, value)
+    ds.Modality = modality
+    ds.ViewPosition = "PA"
+    ds.BodyPartExamined = "CHEST"
+    samples = 3 if pixels.ndim == (4 if frames > 1 else 3) else 1
+    ds.Rows, ds.Columns = pixels.shape[-3:-1] if samples == 3 else pixels.shape[-2:]
+    ds.SamplesPerPixel = samples
+    if samples == 3:
+        ds.PlanarConfiguration = 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = pixels.dtype.itemsize * 8
+    ds.BitsStored = bits_stored or ds.BitsAllocated
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
+    ds.PixelData = pixels.tobytes()
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def write_dicom(path: Path, pixels: np.ndarray | None = None, *, view_position: str = "PA") -> Path:
+    """A 12-bit MONOCHROME2 CR chest film with planted identifiers; a bright square in the middle."""
+    if pixels is None:
+        pixels = np.full((256, 224), 600, np.uint16)
+        pixels[96:160, 80:144] = 3500
+    ds = chest_dataset(
+        pixels.astype(np.uint16), bits_stored=12, modality="CR", sop_class=ComputedRadiographyImageStorage
+    )
+    ds.ViewPosition = view_position
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+# --- the live app -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file below ``folder``, at any depth."""
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+@contextmanager
+def running_app(settings, gradio_tmp: Path) -> Iterator[str]:
+    """Build and launch the meddx app on a free port with Gradio's files in ``gradio_tmp``; yield its URL."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(gradio_tmp))
+        from meddx.app.page import build_demo, launch_kwargs, queue_kwargs
+
+        demo = build_demo(settings).queue(**queue_kwargs())
+        _, url, _ = demo.launch(
+            prevent_thread_lock=True,
+            server_name="127.0.0.1",
+            server_port=free_port(),
+            quiet=True,
+            **launch_kwargs(settings),
+        )
+        try:
+            yield url
+        finally:
+            demo.close()
+
+
+def write_png(path: Path) -> Path:
+    """A small synthetic grayscale film: dark field, one bright rectangle."""
+    film = np.full((256, 224), 60, np.uint8)
+    film[80:170, 60:160] = 200
+    Image.fromarray(film).save(path)
+    return path
+
+
+# --- labelled films and the Hub ------------------------------------------------------------------------
+
+
+def write_film_folder(root: Path, *, positives: int, negatives: int, seed: int) -> Path:
+    """An image folder of 96-px synthetic films: ``nodule/`` (with a blob) and ``no_finding/``."""
+    rng = np.random.default_rng(seed)
+    for index in range(positives + negatives):
+        blob = index < positives
+        folder = root / ("nodule" if blob else "no_finding")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(synthetic_film(rng, size=96, blob=blob).pixels).save(folder / f"film_{index:03d}.png")
+    return root
+
+
+class FakeHubApi:
+    """Records what `publish_head` asks of `huggingface_hub.HfApi`; never touches the network."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+        self.uploaded: list[str] = []
+
+    def create_repo(self, repo_id: str, **kwargs) -> str:
+        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, **kwargs) -> None:
+        self.calls.append(("upload_folder", kwargs))
+        self.uploaded = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())
