@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runtime-only checks: what a Hugging Face Space and a `pip install` user get, outside the dev venv.
-#   space  a venv built from requirements.txt alone (.venv-runtime) boots app.py from the repo root, as a
-#          Space does (meddx is not installed), with a tiny model, and answers one /analyze call through
-#          gradio_client; the app is then stopped and nothing it started may be left running.
+#   space  a venv built from requirements.txt alone (.venv-runtime) boots app.py from a copy of what
+#          deploy.yml uploads, as a Space does (meddx not installed, no meddx/dev), with a tiny model, and
+#          answers one /analyze call through gradio_client; the app is then stopped and nothing it started
+#          may be left running.
 #   wheel  `pip install .` into its own venv (.venv-wheel); from a folder outside the source tree,
 #          `python -m meddx analyze` prints a result, every data file and template of the source package
 #          is installed, the declared dependencies are requirements.txt's, and `train` without the
@@ -108,15 +109,22 @@ check_space() {
   step "space: .venv-runtime (requirements.txt alone) ready in $(since "$t0") s"
   port="$("$dev_python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   t0="$(now)"
-  # As a Space runs it: app.py from the repo root, meddx imported from the source folder. In a session of
-  # its own (os.setsid, then exec: same pid), so that stop_app can find and stop all it starts; told to
-  # stop (SIGTERM) if this script is killed before it can clean up.
+  mkdir -p "$work/space"
+  cp -r app.py requirements.txt README.md meddx "$work/space/"
+  rm -rf "$work/space/meddx/dev"
+  find "$work/space" -name __pycache__ -prune -exec rm -rf {} +
+  cd "$work/space"
+  # What .github/workflows/deploy.yml uploads (meddx/ without meddx/dev/), run as a Space runs it: app.py
+  # from that folder, meddx imported from the source, not installed. In a session of its own (os.setsid,
+  # then exec: same pid), so that stop_app can find and stop all it starts; told to stop (SIGTERM) if this
+  # script is killed before it can clean up.
   "$dev_python" -c 'import ctypes, os, signal, sys
 ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 os.setsid()
 os.execv(sys.argv[1], sys.argv[1:])' \
-    .venv-runtime/bin/python app.py --port "$port" --model "local-dir:$model" >"$work/app.log" 2>&1 &
+    "$root/.venv-runtime/bin/python" app.py --port "$port" --model "local-dir:$model" >"$work/app.log" 2>&1 &
   app_pid=$!
+  cd "$root"
   .venv-runtime/bin/python - "$port" "$app_pid" "$film" "$notes" >"$work/client.log" 2>&1 <<'EOF' || {
 import json
 import os
