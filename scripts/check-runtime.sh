@@ -199,7 +199,7 @@ check_wheel() {
   # files that no longer exist (a module moved elsewhere) and would slip them into the wheel.
   src="$work/src"
   mkdir -p "$src"
-  cp -r pyproject.toml README.md requirements.txt requirements-train.txt meddx "$src/"
+  cp -r pyproject.toml README.md requirements*.txt meddx "$src/"
   [ -f LICENSE ] && cp LICENSE "$src/"
   find "$src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
   deps_digest="$(cat requirements.txt | sha256sum | cut -d' ' -f1)"
@@ -266,15 +266,28 @@ def names(lines) -> set[str]:
     return {re.split(r"[\[=<>!~;\s]", line, maxsplit=1)[0].lower().replace("_", "-") for line in lines}
 
 
-declared = names(r for r in (md.requires("meddx") or []) if "extra ==" not in r)
-wanted = names(
-    line.strip() for line in requirements.read_text().splitlines() if line.strip() and not line.startswith(("#", "-"))
+def listed(path: Path) -> set[str]:
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return names(line for line in lines if line and not line.startswith(("#", "-")))
+
+
+requires = md.requires("meddx") or []
+declared = names(r for r in requires if "extra ==" not in r)
+if declared != listed(requirements):
+    sys.exit(f"meddx's declared dependencies differ from requirements.txt: {sorted(declared ^ listed(requirements))}")
+extras = {}
+for path in sorted(requirements.parent.glob("requirements-*.txt")):
+    extra = path.stem.removeprefix("requirements-")
+    if extra != "dev":
+        extras[extra] = names(r for r in requires if re.search(rf"extra == .{extra}.", r))
+        if extras[extra] != listed(path) or not extras[extra]:
+            sys.exit(f"the '{extra}' extra of the installed meddx differs from {path.name}: {sorted(extras[extra])}")
+if "train" not in extras:
+    sys.exit("no requirements-train.txt: meddx declares no 'train' extra")
+print(
+    f"{len(data_files(installed))} data files installed; dependencies = requirements.txt; "
+    f"extras {', '.join(extras)} = their requirements files"
 )
-if declared != wanted:
-    sys.exit(f"meddx's declared dependencies differ from requirements.txt: {sorted(declared ^ wanted)}")
-if "train" not in (md.metadata("meddx").get_all("Provides-Extra") or []):
-    sys.exit("meddx declares no 'train' extra")
-print(f"{len(data_files(installed))} data files installed; dependencies = requirements.txt; extra: train")
 EOF
     fail "the installed package is incomplete" "$work/install.log" "the check's output"
   }
