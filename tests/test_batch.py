@@ -20,7 +20,7 @@ from PIL import Image
 from meddx.cli import main
 from meddx.config import Settings
 from meddx.pipeline import analyze
-from tests.dicom_factory import PLANTED_IDENTIFIERS, write_dicom
+from tests.helpers import PLANTED_IDENTIFIERS, write_dicom
 
 pytestmark = pytest.mark.slow
 
