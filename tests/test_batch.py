@@ -137,7 +137,7 @@ def test_folder_rows_equal_analyze_and_bad_films_are_error_rows(folder_run, film
         for finding in analysis.findings:
             assert abs(row[f"prob__{finding.id}"] - finding.probability) <= 1e-6
             assert abs(row[f"zero_shot__{finding.id}"] - finding.zero_shot) <= 1e-6
-        regions = [{"finding": f.id, **region} for f in analysis.findings for region in f.regions]
+        regions = [{"finding": f.id, **region.to_dict()} for f in analysis.findings for region in f.regions]
         assert row["regions"] == regions and len({r["finding"] for r in regions}) <= 2
         assert row["model_spec"] == f"local-dir:{tiny_model_dir}" and row["model_revision"]
         assert row["warnings"] == analysis.warnings and row["has_notes"] is False

@@ -77,7 +77,7 @@ class Layout:
         return pa.schema(fields)
 
     def result_row(self, item: dict, analysis) -> dict:
-        """The row of one analysed film (``analysis`` is a `meddx.pipeline.Analysis`)."""
+        """The row of one analysed film (``analysis`` is a `meddx.result.Analysis`)."""
         row = self._base(item)
         by_id = {f.id: f for f in analysis.findings}
         for finding_id in self.findings:
@@ -88,17 +88,19 @@ class Layout:
             if self.head:
                 row[f"fine_tuned__{finding_id}"] = result.fine_tuned
                 row[f"flagged__{finding_id}"] = result.flagged
-        row["regions"] = [{"finding": f.id, **region} for f in analysis.findings for region in f.regions]
+        row["regions"] = [
+            {"finding": f.id, **region.to_dict()} for f in analysis.findings for region in f.regions
+        ]
         row["warnings"] = list(analysis.warnings)
         for name, _ in IMAGE_FIELDS:
-            row[name] = analysis.image.get(name)
-        probe = analysis.scoring.get("probe") or {}
+            row[name] = getattr(analysis.image, name)
+        probe = analysis.scoring.probe
         row.update(
-            scoring_mode=analysis.scoring["mode"],
-            model_spec=analysis.model["spec"],
-            model_revision=analysis.model["revision"],
-            probe_spec=probe.get("spec"),
-            probe_revision=probe.get("revision"),
+            scoring_mode=analysis.scoring.mode,
+            model_spec=analysis.model.spec,
+            model_revision=analysis.model.revision,
+            probe_spec=probe.spec if probe else None,
+            probe_revision=probe.revision if probe else None,
         )
         return row
 
