@@ -296,3 +296,21 @@ def test_batch_embed_fills_the_cache_that_train_and_eval_read(
     assert (cached - expected).abs().max() < 1e-5
     assert main(args) == 0  # nothing left to do: no Ray job
     assert "4 already cached, 0 embedded" in capsys.readouterr().err
+
+
+def test_eval_embeds_on_ray_with_ray_address(films, tiny_model_dir, local_ray, tmp_path, capsys):
+    data_dir = tmp_path / "labelled"
+    for label, names in {
+        "nodule": ["film0.png", "film1.png"],
+        "no_finding": ["film2.png", "film3.png"],
+    }.items():
+        (data_dir / label).mkdir(parents=True)
+        for name in names:
+            shutil.copy(films / name, data_dir / label / name)
+    args = ["eval", "--data", str(data_dir), "--model", f"local-dir:{tiny_model_dir}"]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--ray-address", "local", "--workers", "1"]
+    assert main(args) == 0
+    assert "embedded on Ray: 4 new, 0 already cached, 0 errors" in capsys.readouterr().err
+    assert main(args) == 0  # the second run finds everything cached
+    assert "embedded on Ray: 0 new, 4 already cached" in capsys.readouterr().err
+    assert main([*args[:-4], "--no-cache", "--ray-address", "local"]) == 2

@@ -50,6 +50,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="embedding cache folder (default $MEDDX_CACHE_DIR/embeddings, ~/.cache/meddx/embeddings)",
     )
     parser.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="embed the images on Ray first (a cluster address, or 'local'), into the same embedding cache "
+        "(needs the scale extra); training then reads every embedding from the cache",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="Ray embedding actors (with --ray-address)")
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -106,6 +113,26 @@ def _load(args: argparse.Namespace):
     if labels:
         data = data.select(labels)
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir or settings.embedding_cache_dir)
+    if args.ray_address:
+        if cache is None:
+            raise InputError("--ray-address fills the embedding cache; it cannot be used with --no-cache.")
+        from dataclasses import replace
+
+        from meddx.batch.embed import prefill
+        from meddx.batch.engine import Engine
+
+        address = None if args.ray_address == "local" else args.ray_address
+        counts = prefill(
+            data,
+            replace(settings, model=args.model or settings.model),
+            cache,
+            Engine(ray_address=address, workers=args.workers),
+        )
+        print(
+            f"meddx: embedded on Ray: {counts['embedded']} new, {counts['cached_before']} already cached, "
+            f"{counts['errors']} errors",
+            file=sys.stderr,
+        )
     return settings, data, cache
 
 
