@@ -1,7 +1,7 @@
 """``python -m meddx``: one parser, one error-to-exit-status map, one module per command family.
 
 - `meddx.cli.analyze`: ``analyze``; `meddx.cli.model`: ``download``; `meddx.cli.train`: ``train``,
-  ``eval``; `meddx.notes_cli`: ``notes``, ``notes-eval``; `meddx.cli.dev`: ``make-tiny-model``,
+  ``eval``, ``promote``; `meddx.notes_cli`: ``notes``, ``notes-eval``; `meddx.cli.dev`: ``make-tiny-model``,
   ``attribution-check``, ``bench`` (development tools, from a source checkout only).
 
 Imports are lazy so that ``--help`` and the light commands start fast. Errors meant for people
@@ -22,6 +22,11 @@ DELEGATED = {
     "notes": ("meddx.notes_cli", "run_notes", "extract concepts from clinical notes"),
     "train": ("meddx.cli.train", "run_train", "train a fine-tuned head on labelled films"),
     "eval": ("meddx.cli.train", "run_eval", "evaluate zero-shot and fine-tuned scores on labelled films"),
+    "promote": (
+        "meddx.cli.train",
+        "run_promote",
+        "replace the served head only if a candidate measures better",
+    ),
     "notes-eval": (
         "meddx.notes_cli",
         "run_notes_eval",
