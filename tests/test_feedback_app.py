@@ -146,3 +146,48 @@ def test_feedback_through_the_page(feedback_url, feedback_dir, tmp_path):
     assert set(records[-1]) == set(FIELDS)
     assert records[-1]["labels"] == {"nodule": "present", "effusion": "absent"}
     assert "DOE" not in json.dumps(records[-1])
+
+
+@pytest.mark.slow
+def test_analyse_answer_retrain_promote_and_serve_the_better_head(tiny_settings, tmp_path, gradio_tmp):
+    """The whole loop, offline on the tiny model: page API -> feedback -> train -> promote -> restart."""
+    from gradio_client import Client, handle_file
+
+    from meddx.cli.train import run_promote, run_train
+    from meddx.dev.feedback_loop import write_films
+    from meddx.model.head_store import clear_head_cache, load_head
+
+    labelled = write_films(tmp_path / "labelled", positives=4, negatives=8, seed=1)
+    held_out = write_films(tmp_path / "held_out", positives=20, negatives=40, seed=100)
+    seen = write_films(tmp_path / "seen", positives=12, negatives=24, seed=11)
+    common = ["--model", tiny_settings.model, "--cache-dir", str(tmp_path / "embeddings")]
+    current, candidate, records = tmp_path / "current", tmp_path / "candidate", tmp_path / "feedback"
+    assert run_train(["--data", str(labelled), "--out", str(current), "--epochs", "1", *common]) == 0
+    settings = replace(tiny_settings, probe=f"local-dir:{current}", feedback_dir=records)
+
+    with running_app(settings, gradio_tmp) as url:
+        client = Client(url, verbose=False)
+        for film in sorted(seen.rglob("*.png")):
+            result, _ = client.predict(handle_file(str(film)), maps=0, api_name="/analyze")
+            answer = "present" if film.parent.name == "nodule" else "absent"
+            client.predict(result["feedback_id"], {"nodule": answer}, [], api_name="/feedback")
+    kept = _records(records)
+    assert len(kept) == 36 and {r["scoring_mode"] for r in kept} == {"both"}
+    assert all(r["scores"]["nodule"]["fine_tuned"] is not None for r in kept)
+
+    args = ["--data", str(labelled), "--data", f"feedback:{records}", "--out", str(candidate)]
+    assert run_train([*args, *common]) == 0
+    promote = ["--candidate", str(candidate), "--current", str(current), "--data", str(held_out)]
+    assert run_promote([*promote, *common]) == 0
+    clear_head_cache()
+    served = load_head(f"local-dir:{current}")
+    assert served.metadata["history"][-1]["decision"] == "promoted"
+    assert served.metadata["data"]["feedback"]["records"] == 36
+
+    film = sorted(held_out.rglob("*.png"))[0]
+    with running_app(settings, gradio_tmp) as url:  # restarted with the same MEDDX_PROBE
+        result, _ = Client(url, verbose=False).predict(handle_file(str(film)), maps=0, api_name="/analyze")
+    embedding = embed_sources(load_encoder(tiny_settings.model), [film])
+    expected = float(served.probabilities(embedding)[0, served.finding_ids.index("nodule")])
+    nodule = next(f for f in result["findings"] if f["id"] == "nodule")
+    assert nodule["fine_tuned"] == pytest.approx(expected, abs=1e-3)
