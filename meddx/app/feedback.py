@@ -84,13 +84,14 @@ def build_panel(settings: Settings) -> FeedbackPanel:
         notice_md = gr.Markdown(notice(settings), elem_id="meddx-feedback-notice")
         feedback_id = gr.Textbox(visible=False)
         answers = {}
-        with gr.Group():
+        with gr.Row(equal_height=False):  # wraps: three answers a row on a desktop, one on a phone
             for finding in vocabulary.findings:
                 answers[finding.id] = gr.Radio(
                     list(LABELS),
                     value=None,
                     label=finding.name,
                     visible=False,
+                    min_width=280,
                     elem_id=f"meddx-answer-{finding.id}",
                 )
         missed = gr.Dropdown(
