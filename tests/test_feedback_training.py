@@ -17,7 +17,7 @@ from meddx.dev.feedback_loop import format_rows, give_feedback, run_loop, write_
 from meddx.dev.tiny import make_tiny_model, write_to_hf_cache
 from meddx.model.encoder import load_encoder
 from meddx.model.head import encoder_identity
-from meddx.model.head_store import load_head, read_head
+from meddx.model.head_store import HEAD_FILES, load_head, read_head
 from meddx.train.feedback import FeedbackRecord, FeedbackWriter
 from tests.helpers import FakeHubApi
 
@@ -154,7 +154,10 @@ def test_promote_pushes_to_the_current_heads_hub_repo(
     import huggingface_hub
 
     common = _common(tiny_model_dir, films)
-    assert run_train(["--data", str(films["labelled"]), "--out", str(tmp_path / "current"), *common]) == 0
+    weak = ["--epochs", "1"]  # a current head little better than zero-shot, so that the candidate wins
+    assert (
+        run_train(["--data", str(films["labelled"]), "--out", str(tmp_path / "current"), *weak, *common]) == 0
+    )
     write_to_hf_cache(tmp_path / "current", "me/nodule-head", isolated_hf_cache)
     args = ["--data", str(films["labelled"]), "--data", f"feedback:{feedback_dir}"]
     assert run_train([*args, "--out", str(tmp_path / "candidate"), *common]) == 0
@@ -164,13 +167,10 @@ def test_promote_pushes_to_the_current_heads_hub_repo(
     code = run_promote([*heads, "--data", str(films["held_out"]), *common])
     out = capsys.readouterr().out
     entry = read_head(tmp_path / "candidate").metadata["history"][-1]
-    if entry["decision"] == "promoted":
-        assert code == 0 and "Promoted" in out
-        assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]
-        assert api.calls[1][1]["repo_id"] == "me/nodule-head"
-        assert entry["current"].startswith("hf-hub:me/nodule-head")
-    else:  # the numbers decide; either way nothing is pushed unless promoted
-        assert code == 1 and api.calls == []
+    assert entry["decision"] == "promoted" and code == 0 and "Promoted" in out
+    assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]
+    assert api.calls[1][1]["repo_id"] == "me/nodule-head" and api.uploaded == sorted(HEAD_FILES)
+    assert entry["current"].startswith("hf-hub:me/nodule-head")
 
 
 @pytest.mark.slow
