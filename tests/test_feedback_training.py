@@ -14,7 +14,7 @@ import pytest
 
 from meddx.cli.train import run_promote, run_train
 from meddx.dev.feedback_loop import format_rows, give_feedback, run_loop, write_films
-from meddx.dev.tiny import make_tiny_model, write_to_hf_cache
+from meddx.dev.tiny import write_to_hf_cache
 from meddx.model.encoder import load_encoder
 from meddx.model.head import encoder_identity
 from meddx.model.head_store import HEAD_FILES, load_head, read_head
@@ -97,8 +97,10 @@ def test_train_combines_labelled_films_and_feedback(films, feedback_dir, tiny_mo
     assert read_head(only).metadata["data"]["description"] == "feedback folder (50 records)"
 
 
-def test_feedback_from_another_model_revision_is_refused(films, tmp_path, tiny_model_dir, capsys):
-    other = load_encoder(f"local-dir:{make_tiny_model(tmp_path / 'other', seed=1)}")
+def test_feedback_from_another_model_revision_is_refused(
+    films, tmp_path, tiny_model_dir, other_model_dir, capsys
+):
+    other = load_encoder(f"local-dir:{other_model_dir}")
     give_feedback(other, None, tmp_path / "fb", films=6, seed=3)
     args = [
         "--data",
