@@ -476,7 +476,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _ci(interval: list[float]) -> str:
-    return f"{interval[0]:.3f}-{interval[1]:.3f}"
+    return f"{interval[0]:.3f} to {interval[1]:.3f}"
 
 
 __all__ = ["run_eval", "run_promote", "run_train"]
