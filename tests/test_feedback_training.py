@@ -197,3 +197,40 @@ def test_simulated_feedback_loop_raises_held_out_auroc_and_wrong_feedback_is_ref
     served = read_head(tmp_path / "current").metadata
     assert [h["decision"] for h in served["history"]] == ["promoted"] * len(promoted)
     assert np.isclose(served["history"][-1]["mean_auroc"]["candidate"], final)
+
+
+def test_unlabelled_entries_weigh_nothing(films, encoder):
+    """A full mask trains exactly as before; what a mask hides can say anything without changing the head."""
+    import torch
+
+    from meddx.model.zero_shot import text_directions
+    from meddx.train.datasets import load_data
+    from meddx.train.embedding_cache import EmbeddingCache, embed_sources
+    from meddx.train.fit import TrainingConfig, fit_head
+    from meddx.train.training_set import TrainingSet
+
+    data = load_data(str(films["labelled"]))
+    x = embed_sources(encoder, data.sources, cache=EmbeddingCache(films["cache"]))
+    directions = text_directions(encoder, list(data.findings))
+    config, identity = TrainingConfig(epochs=30), encoder_identity(encoder)
+    plain = fit_head(x, data, directions, identity=identity, config=config)
+    full = TrainingSet("test", data.findings, data.targets, np.ones(data.targets.shape, bool))
+    assert torch.equal(
+        fit_head(x, full, directions, identity=identity, config=config).linear.weight, plain.linear.weight
+    )
+
+    extra = torch.randn(6, x.shape[1])
+    extra = extra / extra.norm(dim=1, keepdim=True)
+    mask = np.r_[np.ones(data.targets.shape, bool), np.zeros((6, 1), bool)]
+    heads = [
+        fit_head(
+            torch.cat([x, extra]),
+            TrainingSet("test", data.findings, np.r_[data.targets, np.full((6, 1), value, np.uint8)], mask),
+            directions,
+            identity=identity,
+            config=config,
+        )
+        for value in (0, 1)
+    ]
+    assert torch.equal(heads[0].linear.weight, heads[1].linear.weight)
+    assert heads[0].metadata["data"]["counts"] == {"nodule": {"positive": 8, "negative": 16}}

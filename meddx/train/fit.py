@@ -343,10 +343,11 @@ def fit_head(
     its feedback counts go into the head's data description.
     """
     config = config or TrainingConfig()
-    train, validation = split_indices(data.targets, config.validation_fraction, config.seed)
-    _check_split(data, train, validation)
-    targets = torch.tensor(data.targets, dtype=torch.float32)
     mask = label_mask(data)
+    labelled_targets = data.targets * mask  # what a mask hides plays no part, not even in the split
+    train, validation = split_indices(labelled_targets, config.validation_fraction, config.seed)
+    _check_split(data, train, validation)
+    targets = torch.tensor(labelled_targets, dtype=torch.float32)
     weights = torch.tensor(mask, dtype=torch.float32)
     linear, history = _fit(
         embeddings[train],
