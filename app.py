@@ -25,5 +25,9 @@ except MeddxError as exc:
 
 from meddx.app import build_demo, launch_kwargs, queue_kwargs  # noqa: E402
 
-demo = build_demo(settings).queue(**queue_kwargs())
+try:
+    demo = build_demo(settings).queue(**queue_kwargs())  # with MEDDX_FEEDBACK_REPO, reaches the Hub dataset
+except MeddxError as exc:
+    print(f"meddx: {exc}", file=sys.stderr)
+    sys.exit(exit_status(exc))
 demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(settings))

@@ -7,6 +7,7 @@ reads the environment itself.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,12 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     cache_dir: Path = DEFAULT_CACHE_DIR
     """Root of meddx's on-disk caches: ``text-directions/`` (per model) and ``embeddings/`` (training)."""
+    feedback_dir: Path | None = None
+    """Where clinician feedback records go (`meddx.train.feedback`); None: feedback is off."""
+    feedback_repo: str | None = None
+    """A private Hub dataset (``owner/name``) the feedback folder is pushed to; None: kept local."""
+    feedback_every_min: float = 5
+    """Minutes between pushes of the feedback folder to ``feedback_repo``."""
 
     @property
     def embedding_cache_dir(self) -> Path:
@@ -71,6 +78,12 @@ class Settings:
             request_timeout_s=_int_env("MEDDX_REQUEST_TIMEOUT_S", Limits.request_timeout_s),
         )
         threads = _int_env("MEDDX_THREADS", 0) or None
+        feedback_dir = os.environ.get("MEDDX_FEEDBACK_DIR", "").strip()
+        feedback_repo = os.environ.get("MEDDX_FEEDBACK_REPO", "").strip() or None
+        if feedback_repo and not feedback_dir:
+            raise ValueError("MEDDX_FEEDBACK_REPO needs MEDDX_FEEDBACK_DIR (the local folder it pushes)")
+        if feedback_repo and not re.fullmatch(r"[\w.-]+/[\w.-]+", feedback_repo):
+            raise ValueError(f"MEDDX_FEEDBACK_REPO must be owner/name, got {feedback_repo!r}")
         return cls(
             model=os.environ.get("MEDDX_MODEL", "").strip() or DEFAULT_MODEL,
             probe=os.environ.get("MEDDX_PROBE", "").strip() or None,
@@ -79,4 +92,7 @@ class Settings:
             attribution_method=os.environ.get("MEDDX_ATTRIBUTION", "").strip() or cls.attribution_method,
             limits=limits,
             cache_dir=Path(os.environ.get("MEDDX_CACHE_DIR", "").strip() or DEFAULT_CACHE_DIR).expanduser(),
+            feedback_dir=Path(feedback_dir).expanduser() if feedback_dir else None,
+            feedback_repo=feedback_repo,
+            feedback_every_min=_int_env("MEDDX_FEEDBACK_EVERY_MIN", cls.feedback_every_min),
         )

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from meddx.config import Settings
@@ -136,6 +137,7 @@ def analyze(
     mode: str | None = None,
     include_maps: bool = False,
     time_budget_s: float | None = None,
+    keep_embedding: bool = False,
 ) -> Analysis:
     """Analyse one chest film (path, bytes or file object) with optional clinical notes.
 
@@ -155,6 +157,8 @@ def analyze(
         include_maps: put the overlays into ``to_dict()`` as base64 PNGs.
         time_budget_s: stop with `BudgetExceeded` once this many seconds have passed, checked after
             reading the film and before each map (a step that has started runs to its end); None: no limit.
+        keep_embedding: put the film's unit image embedding on the result (``Analysis.embedding``), for
+            clinician feedback (`meddx.train.feedback`); it never goes into the JSON.
 
     Raises:
         InputError: the image, notes, labels or options are unusable (the message is safe to show).
@@ -187,7 +191,8 @@ def analyze(
     findings = load_vocabulary().select(labels, max_labels=limits.max_labels)
     directions = text_directions(encoder, findings, cache_dir=settings.cache_dir)
     scored = score_image(encoder, study.to_pil("RGB"), directions)
-    fine_tuned = head.predict(scored.embedding()) if head is not None else {}
+    embedding = scored.embedding() if head is not None or keep_embedding else None
+    fine_tuned = head.predict(embedding) if head is not None else {}
     image_probs = {
         f.id: float(combine(z, fine_tuned.get(f.id), mode))
         for f, z in zip(findings, scored.zero_shot.tolist(), strict=True)
@@ -257,6 +262,7 @@ def analyze(
         preview=study.pixels,
         maps=maps,
         include_maps=include_maps,
+        embedding=embedding[0].to(torch.float32).numpy().copy() if keep_embedding else None,
     )
 
 

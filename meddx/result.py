@@ -154,6 +154,9 @@ class Analysis:
     notes: NotesReading | None = None
     preview: np.ndarray | None = field(default=None, repr=False)
     maps: dict[str, FilmMap] = field(default_factory=dict, repr=False)
+    embedding: np.ndarray | None = field(default=None, repr=False)
+    """The film's unit image embedding (D,), float32, when `meddx.pipeline.analyze` was asked to keep it
+    (feedback); never in the JSON."""
     include_maps: bool = False
     disclaimer: str = DISCLAIMER
     version: str = __version__

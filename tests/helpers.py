@@ -161,3 +161,29 @@ class FakeHubApi:
     def upload_folder(self, **kwargs) -> None:
         self.calls.append(("upload_folder", kwargs))
         self.uploaded = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())
+
+
+class FakeDatasetApi:
+    """Records what `huggingface_hub.CommitScheduler` asks of `HfApi`; never touches the network."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+        self.files: dict[str, bytes] = {}
+
+    def create_repo(self, repo_id: str, **kwargs):
+        from huggingface_hub import RepoUrl
+
+        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+        return RepoUrl(f"https://huggingface.co/datasets/{repo_id}")
+
+    def create_commit(self, **kwargs):
+        self.calls.append(("create_commit", kwargs))
+        for operation in kwargs["operations"]:
+            self.files[operation.path_in_repo] = operation.path_or_fileobj.read()
+
+    def run_as_future(self, function, *args, **kwargs):
+        from concurrent.futures import Future
+
+        future = Future()
+        future.set_result(function(*args, **kwargs))
+        return future

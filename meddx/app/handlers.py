@@ -43,6 +43,7 @@ from meddx.result import Analysis
 
 if TYPE_CHECKING:
     from meddx.app.page import Page
+    from meddx.train.feedback import FeedbackDesk
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,8 @@ class Handlers:
         self.settings = settings
         self.page = page
         self.uploads = UploadsInUse(Path(get_upload_folder()))  # Gradio's, fixed when the app is built
+        self.feedback: FeedbackDesk | None = None
+        """Set by the page when feedback is on (`meddx.app.feedback`): results then carry a feedback_id."""
 
     def _analysis(self, request: AnalyzeRequest, progress: gr.Progress) -> Analysis:
         """Run `analyze` on an upload within the request time budget, then delete the upload whatever happens
@@ -153,8 +156,18 @@ class Handlers:
                 settings=self.settings,
                 filename=film.get("orig_name") or path.name,
                 time_budget_s=self.settings.limits.request_timeout_s,
+                keep_embedding=self.feedback is not None,
                 **options,
             )
+
+    def _with_feedback_id(self, analysis: Analysis, data: dict) -> dict:
+        """With feedback on, hold the result's embedding and scores and add its ``feedback_id``."""
+        if self.feedback is not None and analysis.embedding is not None:
+            scores = {f.id: {"zero_shot": f.zero_shot, "fine_tuned": f.fine_tuned} for f in analysis.findings}
+            data["feedback_id"] = self.feedback.hold(
+                analysis.embedding.tolist(), scores, analysis.scoring.mode
+            )
+        return data
 
     def analyze_film(
         self,
@@ -187,7 +200,7 @@ class Handlers:
 
         Returns:
             The result as JSON: schema_version, model, scoring, findings, image, timings, disclaimer,
-            report_markdown
+            report_markdown (and feedback_id, for /feedback, when the operator has turned feedback on)
             The report as Markdown (decision support, not a diagnosis)
         """
         request = AnalyzeRequest(
@@ -196,7 +209,7 @@ class Handlers:
         with shown_errors("analysing the film"):
             analysis = self._analysis(request, progress)
             progress(0.9, desc="Writing the report")
-            data = render_json(analysis)
+            data = self._with_feedback_id(analysis, render_json(analysis))
         return {self.page.result: data, self.page.report: data["report_markdown"]}
 
     def read_notes(self, notes: str) -> dict:
@@ -256,7 +269,7 @@ class Handlers:
             page.annotated: gr.AnnotatedImage((film, annotations), color_map=views.colour_map(annotations)),
             page.preview: gr.Image(np.asarray(analysis.preview), visible=True),
             page.report: data["report_markdown"],
-            page.result: data,
+            page.result: self._with_feedback_id(analysis, dict(data)),
             page.downloads: gr.File([str(html_path), str(json_path)], visible=True),
             page.model_info: views.model_markdown(self.settings, analysis),
             page.film: None,  # the upload is gone: clear the widget

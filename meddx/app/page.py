@@ -1,5 +1,6 @@
 """The Gradio page: a Blocks layout for people, and two API/MCP endpoints (``/analyze``, ``/notes``) for
-programs. Components are held by name in one `Page`; the events are wired by name (`meddx.app.handlers`).
+programs, plus ``/feedback`` and the feedback panel when ``MEDDX_FEEDBACK_DIR`` is set. Components are held
+by name in one `Page`; the events are wired by name (`meddx.app.handlers`).
 
 There are no examples: no openly licensed chest film ships with the repository.
 """
@@ -15,6 +16,8 @@ import gradio as gr
 
 from meddx import DISCLAIMER
 from meddx.app import views
+from meddx.app.feedback import FeedbackHandlers, FeedbackPanel, build_panel, open_desk
+from meddx.app.feedback import wire as wire_feedback
 from meddx.app.handlers import API_PARAMETERS, Handlers
 from meddx.config import Settings
 from meddx.explain.maps import METHOD_NAMES
@@ -70,6 +73,8 @@ class Page:
     downloads: gr.File
     result: gr.JSON
     model_info: gr.Markdown
+    feedback: FeedbackPanel | None = None
+    """The feedback panel, when ``MEDDX_FEEDBACK_DIR`` is set (`meddx.app.feedback`)."""
 
     def input(self, name: str) -> gr.components.Component:
         """The component behind one ``/analyze`` parameter."""
@@ -209,6 +214,7 @@ def _layout(settings: Settings) -> Page:
         container=True,
         padding=True,
     )
+    feedback = build_panel(settings) if settings.feedback_dir else None
     downloads = gr.File(
         label="Download the report (HTML, JSON)", file_count="multiple", interactive=False, visible=False
     )
@@ -228,6 +234,7 @@ def _layout(settings: Settings) -> Page:
         downloads=downloads,
         result=result,
         model_info=model_info,
+        feedback=feedback,
     )
 
 
@@ -239,7 +246,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     ) as demo:
         page = _layout(settings)
         handlers = Handlers(settings, page)
-        page.analyze_button.click(
+        analyzed = page.analyze_button.click(
             handlers.analyze_for_page,
             inputs=set(page.api_inputs),
             outputs=page.page_outputs,
@@ -264,6 +271,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             outputs=page.notes_view,
             api_visibility="private",
         )
+        if page.feedback is not None:
+            handlers.feedback = open_desk(settings)
+            wire_feedback(analyzed, FeedbackHandlers(handlers.feedback, page.feedback), page.result)
     return demo
 
 

@@ -1,5 +1,5 @@
-"""Development tools, run from a source checkout: ``make-tiny-model``, ``attribution-check``, ``bench``
-(and ``notes-eval``, in `meddx.cli.notes`).
+"""Development tools, run from a source checkout: ``make-tiny-model``, ``attribution-check``, ``bench``,
+``feedback-loop`` (and ``notes-eval``, in `meddx.cli.notes`).
 
 They live in `meddx.dev`, which is neither installed with the wheel nor deployed to the Space; an installed
 meddx answers these commands with one line saying so (`meddx.cli.main`).
@@ -50,6 +50,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback_loop(args: argparse.Namespace) -> int:
+    """Run `meddx.dev.feedback_loop` on the tiny model (or ``--model``) and print its table."""
+    import torch
+
+    from meddx.dev.feedback_loop import format_rows, run_loop
+    from meddx.dev.tiny import make_tiny_model
+
+    torch.set_num_threads(args.threads)
+    root = Path(args.dir)
+    spec = args.model or f"local-dir:{make_tiny_model(root / 'model', seed=0)}"
+    rows = run_loop(root, model_spec=spec, rounds=args.rounds, per_round=args.per_round, wrong=args.wrong)
+    print(format_rows(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the development commands to the command line."""
     p = sub.add_parser("make-tiny-model", help="write a seeded random model for tests and benchmarks (dev)")
@@ -76,3 +93,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("feedback-loop", help="simulate feedback -> train -> promote on synthetic films (dev)")
+    p.add_argument("dir", help="an empty folder to work in")
+    p.add_argument("--model", help="model spec (default: a tiny model written into DIR/model)")
+    p.add_argument("--rounds", type=int, default=4, help="rounds of correct feedback")
+    p.add_argument("--per-round", type=int, default=48, help="films per round")
+    p.add_argument("--wrong", type=int, default=200, help="films in the final round of wrong answers")
+    p.add_argument("--json", help="write the rows to this file")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_feedback_loop)

@@ -1,10 +1,10 @@
 """``python -m meddx``: one parser, one error-to-exit-status map, one module per command family.
 
 - `meddx.cli.analyze`: ``analyze``; `meddx.cli.model`: ``download``; `meddx.cli.train`: ``train``,
-  ``eval``; `meddx.cli.notes`: ``notes``, ``notes-eval``; `meddx.batch.cli`: ``batch``, and
+  ``eval``, ``promote``; `meddx.cli.notes`: ``notes``, ``notes-eval``; `meddx.batch.cli`: ``batch``, and
   `meddx.batch.embed`: ``batch-embed`` (archives on Ray, the ``scale`` extra); `meddx.cli.dev`:
-  ``make-tiny-model``, ``attribution-check``, ``bench``, and ``bench-batch`` (development tools, from a
-  source checkout only).
+  ``make-tiny-model``, ``attribution-check``, ``bench``, ``feedback-loop``, and ``bench-batch``
+  (development tools, from a source checkout only).
 
 Imports are lazy so that ``--help`` and the light commands start fast. Errors meant for people
 (`meddx.errors.MeddxError`) print one line on stderr and exit with `meddx.errors.exit_status`; no traceback.
@@ -24,6 +24,11 @@ DELEGATED = {
     "notes": ("meddx.cli.notes", "run_notes", "extract concepts from clinical notes"),
     "train": ("meddx.cli.train", "run_train", "train a fine-tuned head on labelled films"),
     "eval": ("meddx.cli.train", "run_eval", "evaluate zero-shot and fine-tuned scores on labelled films"),
+    "promote": (
+        "meddx.cli.train",
+        "run_promote",
+        "replace the served head only if a candidate measures better",
+    ),
     "notes-eval": (
         "meddx.cli.notes",
         "run_notes_eval",

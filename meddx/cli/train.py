@@ -1,8 +1,13 @@
-"""``python -m meddx train`` and ``python -m meddx eval``: fit a head on labelled films, and measure it.
+"""``train``, ``eval`` and ``promote``: fit a head on labelled films and feedback, measure it, promote it.
 
     python -m meddx train --data SPEC --out DIR [--labels a,b] [--model SPEC] [--epochs N] [--seed S]
                           [--push-to-hub owner/name]
     python -m meddx eval  --data SPEC [--model SPEC] [--probe SPEC] [--json OUT] [--plot DIR]
+    python -m meddx promote --candidate DIR --current DIR|hf-hub:owner/name --data HELD_OUT [--json OUT]
+
+``train --data`` may be repeated and may name clinician feedback (``feedback:DIR``,
+``hf-dataset:owner/name``; `meddx.train.training_set`). ``promote`` (`meddx.train.promote`) exits 0 when
+the candidate replaced the current head and 1 when it was refused, with the reasons.
 
 ``--data`` is an image folder, a CSV or JSONL file, or ``hf:org/name`` (`meddx.train.datasets`). Embeddings
 are cached under ``~/.cache/meddx/embeddings`` (``--cache-dir``, ``--no-cache``). ``train`` writes the
@@ -41,8 +46,17 @@ def _need_train_extra() -> None:
         raise InputError(f"needs the train extra ({', '.join(missing)} missing): {TRAIN_EXTRA_HINT}.")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="image folder, .csv, .jsonl, or hf:org/name[:split]")
+def _common(parser: argparse.ArgumentParser, *, feedback: bool = False) -> None:
+    if feedback:
+        parser.add_argument(
+            "--data",
+            required=True,
+            action="append",
+            help="image folder, .csv, .jsonl, hf:org/name[:split], or clinician feedback (feedback:DIR, "
+            "hf-dataset:owner/name); repeat to combine",
+        )
+    else:
+        parser.add_argument("--data", required=True, help="image folder, .csv, .jsonl or hf:org/name[:split]")
     parser.add_argument("--labels", help='comma-separated labels, e.g. "nodule,effusion" (default: all)')
     parser.add_argument("--model", help="hf-hub:org/name[@rev] or local-dir:/path (default $MEDDX_MODEL)")
     parser.add_argument(
@@ -67,7 +81,7 @@ def _train_parser() -> argparse.ArgumentParser:
         prog="python -m meddx train",
         description="Train a calibrated linear head on frozen image embeddings (decision support only).",
     )
-    _common(parser)
+    _common(parser, feedback=True)
     parser.add_argument("--out", required=True, help="folder to write the head into")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs (early stopping)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="split and shuffling seed")
@@ -160,9 +174,15 @@ def run_train(argv: list[str]) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from meddx.config import Settings
     from meddx.model.encoder import load_encoder
+    from meddx.model.head import encoder_identity
     from meddx.model.head_store import publish_head, save_head
-    from meddx.train.fit import TrainingConfig, train_head
+    from meddx.model.vocabulary import parse_labels
+    from meddx.model.zero_shot import text_directions
+    from meddx.train.embedding_cache import EmbeddingCache
+    from meddx.train.fit import TrainingConfig, fit_head
+    from meddx.train.training_set import build_training_set, read_sources
 
     if args.push_to_hub and not re.fullmatch(r"[\w.-]+/[\w.-]+", args.push_to_hub):
         raise InputError(f"--push-to-hub needs OWNER/NAME, got {args.push_to_hub!r}.")
@@ -170,7 +190,9 @@ def _train(args: argparse.Namespace) -> int:
         raise InputError("--epochs must be at least 1.")
     if not 0 < args.validation_fraction < 1:
         raise InputError("--validation-fraction must be between 0 and 1.")
-    settings, data, cache = _load(args)
+    settings = Settings.from_env()
+    sources = read_sources(args.data)
+    cache = None if args.no_cache else EmbeddingCache(args.cache_dir or settings.embedding_cache_dir)
     encoder = load_encoder(args.model or settings.model, threads=settings.threads)
     config = TrainingConfig(
         epochs=args.epochs,
@@ -178,9 +200,19 @@ def _train(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         validation_fraction=args.validation_fraction,
     )
-    head = train_head(
-        encoder, data, config=config, cache=cache, text_cache_dir=settings.cache_dir, progress=True
+    embeddings, data = build_training_set(
+        encoder,
+        sources,
+        labels=parse_labels(args.labels),
+        cache=cache,
+        progress=True,
+        validation_fraction=config.validation_fraction,
+        seed=config.seed,
     )
+    for finding_id, reason in data.dropped.items():
+        print(f"Left out {finding_id}: only feedback labels it, {reason} (too few to train on).")
+    directions = text_directions(encoder, list(data.findings), cache_dir=settings.cache_dir)
+    head = fit_head(embeddings, data, directions, identity=encoder_identity(encoder), config=config)
     folder = save_head(head, args.out)
     meta = head.metadata
     split = meta["data"]["split"]
@@ -189,6 +221,12 @@ def _train(args: argparse.Namespace) -> int:
         f"train, {split['validation']} validation) of {head.encoder}; best epoch "
         f"{meta['training']['best_epoch']} of {meta['training']['epochs_run']}."
     )
+    if data.feedback:
+        print(f"Feedback: {data.feedback['records']} records; answers per finding:")
+        _print_rows(
+            ["finding", "present", "absent", "not sure", "missed"],
+            [[fid, *c.values()] for fid, c in data.feedback["counts"].items()],
+        )
     print("Validation metrics (the split that chose epoch, calibration and thresholds: optimistic):")
     _print_rows(
         ["finding", "pos", "neg", "zero-shot AUROC", "AUROC", "threshold", "sens", "spec", "ECE raw", "ECE"],
@@ -366,4 +404,118 @@ def _plot(curves: dict, folder: Path) -> list[Path]:
     return written
 
 
-__all__ = ["run_eval", "run_train"]
+# --- promote -------------------------------------------------------------------------------------------
+
+
+def _promote_parser() -> argparse.ArgumentParser:
+    from meddx.train.promote import RESAMPLES
+
+    parser = argparse.ArgumentParser(
+        prog="python -m meddx promote",
+        description="Replace the current head with a candidate only if it measures better on held-out films.",
+    )
+    parser.add_argument("--candidate", required=True, help="the new head's folder (written by train --out)")
+    parser.add_argument(
+        "--current", required=True, help="the served head: a folder, local-dir:DIR or hf-hub:owner/name"
+    )
+    parser.add_argument("--data", required=True, help="held-out films: image folder, .csv, .jsonl or hf:...")
+    parser.add_argument("--model", help="the image model (default: the one the candidate was trained on)")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--json", metavar="OUT", help="write the decision and its numbers as JSON")
+    parser.add_argument("--cache-dir", help="embedding cache folder (default $MEDDX_CACHE_DIR/embeddings)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
+    return parser
+
+
+def run_promote(argv: list[str]) -> int:
+    """Run ``promote``: exit 0 when promoted, 1 when refused (the reasons printed), 2/3 on errors."""
+    args = _promote_parser().parse_args(argv)
+    try:
+        return _promote(args)
+    except MeddxError as exc:
+        return _fail("promote", exc)
+
+
+def _head_spec(value: str) -> str:
+    return value if value.startswith(("local-dir:", "hf-hub:")) else f"local-dir:{value}"
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from meddx.config import Settings
+    from meddx.model.encoder import load_encoder
+    from meddx.model.head_store import clear_head_cache, load_head
+    from meddx.train.datasets import load_data
+    from meddx.train.embedding_cache import EmbeddingCache, embed_sources
+    from meddx.train.promote import compare_heads, promote_head, record_decision
+
+    if args.resamples < 100:
+        raise InputError("--resamples must be at least 100.")
+    candidate_spec = _head_spec(args.candidate)
+    if not candidate_spec.startswith("local-dir:"):
+        raise InputError("--candidate must be a local head folder (its history is written there).")
+    candidate_folder = Path(candidate_spec.removeprefix("local-dir:")).expanduser().resolve()
+    settings = Settings.from_env()
+    data = load_data(args.data)
+    clear_head_cache()  # heads are re-read: a folder may have been retrained since
+    candidate, current = load_head(candidate_spec), load_head(_head_spec(args.current))
+    encoder = load_encoder(args.model or candidate.encoder.spec, threads=settings.threads)
+    candidate.check_encoder(encoder)
+    current.check_encoder(encoder)
+    cache = None if args.no_cache else EmbeddingCache(args.cache_dir or settings.embedding_cache_dir)
+    embeddings = embed_sources(encoder, data.sources, names=data.names, cache=cache, progress=True)
+    entry = compare_heads(candidate, current, embeddings, data, resamples=args.resamples, seed=args.seed)
+    _print_rows(
+        [
+            "finding",
+            "pos",
+            "neg",
+            "candidate",
+            "95% CI",
+            "current",
+            "95% CI",
+            "difference",
+            "95% CI",
+            "ECE cand",
+            "ECE cur",
+        ],
+        [
+            [
+                fid,
+                m["positives"],
+                m["negatives"],
+                *(
+                    v
+                    for name in ("candidate", "current", "difference")
+                    for v in (m[name]["auroc"], _ci(m[name]["ci"]))
+                ),
+                m["candidate"]["ece"],
+                m["current"]["ece"],
+            ]
+            for fid, m in entry["findings"].items()
+        ],
+    )
+    mean = entry["mean_auroc"]
+    print(f"Mean AUROC: candidate {mean['candidate']:.3f}, current {mean['current']:.3f}.")
+    promoted = entry["decision"] == "promoted"
+    record_decision(
+        candidate_folder, entry, history=current.metadata.get("history", []) if promoted else None
+    )
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(entry, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    if not promoted:
+        print("Not promoted: " + " ".join(entry["reasons"]))
+        print(f"The decision is in the candidate's history ({candidate_folder / 'README.md'}).")
+        return 1
+    where = promote_head(candidate_folder, _head_spec(args.current))
+    print(f"Promoted: {entry['reasons'][0]} The current head is now at {where}; restart the app to serve it.")
+    return 0
+
+
+def _ci(interval: list[float]) -> str:
+    return f"{interval[0]:.3f} to {interval[1]:.3f}"
+
+
+__all__ = ["run_eval", "run_promote", "run_train"]

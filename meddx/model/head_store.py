@@ -32,6 +32,65 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def _feedback_section(data: dict) -> str:
+    """The card's words on clinician feedback in the training data (empty without any)."""
+    feedback = data.get("feedback")
+    if not feedback:
+        return ""
+    rows = [
+        [fid, *(c[k] for k in ("present", "absent", "not sure", "missed"))]
+        for fid, c in feedback["counts"].items()
+    ]
+    return (
+        f"\n\nClinician feedback: {feedback['records']} records ({', '.join(feedback['sources'])}); each "
+        "holds a film's image embedding and the clinician's answers, never the film. Answers per finding "
+        '("present" and "missed" train as positive, "absent" as negative, "not sure" not at all):\n\n'
+        + _table(["finding", "present", "absent", "not sure", "missed"], rows)
+    )
+
+
+def _with_interval(value: dict, *, signed: bool = False) -> str:
+    form = "+.3f" if signed else ".3f"
+    low, high = value["ci"]
+    return f"{value['auroc']:{form}} ({low:{form}} to {high:{form}})"
+
+
+def _history_section(history: list[dict]) -> str:
+    """The card's promotion history (`meddx.train.promote`), oldest first."""
+    if not history:
+        return "No promotion decision has been recorded for this head."
+    parts = []
+    for entry in history:
+        mean = entry["mean_auroc"]
+        parts.append(
+            f"**{entry['date']}: {entry['decision']}** (candidate {entry['candidate']} against current "
+            f"{entry['current']}, on {entry['data']['description']}, {entry['data']['images']} images). "
+            f"Mean AUROC {mean['candidate']} vs {mean['current']}. {' '.join(entry['reasons'])}\n\n"
+            + _table(
+                [
+                    "finding",
+                    "AUROC candidate (95% CI)",
+                    "AUROC current (95% CI)",
+                    "difference (95% CI)",
+                    "ECE cand.",
+                    "ECE cur.",
+                ],
+                [
+                    [
+                        fid,
+                        _with_interval(m["candidate"]),
+                        _with_interval(m["current"]),
+                        _with_interval(m["difference"], signed=True),
+                        m["candidate"]["ece"],
+                        m["current"]["ece"],
+                    ]
+                    for fid, m in entry["findings"].items()
+                ],
+            )
+        )
+    return "\n\n".join(parts)
+
+
 def render_card(metadata: dict) -> str:
     """The model card (``README.md``) for a head, from ``meddx/model/head_card.md``."""
     template = Template(resources.files("meddx.model").joinpath("head_card.md").read_text(encoding="utf-8"))
@@ -72,6 +131,8 @@ def render_card(metadata: dict) -> str:
         train_images=data["split"]["train"],
         validation_images=data["split"]["validation"],
         data_table=_table(["finding", "positive", "negative"], data_rows),
+        feedback=_feedback_section(data),
+        history=_history_section(metadata.get("history", [])),
         metrics_table=_table(
             [
                 "finding",

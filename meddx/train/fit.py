@@ -57,6 +57,7 @@ from meddx.model.head import (
 from meddx.model.zero_shot import TextDirections, text_directions
 from meddx.train.datasets import LabelledImages
 from meddx.train.embedding_cache import EmbeddingCache, embed_sources
+from meddx.train.training_set import TrainingSet
 
 MIN_PER_CLASS = 2
 ECE_BINS = 10
@@ -222,11 +223,19 @@ def split_indices(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.n
     return np.setdiff1d(np.arange(len(targets)), validation), validation
 
 
-def _check_split(data: LabelledImages, train: np.ndarray, validation: np.ndarray) -> None:
+def label_mask(data: LabelledImages | TrainingSet) -> np.ndarray:
+    """(N, L) bool: where an image has a label for a finding (all of them, unless the data says otherwise)."""
+    mask = getattr(data, "mask", None)
+    return np.ones(data.targets.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+
+
+def _check_split(data: LabelledImages | TrainingSet, train: np.ndarray, validation: np.ndarray) -> None:
+    mask = label_mask(data)
     for column, finding in enumerate(data.findings):
         for name, part in (("whole", np.arange(len(data))), ("training", train), ("validation", validation)):
-            positives = int(data.targets[part, column].sum())
-            negatives = len(part) - positives
+            labelled = part[mask[part, column]]
+            positives = int(data.targets[labelled, column].sum())
+            negatives = len(labelled) - positives
             need = MIN_PER_CLASS if name == "whole" else 1
             if positives < need or negatives < need:
                 raise InputError(
@@ -236,9 +245,18 @@ def _check_split(data: LabelledImages, train: np.ndarray, validation: np.ndarray
                 )
 
 
-def _weighted_loss(targets: torch.Tensor) -> nn.BCEWithLogitsLoss:
-    positives = targets.sum(dim=0)
-    return nn.BCEWithLogitsLoss(pos_weight=(len(targets) - positives) / positives)
+def _weighted_loss(targets: torch.Tensor, mask: torch.Tensor):
+    """`LOSS_RULE` over the labelled entries only: loss(logits, targets, mask) -> mean over labelled."""
+    positives = (targets * mask).sum(dim=0)
+    pos_weight = (mask.sum(dim=0) - positives) / positives
+
+    def loss(logits: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        each = nn.functional.binary_cross_entropy_with_logits(
+            logits, y, pos_weight=pos_weight, reduction="none"
+        )
+        return (each * m).sum() / m.sum().clamp_min(1)
+
+    return loss
 
 
 def _fit(
@@ -248,6 +266,8 @@ def _fit(
     val_y: torch.Tensor,
     init: LinearHead,
     config: TrainingConfig,
+    train_m: torch.Tensor,
+    val_m: torch.Tensor,
 ) -> tuple[LinearHead, dict]:
     """AdamW with early stopping, in standardised coordinates (see the module docstring)."""
     mean = train_x.mean(dim=0)
@@ -255,7 +275,7 @@ def _fit(
     z_train, z_val = (train_x - mean) / scale, (val_x - mean) / scale
     weight = nn.Parameter(init.weight.detach() * scale)
     bias = nn.Parameter(init.bias.detach() + init.weight.detach() @ mean)
-    loss_fn = _weighted_loss(train_y)
+    loss_fn = _weighted_loss(train_y, train_m)
     optimiser = torch.optim.AdamW(
         [{"params": [weight], "weight_decay": config.weight_decay}, {"params": [bias], "weight_decay": 0.0}],
         lr=config.learning_rate,
@@ -264,13 +284,13 @@ def _fit(
 
     def validation_loss() -> float:
         with torch.no_grad():
-            return float(loss_fn(z_val @ weight.T + bias, val_y))
+            return float(loss_fn(z_val @ weight.T + bias, val_y, val_m))
 
     best = (validation_loss(), 0, weight.detach().clone(), bias.detach().clone())
     epoch = 0
     for epoch in range(1, config.epochs + 1):
         for batch in torch.randperm(len(z_train), generator=generator).split(config.batch_size):
-            loss = loss_fn(z_train[batch] @ weight.T + bias, train_y[batch])
+            loss = loss_fn(z_train[batch] @ weight.T + bias, train_y[batch], train_m[batch])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -310,17 +330,25 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def fit_head(
     embeddings: torch.Tensor,
-    data: LabelledImages,
+    data: LabelledImages | TrainingSet,
     directions: TextDirections,
     *,
     identity: EncoderIdentity,
     config: TrainingConfig | None = None,
 ) -> TrainedHead:
-    """Split, fit, calibrate and pick thresholds on precomputed embeddings (N, D) of ``data``."""
+    """Split, fit, calibrate and pick thresholds on precomputed embeddings (N, D) of ``data``.
+
+    A `TrainingSet` may leave some findings unlabelled for some images (its ``mask``): the loss,
+    ``pos_weight``, calibration, thresholds and metrics then use each finding's labelled images only, and
+    its feedback counts go into the head's data description.
+    """
     config = config or TrainingConfig()
-    train, validation = split_indices(data.targets, config.validation_fraction, config.seed)
+    mask = label_mask(data)
+    labelled_targets = data.targets * mask  # what a mask hides plays no part, not even in the split
+    train, validation = split_indices(labelled_targets, config.validation_fraction, config.seed)
     _check_split(data, train, validation)
-    targets = torch.tensor(data.targets, dtype=torch.float32)
+    targets = torch.tensor(labelled_targets, dtype=torch.float32)
+    weights = torch.tensor(mask, dtype=torch.float32)
     linear, history = _fit(
         embeddings[train],
         targets[train],
@@ -328,25 +356,31 @@ def fit_head(
         targets[validation],
         LinearHead.from_directions(directions),
         config,
+        weights[train],
+        weights[validation],
     )
     val_x, val_y = embeddings[validation], data.targets[validation]
     with torch.no_grad():
         raw = linear(val_x).double().numpy()
     zero_shot = torch.sigmoid(directions.logits(val_x)).double().numpy()
     scales, biases, thresholds, both_thresholds, metrics = [], [], {}, {}, {}
+    val_mask = mask[validation]
     for column, finding in enumerate(data.findings):
-        scale, bias = fit_platt(raw[:, column], val_y[:, column])
+        rows = val_mask[:, column]  # validation images labelled for this finding
+        y, logits = val_y[rows, column], raw[rows, column]
+        scale, bias = fit_platt(logits, y)
         scales.append(scale)
         biases.append(bias)
-        calibrated = _sigmoid(np.float32(scale) * raw[:, column] + np.float32(bias))
-        both = combine(zero_shot[:, column], calibrated, "both")
-        thresholds[finding.id] = youden_threshold(val_y[:, column], calibrated)
-        both_thresholds[finding.id] = youden_threshold(val_y[:, column], both)
+        calibrated = _sigmoid(np.float32(scale) * logits + np.float32(bias))
+        both = combine(zero_shot[rows, column], calibrated, "both")
+        thresholds[finding.id] = youden_threshold(y, calibrated)
+        both_thresholds[finding.id] = youden_threshold(y, both)
         metrics[finding.id] = finding_metrics(
-            val_y[:, column], calibrated, thresholds[finding.id], uncalibrated=_sigmoid(raw[:, column])
+            y, calibrated, thresholds[finding.id], uncalibrated=_sigmoid(logits)
         )
-        metrics[finding.id]["zero_shot_auroc"] = _round(auroc(val_y[:, column], zero_shot[:, column]))
-    train_positives = data.targets[train].sum(axis=0)
+        metrics[finding.id]["zero_shot_auroc"] = _round(auroc(y, zero_shot[rows, column]))
+    train_positives = (data.targets[train] * mask[train]).sum(axis=0)
+    train_labelled = mask[train].sum(axis=0)
     metadata = {
         "format": HEAD_FORMAT,
         "format_version": HEAD_FORMAT_VERSION,
@@ -363,8 +397,10 @@ def fit_head(
             "loss": LOSS_RULE,
             "init": "zero-shot text directions (logit_scale * (positive - negative)), bias 0",
             "pos_weight": {
-                f.id: round(float((len(train) - p) / p), 4)
-                for f, p in zip(data.findings, train_positives.tolist(), strict=True)
+                f.id: round(float((n - p) / p), 4)
+                for f, p, n in zip(
+                    data.findings, train_positives.tolist(), train_labelled.tolist(), strict=True
+                )
             },
         },
         "data": {
@@ -372,6 +408,7 @@ def fit_head(
             "images": len(data),
             "counts": data.counts(),
             "split": {"train": len(train), "validation": len(validation)},
+            **({"feedback": data.feedback} if getattr(data, "feedback", None) else {}),
         },
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "meddx_version": __version__,
