@@ -82,7 +82,8 @@ class NotesReading:
     findings: dict[str, str]
 
     def to_dict(self) -> dict:
-        return {"concepts": [c.to_dict() for c in self.concepts], "findings": dict(self.findings)}
+        findings = {name: str(status) for name, status in self.findings.items()}
+        return {"concepts": [c.to_dict() for c in self.concepts], "findings": findings}
 
 
 @dataclass(frozen=True)
