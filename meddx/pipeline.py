@@ -20,7 +20,7 @@ from meddx.errors import BudgetExceeded, InputError
 from meddx.explain.maps import DEFAULT_METHOD, FAST_METHODS, METHODS, FilmMap, film_maps
 from meddx.explain.regions import find_regions, location_note
 from meddx.fusion import fuse
-from meddx.io import load_study
+from meddx.io.bounded import load_study_bounded
 from meddx.model.encoder import Encoder, load_encoder
 from meddx.model.head import MODE_RULES, MODES, TrainedHead, combine
 from meddx.model.head_store import load_head
@@ -175,7 +175,7 @@ def analyze(
     start = time.perf_counter()
 
     reading = _notes(notes, limits.max_note_chars)
-    study = load_study(image, filename=filename, limits=limits)
+    study = load_study_bounded(image, filename=filename, limits=limits)  # in a worker, time- and memory-bound
     timings["load_s"] = time.perf_counter() - start
     _check_budget(start, time_budget_s, "scoring the findings")
 
