@@ -547,6 +547,15 @@ def _outscopes(chain: list[_Cue], outer: str, inner: str) -> bool:
     return outer in names and inner in names and names.index(outer) > names.index(inner)
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (never valid text; it cannot be encoded as UTF-8 or JSON) replaced
+    by U+FFFD, so that offsets carry over. Pasted or sent notes can hold them (a split emoji)."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
 def extract_concepts(text: str, *, max_chars: int = MAX_CHARS) -> list[Concept]:
     """Find the concepts in clinical notes, each with its ConText status and exact span.
 
@@ -564,6 +573,7 @@ def extract_concepts(text: str, *, max_chars: int = MAX_CHARS) -> list[Concept]:
     """
     if not isinstance(text, str):
         raise InputError("Clinical notes must be text.")
+    text = without_surrogates(text)
     if len(text) > max_chars:
         raise InputError(
             f"The clinical notes are too long: {len(text):,} characters; at most {max_chars:,} are accepted. "

@@ -97,6 +97,22 @@ class UploadsInUse:
         self._sweeper: threading.Thread | None = None
         self._closed = threading.Event()
 
+    def is_upload(self, path: Path) -> bool:
+        """Whether ``path`` can be an upload: a regular file (not a link) in a folder of the upload folder.
+
+        The upload folder itself, any folder, and anything deeper or elsewhere are not films. A path in the
+        right place whose file is gone is one (the caller then says it was deleted).
+        """
+        in_place = False
+        try:
+            parent = path.parent.resolve()
+            in_place = parent.parent == self.root and parent != self.root and path.name not in ("", ".", "..")
+            return in_place and stat.S_ISREG(path.lstat().st_mode)
+        except FileNotFoundError:
+            return in_place
+        except (OSError, ValueError):
+            return False
+
     @contextmanager
     def hold(self, path: Path) -> Iterator[None]:
         """Use ``path`` for the length of the block; delete it afterwards if no one else uses it."""
