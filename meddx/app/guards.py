@@ -38,11 +38,13 @@ from typing import Any
 import gradio as gr
 from gradio import route_utils
 from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
 
 from meddx import log_hygiene
+from meddx.app.uploads import PrivateUploads
 
-HASH_FOLDER = re.compile(r"[0-9a-f]{40,64}")
-"""Gradio names its upload and cache folders by a hex digest of the content."""
+HASH_FOLDER = re.compile(r"[0-9a-f]{40,64}(-[0-9a-f]{32})?")
+"""Gradio names upload and cache folders by a hex digest of the content (`PrivateUploads` adds a token)."""
 
 _mcp_saved: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("meddx_mcp_saved", default=None)
 
@@ -85,6 +87,10 @@ class MeddxBlocks(gr.Blocks):
         block = not kwargs.get("prevent_thread_lock", False)
         kwargs["prevent_thread_lock"] = True
         self.meddx_started = time.time()
+        app_kwargs = dict(kwargs.get("app_kwargs") or {})
+        private = Middleware(PrivateUploads, root=Path(get_upload_folder()), renamed=self._upload_renamed)
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), private]
+        kwargs["app_kwargs"] = app_kwargs
         result = super().launch(*args, **kwargs)
         log_hygiene.install()
         if self.mcp_server_obj is not None:
@@ -92,6 +98,11 @@ class MeddxBlocks(gr.Blocks):
         if block:
             self.block_thread()
         return result
+
+    def _upload_renamed(self, old: str, new: str) -> None:
+        """Gradio's record of uploads (swept by ``delete_cache``) follows `PrivateUploads`' move."""
+        self.upload_file_set.discard(old)
+        self.upload_file_set.add(new)
 
     def close(self, verbose: bool = True) -> None:
         """Close the server (Gradio then deletes the files it served), then whatever the app wrote since it

@@ -227,18 +227,22 @@ class Handlers:
         self.page = page
         self.uploads = UploadsInUse(Path(get_upload_folder()))  # Gradio's, fixed when the app is built
 
-    def _analysis(self, request: AnalyzeRequest, progress: gr.Progress) -> Analysis:
-        """Run `analyze` on an upload within the request time budget, then delete the upload whatever happens
-        (once no other running request uses the same upload)."""
-        request = request.validated(self.settings.limits)
+    def _analysis(self, request: AnalyzeRequest, progress: gr.Progress) -> tuple[Analysis, AnalyzeRequest]:
+        """Check the request and run `analyze` on its upload within the request time budget, then delete the
+        upload whatever happens, a refused argument included (once no other running request uses it).
+
+        Returns the analysis and the checked request (its notes as read)."""
         film = request.film
-        path = Path(film["path"])
-        if not self.uploads.is_upload(path):
+        raw_path = film.get("path") if isinstance(film, dict) else None
+        path = Path(raw_path) if isinstance(raw_path, str) and raw_path else None
+        if path is None or not self.uploads.is_upload(path):
+            request.validated(self.settings.limits)  # a missing or malformed film is named first
             raise InputError(
                 "film must be a file uploaded to this server (a folder or any other path is refused); upload "
                 "it with gradio_client's handle_file, or through the page."
             )
         with self.uploads.hold(path):
+            request = request.validated(self.settings.limits)
             options = request.options()
             if not path.is_file():
                 raise InputError(
@@ -246,7 +250,7 @@ class Handlers:
                     "Upload it again."
                 )
             progress(0.1, desc="Reading the film and scoring findings")
-            return analyze(
+            analysis = analyze(
                 path,
                 request.notes or None,
                 labels=request.labels(),
@@ -255,6 +259,7 @@ class Handlers:
                 time_budget_s=self.settings.limits.request_timeout_s,
                 **options,
             )
+            return analysis, request
 
     def analyze_film(
         self,
@@ -294,7 +299,7 @@ class Handlers:
             request = AnalyzeRequest(
                 film, notes, findings, custom_findings, scoring_mode, attribution_method, maps, threshold
             )
-            analysis = self._analysis(request, progress)
+            analysis, _ = self._analysis(request, progress)
             progress(0.9, desc="Writing the report")
             data = render_json(analysis)
         return {self.page.result: data, self.page.report: data["report_markdown"]}
@@ -338,8 +343,8 @@ class Handlers:
         workdir = Path(tempfile.mkdtemp(prefix="meddx-request-"))
         try:
             with shown_errors("analysing the film"):
-                request = AnalyzeRequest.from_components(values, self.page).validated(self.settings.limits)
-                analysis = self._analysis(request, progress)
+                request = AnalyzeRequest.from_components(values, self.page)
+                analysis, request = self._analysis(request, progress)
                 progress(0.85, desc="Writing the report")
                 views_now = self._views(analysis, request.notes, workdir)
             yield views_now
