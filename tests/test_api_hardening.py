@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import corpus as c
 from tests.helpers import files_under, running_app, write_png
 
 pytestmark = pytest.mark.slow
@@ -252,3 +253,71 @@ def test_lone_surrogates_in_notes_are_handled_on_every_surface(app_url, png, tin
         assert result.returncode == 0, result.stderr.decode(errors="replace")
         assert b"Traceback" not in result.stderr
         assert b"cough" in result.stdout.lower()
+
+
+@pytest.mark.parametrize(
+    ("make", "phrase"),
+    [
+        (c.dicom_deflate_bomb, "expands to more than 256 MB"),
+        (c.dicom_million_items, "more than 10,000 DICOM sequence items"),
+        (c.tiff_many_pages(), "more than 1,000 pages"),
+        (c.random_bytes(5), "is not an image"),
+    ],
+    ids=["deflate_bomb", "million_items", "tiff_100k_pages", "bidi_name"],
+)
+def test_bounded_work_cases_through_the_page_event(make, phrase, app_url, gradio_tmp, tmp_path):
+    """The page's own Analyze event gets the reader's sentence, in bounded time, and keeps nothing."""
+    path = tmp_path / (c.BIDI_NAME if phrase == "is not an image" else "film.dcm")
+    path.write_bytes(make())
+    start = time.perf_counter()
+    message = call_page(app_url, path, "Zebulon coughs")
+    assert time.perf_counter() - start < 60
+    assert not message["success"]
+    text = json.dumps(message, ensure_ascii=False)
+    assert phrase in text, text[:400]
+    assert "\u202e" not in text and "Zebulon" not in text
+    assert files_under(gradio_tmp) == []
+
+
+def mcp_call(app_url: str, tool: str, arguments: dict) -> dict:
+    """One MCP ``tools/call`` over the streamable HTTP transport, raw JSON-RPC; the call's answer."""
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    with httpx.Client(base_url=app_url, timeout=120, headers=headers) as http:
+
+        def rpc(method: str, params: dict, ident: int | None) -> dict | None:
+            body = {"jsonrpc": "2.0", "method": method, "params": params}
+            if ident is not None:
+                body["id"] = ident
+            response = http.post("gradio_api/mcp/", content=json.dumps(body))
+            response.raise_for_status()
+            if "mcp-session-id" in response.headers:
+                http.headers["mcp-session-id"] = response.headers["mcp-session-id"]
+            for line in response.text.splitlines():
+                if line.startswith("data:") and json.loads(line[5:]).get("id") == ident:
+                    return json.loads(line[5:])
+            return None
+
+        client = {"name": "meddx-tests", "version": "1"}
+        rpc("initialize", {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": client}, 1)
+        rpc("notifications/initialized", {}, None)
+        answer = rpc("tools/call", {"name": tool, "arguments": arguments}, 2)
+        assert answer is not None
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("arguments", "phrase"),
+    [
+        ({"findings": "effusion"}, "is not of type 'array'"),  # the MCP layer's own schema check
+        ({"maps": 99}, "maps must be a whole number"),
+        ({"notes": SURROGATE_NOTES}, "'name': 'cough'"),
+    ],
+    ids=["findings_string", "maps_range", "surrogates"],
+)
+def test_mcp_arguments_are_checked_and_named(arguments, phrase, app_url, png, gradio_tmp):
+    import base64
+
+    film = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    answer = mcp_call(app_url, "analyze_film", {"film": film, **arguments})
+    assert phrase in json.dumps(answer), json.dumps(answer)[:400]
+    assert files_under(gradio_tmp) == [], "the MCP layer's copy or the upload was left"

@@ -16,7 +16,8 @@
   folder in Gradio's temp-file set, ``os.remove`` raises ``IsADirectoryError`` at the next sweep, and the
   sweep task dies for good (films and reports are never deleted again, and shutdown fails).
 
-- MCP: for a base64 film, ``analyze_film`` makes Gradio's MCP layer save the film to its temp folder before
+- MCP: lone surrogates in the arguments are replaced (the layer's loopback client cannot send them). For a
+  base64 film, ``analyze_film`` makes Gradio's MCP layer save the film to its temp folder before
   uploading it again through its loopback client. That first copy is outside any request's bookkeeping;
   `delete_mcp_files` wraps the MCP server's ``tools/call`` handler so that every file the layer saved for
   the call is deleted when the call ends, whatever its outcome.
@@ -42,6 +43,7 @@ from starlette.middleware import Middleware
 
 from meddx import log_hygiene
 from meddx.app.uploads import PrivateUploads
+from meddx.clinical_notes import without_surrogates
 
 HASH_FOLDER = re.compile(r"[0-9a-f]{40,64}(-[0-9a-f]{32})?")
 """Gradio names upload and cache folders by a hex digest of the content (`PrivateUploads` adds a token)."""
@@ -170,7 +172,8 @@ def delete_mcp_files(mcp: Any) -> None:
     convert = mcp.convert_strings_to_filedata
 
     def convert_and_remember(value: Any, positions: Any) -> Any:
-        converted = convert(value, positions)
+        # Lone surrogates (JSON escapes can carry them) cannot cross the layer's HTTP loopback: replace them.
+        converted = convert(_without_surrogates(value), positions)
         saved = _mcp_saved.get()
         if saved is not None:
             saved.extend(_file_paths(converted))
@@ -198,6 +201,16 @@ def _deleting_saved_files(handler: Callable) -> Callable:
                 delete_saved_file(Path(path), root)
 
     return call_tool
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return without_surrogates(value)
+    if isinstance(value, dict):
+        return {key: _without_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(item) for item in value]
+    return value
 
 
 def _file_paths(value: Any) -> list[str]:
