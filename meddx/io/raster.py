@@ -100,12 +100,12 @@ def _count_frames(image: ImageFile.ImageFile, most: int) -> int | None:
     """The number of pages or frames, walking at most ``most`` of them; None if there are more.
 
     Pillow's ``n_frames`` walks every page of a TIFF (100,000 tiny pages: about a minute) and every frame of
-    a GIF; WebP knows its count from the header. The image is left at its first frame.
+    a GIF; WebP and APNG know their count from the header. The image is left at its first frame.
     """
     if not getattr(image, "is_animated", False) and not isinstance(image, TiffImagePlugin.TiffImageFile):
         return 1
-    if isinstance(image, WebPImagePlugin.WebPImageFile):
-        count = image.n_frames
+    if isinstance(image, WebPImagePlugin.WebPImageFile | PngImagePlugin.PngImageFile):
+        count = image.n_frames  # from the header (WebP's, APNG's acTL chunk): nothing is walked
         return count if count <= most else None
     count = 1
     try:
