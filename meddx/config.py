@@ -36,11 +36,31 @@ class Limits:
     max_labels: int = 64
     request_timeout_s: float = 120
     """Time budget of one app request, in seconds (`meddx.pipeline.analyze` checks it between steps)."""
+    read_timeout_s: float = 30
+    """Wall-clock limit on reading one film (`meddx.io.bounded`: a worker process, killed after this); 0
+    reads in the calling process, unbounded."""
+    read_memory_mb: int = 2048
+    """Memory the worker that reads one film may use on top of what it starts with."""
+    max_inflated_mb: float = 256
+    """Most bytes a Deflated Explicit VR Little Endian DICOM data set may inflate to."""
+    max_frames: int = 1000
+    """Most pages or frames walked in a multi-page TIFF, animated GIF or WebP, or a multi-frame DICOM."""
+    max_sequence_items: int = 10_000
+    """Most sequence items (and encapsulated fragments) in a DICOM data set."""
+    max_sequence_depth: int = 8
+    """Deepest nesting of DICOM sequences."""
+    max_data_elements: int = 100_000
+    """Most data elements (at every level) in a DICOM data set."""
 
     @property
     def max_file_bytes(self) -> int:
         """`max_file_mb` in bytes: the largest upload `meddx.io.load_study` reads."""
         return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def max_inflated_bytes(self) -> int:
+        """`max_inflated_mb` in bytes."""
+        return int(self.max_inflated_mb * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,8 @@ class Settings:
             max_note_chars=_int_env("MEDDX_MAX_NOTE_CHARS", Limits.max_note_chars),
             max_labels=_int_env("MEDDX_MAX_LABELS", Limits.max_labels),
             request_timeout_s=_int_env("MEDDX_REQUEST_TIMEOUT_S", Limits.request_timeout_s),
+            read_timeout_s=_int_env("MEDDX_READ_TIMEOUT_S", Limits.read_timeout_s),
+            read_memory_mb=_int_env("MEDDX_READ_MEMORY_MB", Limits.read_memory_mb),
         )
         threads = _int_env("MEDDX_THREADS", 0) or None
         feedback_dir = os.environ.get("MEDDX_FEEDBACK_DIR", "").strip()

@@ -19,7 +19,8 @@ from meddx.config import Settings
 from meddx.errors import BudgetExceeded, InputError
 from meddx.explain.maps import DEFAULT_METHOD, FAST_METHODS, METHODS, FilmMap, film_maps
 from meddx.explain.regions import find_regions, location_note
-from meddx.io import Study, load_study
+from meddx.io import Study
+from meddx.io.bounded import load_study_bounded
 from meddx.model.encoder import Encoder, load_encoder
 from meddx.model.head import MODE_RULES, MODES, TrainedHead, combine
 from meddx.model.head_store import load_head
@@ -180,7 +181,9 @@ def analyze(
 
     reading = _notes(notes, limits.max_note_chars)
     already_read = image if isinstance(image, Study) else None  # `meddx.batch` decodes in parallel tasks
-    study = already_read or load_study(image, filename=filename, limits=limits)
+    study = already_read or load_study_bounded(  # in a worker, time- and memory-bound
+        image, filename=filename, limits=limits
+    )
     timings["load_s"] = time.perf_counter() - start
     _check_budget(start, time_budget_s, "scoring the findings")
 

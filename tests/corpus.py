@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space
 from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
 )
@@ -330,6 +331,145 @@ def dicom_zero_rows() -> bytes:
     ds = dicom_dataset()
     ds.Rows = 0
     return dicom_bytes(ds)
+
+
+# --- bounded work: bombs and walks that cost time or memory inside a library call --------------------
+
+
+def _deflated(ds: Dataset) -> bytes:
+    """``ds`` written as Deflated Explicit VR Little Endian (pydicom deflates on writing)."""
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    return dicom_bytes(ds)
+
+
+def dicom_deflated() -> bytes:
+    """A normal film, deflated: read as usual."""
+    return _deflated(dicom_dataset())
+
+
+def dicom_deflate_bomb() -> bytes:
+    """About 300 KB that inflate to 300 MB: a private OB element of zeros, above the 256 MB limit.
+
+    Built by deflating the data set without the zeros and splicing in a raw deflate stream of zeros, so
+    that nothing large is ever allocated here."""
+    ds = dicom_dataset(film(64, 64))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    meta_only = io.BytesIO()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    from pydicom.filewriter import write_file_meta_info
+
+    meta_only.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(meta_only, ds.file_meta, enforce_standard=True)
+    size = 300 * 2**20
+    element = struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, size)  # private (0009,1010) OB, 300 MB
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = compressor.compress(element) + compressor.flush(zlib.Z_FULL_FLUSH)
+    # A full flush ends on a byte boundary with no back-references: the 1 MB block can be repeated.
+    megabyte = compressor.compress(bytes(2**20)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return meta_only.getvalue() + head + megabyte * 300 + compressor.flush()
+
+
+def _item(content: bytes = b"") -> bytes:
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(content)) + content
+
+
+def _undefined_sequence(tag: tuple[int, int], items: bytes) -> bytes:
+    return struct.pack("<HH2sHI", *tag, b"SQ", 0, 0xFFFFFFFF) + items + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+
+
+def _with_private_bytes(raw: bytes) -> bytes:
+    """A film whose data set holds ``raw`` (encoded elements) between group 0008 and the pixels."""
+    ds = dicom_dataset(film(64, 64))
+    ds.add_new(0x00091010, "OB", b"")  # a placeholder, replaced by ``raw`` in the bytes
+    data = dicom_bytes(ds)
+    placeholder = struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, 0)
+    return data.replace(placeholder, raw, 1)
+
+
+def dicom_million_items() -> bytes:
+    """A private undefined-length sequence of a million empty items (8 MB): pydicom walks them all."""
+    return _with_private_bytes(_undefined_sequence((0x0009, 0x1010), _item() * 1_000_000))
+
+
+def dicom_deep_nesting() -> bytes:
+    """Sequences nested 200 deep, each in one item of undefined length."""
+    raw = b""
+    for _ in range(200):
+        raw = _undefined_sequence(
+            (0x0009, 0x1010),
+            struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + raw + struct.pack("<HHI", 0xFFFE, 0xE00D, 0),
+        )
+    return _with_private_bytes(raw)
+
+
+def tiff_many_pages(pages: int = 100_000) -> Callable[[], bytes]:
+    """A TIFF of ``pages`` small pages, written directly (Pillow would take minutes): one 32x32 strip
+    shared by every page, one IFD per page."""
+
+    def make() -> bytes:
+        entries = [  # tag, type, count, value
+            (256, 3, 1, 32), (257, 3, 1, 32), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+            (273, 4, 1, 8), (277, 3, 1, 1), (278, 3, 1, 32), (279, 4, 1, 1024),
+        ]  # fmt: skip
+        ifd_size = 2 + 12 * len(entries) + 4
+        first_ifd = 8 + 1024
+        out = [struct.pack("<2sHI", b"II", 42, first_ifd), bytes(range(256)) * 4]
+        for page in range(pages):
+            next_ifd = first_ifd + (page + 1) * ifd_size if page + 1 < pages else 0
+            ifd = struct.pack("<H", len(entries))
+            for tag, kind, count, value in entries:
+                ifd += struct.pack("<HHI", tag, kind, count) + struct.pack(
+                    "<I" if kind == 4 else "<HH", *((value,) if kind == 4 else (value, 0))
+                )
+            out.append(ifd + struct.pack("<I", next_ifd))
+        return b"".join(out)
+
+    return make
+
+
+def png_with_dicm_at_128() -> bytes:
+    """A valid PNG film whose bytes 128-131 read "DICM" (inside a private ancillary chunk)."""
+    data = encode(Image.fromarray(film()), "PNG")
+    ihdr_end = 8 + 25
+    filler = 128 - (ihdr_end + 8)  # the chunk's data starts 8 bytes after its start
+    content = b"x" * filler + b"DICM" + b"x" * 16
+    chunk = struct.pack(">I4s", len(content), b"prIv") + content
+    chunk += struct.pack(">I", zlib.crc32(b"prIv" + content))
+    return data[:ihdr_end] + chunk + data[ihdr_end:]
+
+
+def dicom_float_pixels() -> bytes:
+    """A film stored as Float Pixel Data (7FE0,0008), 32-bit floats, with one NaN."""
+    ds = dicom_dataset(film(96, 96))
+    del ds.PixelData
+    del ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+    values = film(96, 96).astype(np.float32) / 255.0
+    values[0, 0] = np.nan
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = values.tobytes()
+    return dicom_bytes(ds)
+
+
+def dicom_double_pixels() -> bytes:
+    """A film stored as Double Float Pixel Data (7FE0,0009)."""
+    ds = dicom_dataset(film(96, 96))
+    del ds.PixelData
+    del ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+    ds.BitsAllocated = 64
+    ds.DoubleFloatPixelData = (film(96, 96).astype(np.float64) * 3.5).tobytes()
+    return dicom_bytes(ds)
+
+
+def dicom_name_in_view_position() -> bytes:
+    """ViewPosition "DOE JANE" (a valid code string shape, not a view), BodyPartExamined "JANE"."""
+    ds = dicom_dataset()
+    ds.ViewPosition = "DOE JANE"
+    ds.BodyPartExamined = "JANE"
+    return dicom_bytes(ds)
+
+
+BIDI_NAME = "xray\u202egnp.exe"
+"""Displays as 'xrayexe.png' where bidi controls are honoured."""
 
 
 # --- clinical notes and finding lists ------------------------------------------------------------------

@@ -126,7 +126,7 @@ def test_options_reach_the_pipeline(client, png):
     assert {f["threshold"] for f in data["findings"]} == {0.9}
     assert not any(f["flagged"] for f in data["findings"])
     assert not any(f["regions"] for f in data["findings"])
-    with pytest.raises(AppError, match="explanation method"):
+    with pytest.raises(AppError, match="attribution_method must be one of"):
         client.predict(handle_file(png), "", attribution_method="magic", api_name="/analyze")
 
 

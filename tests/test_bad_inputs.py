@@ -23,6 +23,7 @@ import pytest
 
 from meddx.config import Settings
 from meddx.errors import InputError
+from meddx.io.source import clean_name
 from meddx.pipeline import analyze
 from meddx.report.render import render_html, render_json
 from tests import corpus as c
@@ -88,6 +89,17 @@ IMAGE_CASES = [
     ("pdf",               "report.pdf",  c.pdf,                     error("it looks like a PDF document")),
     ("zip_as_dcm",        "series.dcm",  c.zip_archive,             error("it looks like a ZIP archive")),
     ("heic_as_jpg",       "phone.jpg",   c.heic_photo,              error("looks like an HEIC/AVIF photo")),
+    # bounded work (issue 19): each refused within the read's time and memory limits
+    ("dicom_deflated",    "deflated.dcm", c.dicom_deflated,         ok()),
+    ("dicom_deflate_bomb", "zbomb.dcm",  c.dicom_deflate_bomb,      error("expands to more than 256 MB")),
+    ("dicom_many_items",  "items.dcm",   c.dicom_million_items,     error("more than 10,000 DICOM sequence")),
+    ("dicom_deep_nesting", "deep.dcm",   c.dicom_deep_nesting,      error("nests DICOM sequences more than")),
+    ("tiff_100k_pages",   "pages.tif",   c.tiff_many_pages(),       error("more than 1,000 pages")),
+    ("png_dicm_at_128",   "dicm.png",    c.png_with_dicm_at_128,    ok()),
+    ("dicom_float",       "float.dcm",   c.dicom_float_pixels,      ok()),
+    ("dicom_double",      "double.dcm",  c.dicom_double_pixels,     ok()),
+    ("dicom_name_in_tags", "view.dcm",   c.dicom_name_in_view_position, ok()),
+    ("bidi_file_name",    c.BIDI_NAME,   c.random_bytes(4),         error("'xraygnp.exe' is not an image")),
 ]
 TEXT_CASES = [  # all on a good film (`c.good_png`); labels None means every finding
     # name                notes             labels               expected outcome
@@ -115,6 +127,15 @@ CHECKS: dict[str, Callable[[dict], bool]] = {
     "dicom_ybr_full": lambda data: data["image"]["photometric_interpretation"] == "YBR_FULL",
     "dicom_jpeg2000": lambda data: data["image"]["transfer_syntax"].startswith("JPEG 2000"),
     "dicom_multiframe": lambda data: data["image"]["frames"] == 3,
+    "dicom_deflated": lambda data: data["image"]["transfer_syntax"] == "Deflated Explicit VR Little Endian",
+    "png_dicm_at_128": lambda data: data["image"]["source_format"] == "png",
+    "dicom_float": lambda data: data["image"]["bits_stored"] == 32,
+    "dicom_double": lambda data: data["image"]["bits_stored"] == 64,
+    "dicom_name_in_tags": lambda data: (
+        data["image"]["view_position"] is None
+        and data["image"]["body_part"] is None
+        and "JANE" not in json.dumps(data)
+    ),
     "notes_blank": lambda data: data["notes"] is None,
     "notes_html": lambda data: any(item["name"] == "effusion" for item in data["notes"]["concepts"]),
     "labels_duplicated": lambda data: sorted(f["id"] for f in data["findings"]) == ["effusion", "nodule"],
@@ -280,7 +301,7 @@ def test_cli_batch_over_the_image_corpus(tmp_path: Path, tiny_model_dir: Path):
     """One run over a folder of every image case (plus the files a folder walk skips, named explicitly)."""
     folder, others = tmp_path / "corpus", tmp_path / "not-images"
     image_cases = [case for case in CASES if case.make is not GOOD]
-    skipped_suffixes = {".svg", ".pdf"}
+    skipped_suffixes = {".svg", ".pdf", ".exe"}
     c.write_corpus(folder, {x.name: (x.filename, x.make) for x in image_cases if not _skipped(x)})
     explicit = c.write_corpus(others, {x.name: (x.filename, x.make) for x in image_cases if _skipped(x)})
     assert {Path(x.filename).suffix for x in image_cases if _skipped(x)} == skipped_suffixes
@@ -295,7 +316,7 @@ def test_cli_batch_over_the_image_corpus(tmp_path: Path, tiny_model_dir: Path):
         line = lines[case.filename]
         if case.error:
             check_message(line["error"], case)
-            assert sum(f"meddx: {case.filename}: " in s for s in stderr) == 1
+            assert sum(f"meddx: {clean_name(case.filename)}: " in s for s in stderr) == 1
         else:
             assert "error" not in line, line
             check_result(line, line["disclaimer"], case)

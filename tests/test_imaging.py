@@ -133,6 +133,11 @@ def dicom_linear_window(x: np.ndarray, center: float, width: float) -> np.ndarra
         (b"RIFF\x10\x00\x00\x00WEBPVP8L" + bytes(24), "webp"),
         (b"BM" + bytes(12) + struct.pack("<I", 40) + bytes(24), "bmp"),
         (bytes(128) + b"DICM" + bytes(24), "dicom"),
+        # the file's own signature first (issue 19): a PNG holding "DICM" at 128 is a PNG; a TIFF header in
+        # a DICOM preamble (dual-format files) is DICOM
+        (b"\x89PNG\r\n\x1a\n" + bytes(120) + b"DICM" + bytes(24), "png"),
+        (b"\xff\xd8\xff\xe0" + bytes(124) + b"DICM" + bytes(24), "jpeg"),
+        (b"II*\x00" + bytes(124) + b"DICM" + bytes(24), "dicom"),
         (b"BMW is a car, not a bitmap" + bytes(24), None),
         (b'<svg xmlns="http://www.w3.org/2000/svg"></svg>', None),
         (b"%PDF-1.7\n", None),

@@ -61,19 +61,30 @@ def film(tmp_path) -> Path:
     return write_dicom(tmp_path / "study.dcm")
 
 
+CAPTURE_MARKER = "meddx-capture-works"
+NOTE_SPAN = "haemoptysis"
+"""A concept read from the notes: in every response, in no log."""
+
+
 @pytest.fixture
 def logs(caplog):
-    """Every log record at DEBUG and above, from every thread: caplog plus a formatting root handler."""
+    """Every log record at DEBUG and above, from every thread: caplog plus a formatting root handler, with the
+    root logger itself at DEBUG (what an operator turning on debugging would do)."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(threadName)s %(message)s"))
     caplog.set_level(logging.DEBUG)
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    logging.getLogger("meddx.tests").debug(CAPTURE_MARKER)  # proves the capture works
     try:
         yield lambda: stream.getvalue() + caplog.text
     finally:
-        logging.getLogger().removeHandler(handler)
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def call_page(app_url: str, path: Path, notes: str) -> dict:
@@ -126,7 +137,7 @@ def test_api_requests_leave_no_file_and_no_trace(client, film, tmp_path, gradio_
     assert files_under(gradio_tmp) == []
 
     captured = logs()
-    assert "HTTP Request: POST" in captured, "the log capture saw nothing"
+    assert CAPTURE_MARKER in captured, "the log capture saw nothing"
     out, err = capfd.readouterr()
     assert_clean_log(captured, "the logs")
     assert_clean_log(out + err, "stdout/stderr")
@@ -208,3 +219,88 @@ def test_reports_in_every_format_carry_no_identifier(film, tiny_settings):
         ("HTML", render_html(analysis)),
     ):
         assert_clean(text, f"the {name} report")
+
+
+# --- issue 19: every surface at DEBUG, the raw HTTP call with [film, notes] only, MCP with a base64 film ---
+
+
+def upload(http: httpx.Client, path: Path) -> dict:
+    uploaded = http.post("gradio_api/upload", files={"files": (path.name, path.read_bytes())}).json()[0]
+    return {"path": uploaded, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+
+def call_raw(app_url: str, data: list, endpoint: str = "analyze") -> str:
+    """``POST /gradio_api/call/<endpoint>`` with ``data``, then the event stream's text."""
+    with httpx.Client(base_url=app_url, timeout=120) as http:
+        event = http.post(f"gradio_api/call/{endpoint}", json={"data": data}).json()["event_id"]
+        return http.get(f"gradio_api/call/{endpoint}/{event}").text
+
+
+def test_a_raw_http_call_with_film_and_notes_only_is_analysed_and_logs_nothing(
+    app_url, film, gradio_tmp, logs, capfd
+):
+    """The API page says only the film is required: ``[film, notes]`` is a whole request (the rest take their
+    defaults), not a traceback quoting "Received inputs: [..., <the notes>]"."""
+    with httpx.Client(base_url=app_url, timeout=120) as http:
+        uploaded = upload(http, film)
+    stream = call_raw(app_url, [uploaded, NOTES])
+    assert "event: complete" in stream, stream[:300]
+    assert "haemoptysis" in stream  # the notes were read
+    assert files_under(gradio_tmp) == []
+    out, err = capfd.readouterr()
+    assert "Received inputs" not in out + err
+    captured = logs()
+    assert CAPTURE_MARKER in captured
+    assert_clean_log(captured + out + err, "the logs and streams")
+    assert NOTE_SPAN not in captured + out + err, "a span of the notes was logged"
+
+
+def mcp_call(app_url: str, tool: str, arguments: dict) -> dict:
+    """One MCP ``tools/call`` over the streamable HTTP transport, raw JSON-RPC; the call's result."""
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    with httpx.Client(base_url=app_url, timeout=120, headers=headers) as http:
+
+        def rpc(method: str, params: dict, ident: int | None) -> dict | None:
+            body = {"jsonrpc": "2.0", "method": method, "params": params}
+            if ident is not None:
+                body["id"] = ident
+            response = http.post("gradio_api/mcp/", json=body)
+            response.raise_for_status()
+            if "mcp-session-id" in response.headers:
+                http.headers["mcp-session-id"] = response.headers["mcp-session-id"]
+            if ident is None:
+                return None
+            for line in response.text.splitlines():
+                if line.startswith("data:"):
+                    message = json.loads(line[5:])
+                    if message.get("id") == ident:
+                        return message
+            return response.json()
+
+        client = {"name": "meddx-tests", "version": "1"}
+        init = {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": client}
+        rpc("initialize", init, 1)
+        rpc("notifications/initialized", {}, None)
+        return rpc("tools/call", {"name": tool, "arguments": arguments}, 2)
+
+
+def test_mcp_with_a_base64_film_leaves_no_copy_and_logs_nothing(app_url, film, gradio_tmp, logs, capfd):
+    """Gradio's MCP layer saves a base64 film in its temp folder before uploading it again; meddx deletes
+    that copy when the call ends. With the root logger at DEBUG, ``sse_starlette`` and ``mcp`` log nothing."""
+    import base64
+
+    data_uri = "data:application/dicom;base64," + base64.b64encode(film.read_bytes()).decode()
+    answer = mcp_call(app_url, "analyze_film", {"film": data_uri, "notes": NOTES})
+    text = json.dumps(answer)
+    assert "haemoptysis" in text, text[:500]
+    assert_clean(text.replace(NOTE_MARKER, ""), "the MCP answer")  # the notes come back only as concepts
+    assert files_under(gradio_tmp) == [], "a copy of the MCP film was left"
+
+    answer = mcp_call(app_url, "read_notes", {"notes": NOTES})
+    assert NOTE_SPAN in json.dumps(answer)
+    out, err = capfd.readouterr()
+    captured = logs()
+    assert CAPTURE_MARKER in captured
+    assert_clean_log(captured + out + err, "the logs and streams")
+    # Responses hold spans of the notes (the concepts read); sse_starlette logs each event in full at DEBUG
+    assert NOTE_SPAN not in captured + out + err, "a span of the notes (an MCP response) was logged"

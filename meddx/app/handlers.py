@@ -18,6 +18,8 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
+import re
 import shutil
 import tempfile
 import traceback
@@ -33,11 +35,13 @@ from gradio.utils import get_upload_folder
 
 from meddx.app import views
 from meddx.app.uploads import UploadsInUse
-from meddx.config import Settings
+from meddx.config import Limits, Settings
 from meddx.errors import InputError, MeddxError
-from meddx.model.vocabulary import load_vocabulary, parse_labels
-from meddx.notes import extract_concepts
-from meddx.pipeline import analyze
+from meddx.explain.maps import METHODS
+from meddx.model.head import MODES
+from meddx.model.vocabulary import MAX_LABEL_CHARS, load_vocabulary, parse_labels
+from meddx.notes import extract_concepts, without_surrogates
+from meddx.pipeline import MAX_MAPS, analyze
 from meddx.report.render import render_html, render_json
 from meddx.result import Analysis
 
@@ -69,7 +73,45 @@ class AnalyzeRequest:
     @classmethod
     def from_components(cls, values: dict[Any, Any], page: Page) -> AnalyzeRequest:
         """The request from a page event's ``{component: value}`` inputs."""
-        return cls(**{name: values[page.input(name)] for name in API_PARAMETERS})
+        return cls(**{name: values.get(page.input(name)) for name in API_PARAMETERS})
+
+    def validated(self, limits: Limits) -> AnalyzeRequest:
+        """The request with every argument checked for its type and range, None replaced by its default, and
+        lone surrogates in text replaced; nothing is built yet (labels are counted, not made).
+
+        Raises:
+            InputError: an argument of the wrong type or out of range; the message names the argument.
+        """
+        film = self.film
+        if film is None or film == "" or (isinstance(film, dict) and not film.get("path")):
+            raise InputError("Upload a chest X-ray first (PNG, JPEG, BMP, TIFF, WebP or DICOM).")
+        if not isinstance(film, dict) or not isinstance(film.get("path"), str):
+            raise InputError(
+                "film must be an uploaded file ({'path': ..., 'meta': {'_type': 'gradio.FileData'}}, which "
+                "gradio_client's handle_file builds)."
+            )
+        notes = _text("notes", self.notes, limits.max_note_chars)
+        custom = _text("custom_findings", self.custom_findings, limits.max_labels * (MAX_LABEL_CHARS + 2))
+        findings = self.findings
+        if findings is not None:
+            if not isinstance(findings, list | tuple):
+                raise InputError(
+                    'findings must be a list of finding ids, e.g. ["effusion", "pneumothorax"] (a single '
+                    "string is not a list); free-text findings go in custom_findings."
+                )
+            if not all(isinstance(item, str) for item in findings):
+                raise InputError('findings must be a list of strings, e.g. ["effusion", "pneumothorax"].')
+            findings = [without_surrogates(item) for item in findings]
+        count = len(findings or []) + len(parse_labels(custom) or [])
+        if count > limits.max_labels:
+            raise InputError(
+                f"Too many findings ({count}); at most {limits.max_labels} can be scored at once."
+            )
+        mode = _choice("scoring_mode", self.scoring_mode, MODES, default="zero-shot")
+        method = _choice("attribution_method", self.attribution_method, tuple(METHODS), default="gradcam")
+        maps = _number("maps", self.maps, default=3, low=0, high=MAX_MAPS, whole=True)
+        threshold = _number("threshold", self.threshold, default=0.0, low=0.0, high=0.99)
+        return AnalyzeRequest(film, notes, findings, custom, mode, method, maps, threshold)
 
     def labels(self) -> list[str] | None:
         """Chosen vocabulary ids plus free-text labels; None (score everything) when nothing was narrowed."""
@@ -88,7 +130,7 @@ class AnalyzeRequest:
         """
         try:
             maps, threshold = int(self.maps), float(self.threshold or 0.0)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InputError("maps must be a whole number and threshold a number.") from None
         return {
             "mode": self.scoring_mode,
@@ -100,6 +142,60 @@ class AnalyzeRequest:
 
 API_PARAMETERS = tuple(f.name for f in fields(AnalyzeRequest))
 """``/analyze``'s parameters, in order: the inputs of both Analyze events, by name."""
+
+
+def _text(name: str, value: Any, max_chars: int) -> str:
+    """A text argument: None is "", anything but a string is refused, lone surrogates are replaced."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be text (a string), not {_kind(value)}.")
+    if len(value) > max_chars:
+        raise InputError(
+            f"{name} is too long: {len(value):,} characters; at most {max_chars:,} are accepted."
+        )
+    return without_surrogates(value)
+
+
+_OPTION_SHAPE = re.compile(r"[A-Za-z_-]{1,30}")
+"""An unknown option is quoted back only if it looks like one (never free text, which may identify)."""
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...], *, default: str) -> str:
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str) or value not in choices:
+        shown = repr(value) if isinstance(value, str) and _OPTION_SHAPE.fullmatch(value) else _kind(value)
+        raise InputError(f"{name} must be one of {', '.join(choices)}; got {shown}.")
+    return value
+
+
+def _number(name: str, value: Any, *, default: float, low: float, high: float, whole: bool = False) -> float:
+    """A number within [low, high]; None is the default; booleans, text and infinities are refused."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        kind = "a whole number" if whole else "a number"
+        raise InputError(f"{name} must be {kind} from {low:g} to {high:g}, not {_kind(value)}.")
+    if not low <= value <= high or (whole and value != int(value)):
+        kind = "a whole number" if whole else "a number"
+        raise InputError(f"{name} must be {kind} from {low:g} to {high:g}; got {value:g}.")
+    return int(value) if whole else float(value)
+
+
+def _kind(value: Any) -> str:
+    """What a value is, in words, without quoting it (it may be patient text)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "an infinite or undefined number"
+    return {
+        bool: "true or false",
+        str: "text",
+        list: "a list",
+        tuple: "a list",
+        dict: "an object",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), "a value of another type")
 
 
 @contextmanager
@@ -134,14 +230,22 @@ class Handlers:
         self.feedback: FeedbackDesk | None = None
         """Set by the page when feedback is on (`meddx.app.feedback`): results then carry a feedback_id."""
 
-    def _analysis(self, request: AnalyzeRequest, progress: gr.Progress) -> Analysis:
-        """Run `analyze` on an upload within the request time budget, then delete the upload whatever happens
-        (once no other running request uses the same upload)."""
+    def _analysis(self, request: AnalyzeRequest, progress: gr.Progress) -> tuple[Analysis, AnalyzeRequest]:
+        """Check the request and run `analyze` on its upload within the request time budget, then delete the
+        upload whatever happens, a refused argument included (once no other running request uses it).
+
+        Returns the analysis and the checked request (its notes as read)."""
         film = request.film
-        if not film or not film.get("path"):
-            raise InputError("Upload a chest X-ray first (PNG, JPEG, BMP, TIFF, WebP or DICOM).")
-        path = Path(film["path"])
+        raw_path = film.get("path") if isinstance(film, dict) else None
+        path = Path(raw_path) if isinstance(raw_path, str) and raw_path else None
+        if path is None or not self.uploads.is_upload(path):
+            request.validated(self.settings.limits)  # a missing or malformed film is named first
+            raise InputError(
+                "film must be a file uploaded to this server (a folder or any other path is refused); upload "
+                "it with gradio_client's handle_file, or through the page."
+            )
         with self.uploads.hold(path):
+            request = request.validated(self.settings.limits)
             options = request.options()
             if not path.is_file():
                 raise InputError(
@@ -149,7 +253,7 @@ class Handlers:
                     "Upload it again."
                 )
             progress(0.1, desc="Reading the film and scoring findings")
-            return analyze(
+            analysis = analyze(
                 path,
                 request.notes or None,
                 labels=request.labels(),
@@ -159,6 +263,7 @@ class Handlers:
                 keep_embedding=self.feedback is not None,
                 **options,
             )
+            return analysis, request
 
     def _with_feedback_id(self, analysis: Analysis, data: dict) -> dict:
         """With feedback on, hold the result's embedding and scores and add its ``feedback_id``."""
@@ -203,11 +308,11 @@ class Handlers:
             report_markdown (and feedback_id, for /feedback, when the operator has turned feedback on)
             The report as Markdown (decision support, not a diagnosis)
         """
-        request = AnalyzeRequest(
-            film, notes, findings, custom_findings, scoring_mode, attribution_method, maps, threshold
-        )
         with shown_errors("analysing the film"):
-            analysis = self._analysis(request, progress)
+            request = AnalyzeRequest(
+                film, notes, findings, custom_findings, scoring_mode, attribution_method, maps, threshold
+            )
+            analysis, _ = self._analysis(request, progress)
             progress(0.9, desc="Writing the report")
             data = self._with_feedback_id(analysis, render_json(analysis))
         return {self.page.result: data, self.page.report: data["report_markdown"]}
@@ -225,7 +330,10 @@ class Handlers:
             {"concepts": [...]}, each with name, display, category, status, start, end, text, supports, value
         """
         with shown_errors("reading the notes"):
-            concepts = extract_concepts(notes or "", max_chars=self.settings.limits.max_note_chars)
+            limits = self.settings.limits
+            concepts = extract_concepts(
+                _text("notes", notes, limits.max_note_chars), max_chars=limits.max_note_chars
+            )
         return {"concepts": [c.to_dict() for c in concepts]}
 
     def show_notes(self, values: dict[Any, Any]) -> dict:
@@ -245,11 +353,11 @@ class Handlers:
 
         A generator, so that the folder is removed after Gradio has copied the downloads out of it.
         """
-        request = AnalyzeRequest.from_components(values, self.page)
         workdir = Path(tempfile.mkdtemp(prefix="meddx-request-"))
         try:
             with shown_errors("analysing the film"):
-                analysis = self._analysis(request, progress)
+                request = AnalyzeRequest.from_components(values, self.page)
+                analysis, request = self._analysis(request, progress)
                 progress(0.85, desc="Writing the report")
                 views_now = self._views(analysis, request.notes, workdir)
             yield views_now

@@ -14,10 +14,11 @@ from typing import Any
 
 import gradio as gr
 
-from meddx import DISCLAIMER
+from meddx import DISCLAIMER, log_hygiene
 from meddx.app import views
 from meddx.app.feedback import FeedbackHandlers, FeedbackPanel, build_panel, open_desk
 from meddx.app.feedback import wire as wire_feedback
+from meddx.app.guards import MeddxBlocks, install_robust_cache_sweep
 from meddx.app.handlers import API_PARAMETERS, Handlers
 from meddx.config import Settings
 from meddx.explain.maps import METHOD_NAMES
@@ -241,11 +242,14 @@ def _layout(settings: Settings) -> Page:
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
     """The meddx page and its API (``/analyze``, ``/notes``) for one `Settings`."""
     settings = settings or Settings.from_env()
-    with gr.Blocks(
+    log_hygiene.install()
+    install_robust_cache_sweep()
+    with MeddxBlocks(
         title="meddx · chest X-ray triage support", analytics_enabled=False, delete_cache=views.CACHE_SWEEP
     ) as demo:
         page = _layout(settings)
         handlers = Handlers(settings, page)
+        demo.meddx_on_close.append(handlers.uploads.close)
         analyzed = page.analyze_button.click(
             handlers.analyze_for_page,
             inputs=set(page.api_inputs),
@@ -263,8 +267,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             concurrency_id="analyze",
             preprocess=False,
         )
-        page.notes_button.click(
-            handlers.read_notes, inputs=page.notes, outputs=page.concepts, api_name="notes"
+        page.notes_button.click(  # raw value: a list or number is refused, not turned into its text
+            handlers.read_notes, inputs=page.notes, outputs=page.concepts, api_name="notes", preprocess=False
         ).success(
             handlers.show_notes,
             inputs={page.notes, page.concepts},

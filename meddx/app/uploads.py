@@ -16,6 +16,9 @@ request and every `SWEEP_EVERY_S` seconds while the app runs.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import secrets
 import stat
 import threading
 import time
@@ -23,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 EMPTY_FOLDER_AGE_S = 30.0
 """An upload's folder is removed once it has been empty this long."""
@@ -97,6 +101,22 @@ class UploadsInUse:
         self._sweeper: threading.Thread | None = None
         self._closed = threading.Event()
 
+    def is_upload(self, path: Path) -> bool:
+        """Whether ``path`` can be an upload: a regular file (not a link) in a folder of the upload folder.
+
+        The upload folder itself, any folder, and anything deeper or elsewhere are not films. A path in the
+        right place whose file is gone is one (the caller then says it was deleted).
+        """
+        in_place = False
+        try:
+            parent = path.parent.resolve()
+            in_place = parent.parent == self.root and parent != self.root and path.name not in ("", ".", "..")
+            return in_place and stat.S_ISREG(path.lstat().st_mode)
+        except FileNotFoundError:
+            return in_place
+        except (OSError, ValueError):
+            return False
+
     @contextmanager
     def hold(self, path: Path) -> Iterator[None]:
         """Use ``path`` for the length of the block; delete it afterwards if no one else uses it."""
@@ -137,3 +157,87 @@ class UploadsInUse:
     def close(self) -> None:
         """Stop the background sweeps (a daemon thread; it also ends with the process)."""
         self._closed.set()
+
+
+class PrivateUploads:
+    """ASGI middleware: every file Gradio's upload route stores is moved to a folder whose name adds a
+    random 128-bit token to the content hash, and the upload's answer names the new path.
+
+    Gradio names an upload by its content alone (``<SHA-256>/<name>``), so anyone who knows a film's hash and
+    name can send that path to ``/analyze``: analyse someone else's upload, and delete it under its owner.
+    With the token, only the request that uploaded the file (the browser session, the ``gradio_client`` or
+    MCP call that received the path) can name it. Identical uploads no longer share one file either: each
+    gets its own name (a hard link to the same content when they arrive together).
+
+    ``renamed(old, new)`` is told of each move (Gradio's own record of uploads must follow it).
+    """
+
+    def __init__(self, app: Any, *, root: Path, renamed: Any = None) -> None:
+        self.app = app
+        self.root = root.resolve()
+        self.renamed = renamed
+        self._lock = threading.Lock()
+        self._latest: dict[Path, Path] = {}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if (
+            scope.get("type") != "http"
+            or scope.get("method") != "POST"
+            or not scope.get("path", "").endswith("/gradio_api/upload")
+        ):
+            await self.app(scope, receive, send)
+            return
+        start: dict | None = None
+        body: list[bytes] = []
+
+        async def hold(message: dict) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+            else:  # pragma: no cover (trailers and the like: pass through)
+                await send(message)
+
+        await self.app(scope, receive, hold)  # returns after the route's background moves have run
+        if start is None:
+            return
+        content = b"".join(body)
+        if start.get("status") == 200:
+            content = self._rewrite(content)
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(content)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+
+    def _rewrite(self, content: bytes) -> bytes:
+        try:
+            paths = json.loads(content)
+        except ValueError:
+            return content
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            return content
+        return json.dumps([self.private_path(Path(p)) for p in paths]).encode()
+
+    def private_path(self, path: Path) -> str:
+        """Move ``path`` (``<root>/<hash>/<name>``) to ``<root>/<hash>-<token>/<name>``; its new path."""
+        if path.parent.parent.resolve() != self.root:
+            return str(path)
+        target = self.root / f"{path.parent.name}-{secrets.token_hex(16)}" / path.name
+        with self._lock:
+            try:
+                target.parent.mkdir()
+                try:
+                    os.link(path, target)
+                    path.unlink()
+                except FileNotFoundError:  # an identical upload just took it: share its content
+                    os.link(self._latest[path], target)
+                self._latest[path] = target
+            except (OSError, KeyError):
+                with contextlib.suppress(OSError):
+                    target.parent.rmdir()
+                return str(path)
+        if self.renamed is not None:
+            with contextlib.suppress(Exception):
+                self.renamed(str(path), str(target))
+        return str(target)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from meddx.cli.common import settings_from
 from meddx.errors import EXIT_INPUT, InputError
 from meddx.io.sniff import IMAGE_SUFFIXES
+from meddx.io.source import clean_name
 
 if TYPE_CHECKING:
     from meddx.result import Analysis
@@ -70,7 +71,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             )
         except InputError as exc:
             failures += 1
-            print(f"meddx: {path.name}: {exc}", file=sys.stderr)
+            print(f"meddx: {clean_name(path.name)}: {exc}", file=sys.stderr)  # no bidi or control characters
             if batch:
                 print(json.dumps({"file": path.name, "error": str(exc)}))
             continue

@@ -16,6 +16,7 @@ import argparse
 import importlib
 import sys
 
+from meddx import log_hygiene
 from meddx.cli import analyze, dev, model
 from meddx.errors import EXIT_INPUT, MeddxError, exit_status
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    log_hygiene.install()  # third-party loggers (pydicom, httpx, ...) stay out of the CLI's stderr
     try:
         if argv and argv[0] in DELEGATED:
             return _delegate(argv[0], argv[1:])

@@ -5,6 +5,11 @@ through Pillow (`raster`); DICOM goes through pydicom (`dicom`: compressed trans
 pylibjpeg plugins, the modality LUT, the VOI LUT or window, MONOCHROME1 inversion). Every result is an
 8-bit grayscale array with non-identifying `ImageInfo`. Every failure is an `InputError` with a message
 that is safe to show; nothing here logs.
+
+Work per upload is bounded before and during decoding: declared sizes against `Limits.max_pixels`,
+inflated bytes of a deflated DICOM, pages and frames walked, DICOM elements, sequence items and nesting
+(`dicom_bounds`); and `bounded.load_study_bounded`, which the pipeline uses, runs the whole read in a worker
+process with a wall-clock and a memory limit.
 """
 
 from __future__ import annotations

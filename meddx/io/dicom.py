@@ -15,10 +15,17 @@ from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, pixel_array
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from meddx.config import Limits
 from meddx.errors import InputError
+from meddx.io.dicom_bounds import check_structure, inflate_if_deflated
 from meddx.io.pixels import luminance, robust_window, scale_to_uint8, subsample
 from meddx.io.source import check_dimensions, damaged, decode_errors
 from meddx.io.study import ImageInfo, Study
@@ -48,6 +55,8 @@ _DICOM_TAGS = [
     "ExtendedOffsetTable",
     "ExtendedOffsetTableLengths",
     "PixelData",
+    "FloatPixelData",
+    "DoubleFloatPixelData",
     # Modality LUT and VOI LUT modules: how to display it.
     "RescaleSlope",
     "RescaleIntercept",
@@ -82,14 +91,38 @@ _OTHER_PHOTOMETRICS = {  # named in messages; any other value from the file is n
     "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT",
 }  # fmt: skip
 _CODE_STRING = re.compile(r"[A-Z0-9 _]{1,16}")
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# The values each whitelisted code string may take (PS3.3 defined terms); anything else from the file is
+# dropped, so a name typed into a tag ("DOE JANE" as ViewPosition) never reaches a result or report.
+_DEFINED_TERMS = {
+    "ViewPosition": frozenset({"AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO"}),
+    "Modality": frozenset({
+        "CR", "DX", "DR", "RG", "CT", "MR", "US", "MG", "NM", "PT", "XA", "RF", "IO", "PX", "OT", "SC",
+        "ES", "XC", "OP", "GM", "SM", "TG", "BI", "DG", "HC", "LS", "OCT", "OPT", "IVUS", "RTIMAGE", "PR",
+        "SR", "KO", "DOC",
+    }),
+    "BodyPartExamined": frozenset({
+        "CHEST", "THORAX", "LUNG", "HEART", "RIB", "STERNUM", "CLAVICLE", "SHOULDER", "ABDOMEN", "PELVIS",
+        "CHESTABDOMEN", "CHESTABDPELVIS", "ABDOMENPELVIS", "CHEST_TO_PELVIS", "SKULL", "HEAD", "NECK",
+        "HEADNECK", "SPINE", "CSPINE", "TSPINE", "LSPINE", "SSPINE", "ARM", "ELBOW", "WRIST", "HAND", "HIP",
+        "LEG", "KNEE", "ANKLE", "FOOT", "EXTREMITY", "BREAST", "WHOLEBODY",
+    }),
+    "PhotometricInterpretation": frozenset({"MONOCHROME1", "MONOCHROME2"} | _OTHER_PHOTOMETRICS),
+}  # fmt: skip
 
 
 def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -> Study:
-    """Decode the first frame of a DICOM file, reading only the whitelisted tags."""
+    """Decode the first frame of a DICOM file, reading only the whitelisted tags.
+
+    Before pydicom parses anything, a deflated data set is inflated within ``limits.max_inflated_bytes``
+    and the structure is walked within the element, item and nesting limits (`meddx.io.dicom_bounds`).
+    """
+    layout = inflate_if_deflated(data, label, limits, has_preamble=has_preamble)
+    check_structure(layout, label, limits)
     with decode_errors(damaged(label)):
         # force=True only for files whose data set `sniff_format` already parsed without a preamble.
-        ds = dcmread(io.BytesIO(data), force=not has_preamble, specific_tags=_DICOM_TAGS)
-        if "PixelData" not in ds:
+        ds = dcmread(io.BytesIO(layout.data), force=not has_preamble, specific_tags=_DICOM_TAGS)
+        if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
             raise InputError(
                 "This DICOM file has no image (pixel data); it may be a report, a structured document or "
                 "a presentation state. Please upload the image itself."
@@ -97,8 +130,11 @@ def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -
         transfer_syntax = _transfer_syntax(ds)
         decode_failed = _decode_failure(label, transfer_syntax)
         width, height, frames = int(ds.Columns), int(ds.Rows), _frame_count(ds)
-        bits_stored, samples = int(ds.BitsStored), int(ds.get("SamplesPerPixel", 1))
+        samples = int(ds.get("SamplesPerPixel", 1))
+        bits_stored = int(ds.get("BitsStored") or ds.BitsAllocated)
         photometric = _code_string(ds, "PhotometricInterpretation")
+        # An unknown modality is not shown, but it still gets the "not CR or DX" warning.
+        any_modality = _code_string(ds, "Modality", defined_terms=False)
         description = {
             "modality": _code_string(ds, "Modality"),
             "view_position": _code_string(ds, "ViewPosition"),
@@ -106,6 +142,11 @@ def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -
             "pixel_spacing": _pixel_spacing(ds),
         }
     check_dimensions(width, height, label, limits)
+    if frames > limits.max_frames:
+        raise InputError(
+            f"{label} holds {frames:,} frames, more than the {limits.max_frames:,} meddx reads, so it was "
+            "not read; please upload the chest film on its own."
+        )
     if samples != 3 and photometric not in ("MONOCHROME1", "MONOCHROME2"):
         stored_as = (
             photometric if photometric in _OTHER_PHOTOMETRICS else "an unknown photometric interpretation"
@@ -116,6 +157,8 @@ def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -
         )
     with decode_errors(decode_failed):
         frame = pixel_array(ds, index=0)
+    if frame.dtype.kind == "f":
+        frame = _finite(frame, label)
     warnings: list[str] = []
     with decode_errors(damaged(label)):
         if samples == 3:
@@ -124,14 +167,14 @@ def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -
             pixels = _monochrome_to_uint8(frame, ds, invert=photometric == "MONOCHROME1", warnings=warnings)
     if frames > 1:
         warnings.append(f"Multi-frame DICOM: only the first of {frames} frames was analysed.")
-    warnings.extend(_modality_warnings(description["modality"]))
+    warnings.extend(_modality_warnings(any_modality))
     info = ImageInfo.of(
         "dicom",
         pixels,
         bits_stored=bits_stored,
         photometric_interpretation=photometric,
         frames=frames,
-        transfer_syntax=transfer_syntax.name,
+        transfer_syntax=DeflatedExplicitVRLittleEndian.name if layout.deflated else transfer_syntax.name,
         **description,
     )
     return Study(pixels=pixels, info=info, warnings=warnings)
@@ -181,7 +224,7 @@ def _display_values(
     """The 8-bit display value of each of `stored`; `frame` supplies the statistics of a robust window."""
     values = apply_modality_lut(stored, ds)
     try:
-        displayed = _apply_file_voi(values, ds)
+        displayed = _apply_file_voi(values, ds, frame)
     except (ValueError, TypeError, LookupError, AttributeError, NotImplementedError):
         # The display settings are untrusted file content: fall back rather than fail.
         displayed = None
@@ -189,7 +232,7 @@ def _display_values(
             "The display window stored in the file could not be used; an automatic window was applied."
         )
     if displayed is None:
-        window = robust_window(apply_modality_lut(subsample(frame), ds), fallback=_nominal_range(ds))
+        window = robust_window(apply_modality_lut(subsample(frame), ds), fallback=_nominal_range(ds, frame))
         pixels = scale_to_uint8(values, *window)
     else:
         pixels = scale_to_uint8(*displayed)
@@ -198,7 +241,9 @@ def _display_values(
     return pixels
 
 
-def _apply_file_voi(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, float, float] | None:
+def _apply_file_voi(
+    values: np.ndarray, ds: Dataset, frame: np.ndarray
+) -> tuple[np.ndarray, float, float] | None:
     """The file's VOI LUT (preferred) or window applied to `values`, with the range of its output.
 
     Returns None when the file has neither. This is pydicom's `apply_voi_lut` split in its two halves so
@@ -211,12 +256,15 @@ def _apply_file_voi(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, float,
         indices = np.rint(values).astype(np.int64) if values.dtype.kind == "f" else values
         return apply_voi(indices, ds), float(table.min()), float(table.max())
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
-        return apply_windowing(values, ds), *_nominal_range(ds)
+        return apply_windowing(values, ds), *_nominal_range(ds, frame)
     return None
 
 
-def _nominal_range(ds: Dataset) -> tuple[float, float]:
-    """The value range BitsStored allows after the modality LUT (the range pydicom's windowing targets)."""
+def _nominal_range(ds: Dataset, frame: np.ndarray) -> tuple[float, float]:
+    """The value range BitsStored allows after the modality LUT (the range pydicom's windowing targets);
+    for Float and Double Float Pixel Data, which have no BitsStored, the frame's own range."""
+    if frame.dtype.kind == "f":
+        return float(frame.min()), float(frame.max())
     modality_lut = ds.get("ModalityLUTSequence")
     if modality_lut:
         return 0.0, 2.0 ** int(modality_lut[0].LUTDescriptor[2]) - 1
@@ -236,13 +284,33 @@ def _rgb_to_uint8(frame: np.ndarray, bits_stored: int) -> np.ndarray:
     return scale_to_uint8(luminance(frame.astype(np.float32)), 0.0, 2.0**bits_stored - 1)
 
 
-def _code_string(ds: Dataset, keyword: str) -> str | None:
-    """An upper-cased code string value, or None if absent or not shaped like a DICOM code string."""
+def _finite(frame: np.ndarray, label: str) -> np.ndarray:
+    """Float Pixel Data with NaN and infinities clipped to the finite range (all non-finite: damaged)."""
+    finite = np.isfinite(frame)
+    if finite.all():
+        return frame
+    if not finite.any():
+        raise InputError(damaged(label))
+    values = frame[finite]
+    return np.nan_to_num(
+        frame, nan=float(values.min()), posinf=float(values.max()), neginf=float(values.min())
+    )
+
+
+def _code_string(ds: Dataset, keyword: str, *, defined_terms: bool = True) -> str | None:
+    """The tag's value if it is a single DICOM code string among the tag's defined terms, else None.
+
+    Shape first (CS: at most 16 upper-case letters, digits, spaces and underscores), then the defined terms:
+    a value that is anything else is untrusted text and is dropped, never shown.
+    """
     value = ds.get(keyword)
-    if value is None:
+    if value is None or not isinstance(value, str):
         return None
-    text = str(value).strip().upper()
-    return text if _CODE_STRING.fullmatch(text) else None
+    text = value.strip().upper()
+    if not _CODE_STRING.fullmatch(text):
+        return None
+    terms = _DEFINED_TERMS.get(keyword) if defined_terms else None
+    return text if terms is None or text in terms else None
 
 
 def _pixel_spacing(ds: Dataset) -> list[float] | None:

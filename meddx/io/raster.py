@@ -18,6 +18,7 @@ from PIL import (
 )
 
 from meddx.config import Limits
+from meddx.errors import InputError
 from meddx.io.pixels import luminance, robust_window, scale_to_uint8, subsample
 from meddx.io.source import check_dimensions, damaged, decode_errors
 from meddx.io.study import ImageInfo, Study
@@ -67,7 +68,14 @@ def load_raster(data: bytes, source_format: str, label: str, limits: Limits) -> 
     check_dimensions(*image.size, label, limits)
     with decode_errors(damaged(label)):
         opener(io.BytesIO(data)).verify()  # PNG: every chunk's CRC; the object is unusable afterwards
-        frames = getattr(image, "n_frames", 1)
+        frames = _count_frames(image, limits.max_frames)
+    if frames is None:
+        _, unit = _RASTER_FRAME_LABELS.get(source_format, ("", "frames"))
+        raise InputError(
+            f"{label} holds more than {limits.max_frames:,} {unit}, so meddx did not read it; please upload "
+            "the chest film on its own."
+        )
+    with decode_errors(damaged(label)):
         image.load()
         mode = image.mode
         image = ImageOps.exif_transpose(image)
@@ -86,6 +94,29 @@ def load_raster(data: bytes, source_format: str, label: str, limits: Limits) -> 
         frames=frames,
     )
     return Study(pixels=pixels, info=info, warnings=warnings)
+
+
+def _count_frames(image: ImageFile.ImageFile, most: int) -> int | None:
+    """The number of pages or frames, walking at most ``most`` of them; None if there are more.
+
+    Pillow's ``n_frames`` walks every page of a TIFF (100,000 tiny pages: about a minute) and every frame of
+    a GIF; WebP and APNG know their count from the header. The image is left at its first frame.
+    """
+    if not getattr(image, "is_animated", False) and not isinstance(image, TiffImagePlugin.TiffImageFile):
+        return 1
+    if isinstance(image, WebPImagePlugin.WebPImageFile | PngImagePlugin.PngImageFile):
+        count = image.n_frames  # from the header (WebP's, APNG's acTL chunk): nothing is walked
+        return count if count <= most else None
+    count = 1
+    try:
+        while count <= most:
+            image.seek(count)
+            count += 1
+    except EOFError:
+        return count
+    finally:
+        image.seek(0)
+    return None
 
 
 def _pil_to_gray(image: Image.Image) -> tuple[np.ndarray, bool]:

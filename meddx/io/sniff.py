@@ -15,14 +15,14 @@ IMAGE_SUFFIXES = frozenset({*UPLOAD_SUFFIXES, ".gif", ""})
 SNIFF_BYTES = 1024
 """How much of the file `sniff_format` looks at."""
 
-_MAGIC = (
+_MAGIC = (  # formats whose signature no DICOM preamble carries in practice: they win over "DICM" at 128
     (b"\x89PNG\r\n\x1a\n", "png"),
     (b"\xff\xd8\xff", "jpeg"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
     (b"GIF87a", "gif"),
     (b"GIF89a", "gif"),
 )
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+"""TIFF loses to "DICM" at 128: dual-personality files put a TIFF header in the DICOM preamble on purpose."""
 _BMP_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}
 _OTHER_FORMATS = (  # content people upload by mistake: name it in the message
     (re.compile(rb"\A%PDF-"), "a PDF document"),
@@ -42,11 +42,12 @@ def sniff_format(head: bytes) -> str | None:
     Args:
         head: The start of the file.
 
+    The file's own signature is read first: a PNG, JPEG, GIF, WebP or BMP that happens to hold "DICM" at
+    byte 128 is that image, not a DICOM file; a TIFF header there is a DICOM preamble (dual-format files).
+
     Returns:
         "dicom", "png", "jpeg", "bmp", "tiff", "webp" or "gif"; None for anything else (SVG, PDF, text).
     """
-    if head[128:132] == b"DICM":
-        return "dicom"
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
@@ -54,6 +55,10 @@ def sniff_format(head: bytes) -> str | None:
         return "webp"
     if head[:2] == b"BM" and len(head) >= 18 and struct.unpack_from("<I", head, 14)[0] in _BMP_HEADER_SIZES:
         return "bmp"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(_TIFF_MAGIC):
+        return "tiff"
     if _looks_like_bare_dicom(head):
         return "dicom"
     return None

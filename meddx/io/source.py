@@ -6,7 +6,7 @@ Every failure is an `InputError` whose message is safe to show (a cleaned file n
 from __future__ import annotations
 
 import os
-import re
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,12 +15,23 @@ from typing import BinaryIO
 from meddx.config import Limits
 from meddx.errors import InputError
 
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+"""Unicode categories dropped from file names in messages: controls, format characters (bidi overrides and
+isolates, zero-width characters), lone surrogates, private-use and unassigned code points, line breaks."""
+
+
+def clean_name(filename: str) -> str:
+    """A file's base name as it may be shown: no invisible or reordering characters, at most 80 long."""
+    base = Path(filename.replace("\\", "/")).name
+    return "".join(ch for ch in base if unicodedata.category(ch) not in _INVISIBLE).strip()[:80]
+
 
 def file_label(filename: str | None) -> str:
-    """'The file' or "The file 'name.png'" with a cleaned, shortened base name."""
-    if not filename:
-        return "The file"
-    name = re.sub(r"[\x00-\x1f\x7f]", "", Path(filename).name)[:80]
+    """'The file' or "The file 'name.png'" with a cleaned, shortened base name (`clean_name`).
+
+    A name such as ``xray<U+202E>gnp.exe`` would otherwise display as ``xrayexe.png``.
+    """
+    name = clean_name(filename) if filename else ""
     return f"The file '{name}'" if name else "The file"
 
 

@@ -92,6 +92,11 @@ class Vocabulary:
         """
         if labels is None:
             return list(self.findings)
+        distinct = {_normalise(label) for label in labels if label.strip()}
+        if len(distinct) > max_labels:  # before any label is built: 50,000 labels are refused at once
+            raise InputError(
+                f"Too many findings ({len(distinct)}); at most {max_labels} can be scored at once."
+            )
         chosen: dict[str, Finding] = {}
         for label in labels:
             if not label.strip():

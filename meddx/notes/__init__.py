@@ -7,7 +7,7 @@ logged.
 """
 
 from meddx.notes.fusion import EvidenceItem, FusedFinding, FusionWeights, fuse
-from meddx.notes.reader import MAX_CHARS, Concept, extract_concepts, finding_statuses
+from meddx.notes.reader import MAX_CHARS, Concept, extract_concepts, finding_statuses, without_surrogates
 from meddx.notes.status import PRECEDENCE, STATUS_WORDS, STATUSES, Status, strongest
 
 __all__ = [
@@ -24,4 +24,5 @@ __all__ = [
     "finding_statuses",
     "fuse",
     "strongest",
+    "without_surrogates",
 ]

@@ -17,6 +17,7 @@ Note text is never logged."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -30,6 +31,7 @@ from meddx.notes.status import Status, strongest
 from meddx.notes.values import value_matches
 
 MAX_CHARS = 20_000
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,12 @@ class Concept:
         return as_json_dict(self)
 
 
+def without_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (never valid text; it cannot be encoded as UTF-8 or JSON) replaced
+    by U+FFFD, so that offsets carry over. Pasted or sent notes can hold them (a split emoji)."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
 def extract_concepts(text: str, *, max_chars: int = MAX_CHARS) -> list[Concept]:
     """Find the concepts in clinical notes, each with its ConText status and exact span.
 
@@ -81,6 +89,7 @@ def extract_concepts(text: str, *, max_chars: int = MAX_CHARS) -> list[Concept]:
     """
     if not isinstance(text, str):
         raise InputError("Clinical notes must be text.")
+    text = without_surrogates(text)
     if len(text) > max_chars:
         raise InputError(
             f"The clinical notes are too long: {len(text):,} characters; at most {max_chars:,} are accepted. "
@@ -151,4 +160,4 @@ def finding_statuses(concepts: Iterable[Concept]) -> dict[str, Status]:
     return {name: strongest(statuses) for name, statuses in mentions.items()}
 
 
-__all__ = ["MAX_CHARS", "Concept", "extract_concepts", "finding_statuses"]
+__all__ = ["MAX_CHARS", "Concept", "extract_concepts", "finding_statuses", "without_surrogates"]
