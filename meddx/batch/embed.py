@@ -58,7 +58,8 @@ class Embed:
 
 
 def prefill(data, settings: Settings, cache, engine: Engine) -> dict:
-    """Embed on Ray every image of ``data`` (`LabelledImages`) missing from ``cache``; return counts."""
+    """Embed on Ray every image of ``data`` (`LabelledImages`) missing from ``cache``; return counts, and
+    under ``messages`` the readable reason for each image that could not be read (the CLI prints them)."""
     ray = import_ray()
     *_, content_digest, _, _, model_identity = embedding_step()
     start = time.perf_counter()
@@ -101,7 +102,7 @@ def prefill(data, settings: Settings, cache, engine: Engine) -> dict:
             for row in table.to_pylist():
                 if row["error"]:
                     counts["errors"] += 1
-                    print(f"meddx: {row['error']}", file=sys.stderr)
+                    counts.setdefault("messages", []).append(row["error"])
                     continue
                 cache.put(identity, row["digest"], torch.from_numpy(np.asarray(row["embedding"], np.float32)))
                 counts["embedded"] += 1
@@ -153,6 +154,8 @@ def run_batch_embed(argv: list[str]) -> int:
     )
     cache = embedding_cache(args.cache_dir or settings.embedding_cache_dir)
     counts = prefill(load_data(args.data), settings, cache, engine)
+    for message in counts.get("messages", []):
+        print(f"meddx: {message}", file=sys.stderr)
     print(
         f"meddx: {counts['images']} images: {counts['cached_before']} already cached, {counts['embedded']} "
         f"embedded, {counts['errors']} unreadable; {counts['wall_s']} s. Now run train/eval with the same "

@@ -142,6 +142,8 @@ def _load(args: argparse.Namespace):
             cache,
             Engine(ray_address=address, workers=args.workers),
         )
+        for message in counts.get("messages", []):
+            print(f"meddx: {message}", file=sys.stderr)
         print(
             f"meddx: embedded on Ray: {counts['embedded']} new, {counts['cached_before']} already cached, "
             f"{counts['errors']} errors",
