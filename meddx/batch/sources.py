@@ -10,12 +10,18 @@ Nothing is decoded here; a missing or unreadable file becomes an error row later
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meddx.batch.upstream import HF_PREFIX, IMAGE_SUFFIXES, PATH_COLUMNS, InputError, parse_hub_spec
+from meddx.batch.upstream import (
+    HF_PREFIX,
+    IMAGE_SUFFIXES,
+    PATH_COLUMNS,
+    InputError,
+    parse_hub_spec,
+    read_csv,
+)
 
 ID_COLUMN = "id"
 MANIFEST_SUFFIXES = {".csv": "CSV manifest", ".parquet": "Parquet manifest", ".pq": "Parquet manifest"}
@@ -80,7 +86,7 @@ def read_source(
             f"SOURCE {spec!r} is not a folder, a .csv or .parquet manifest, or an 'hf:' dataset "
             "(e.g. hf:org/name:test)."
         )
-    records = _read_csv(path) if kind == "CSV manifest" else _read_parquet(path)
+    records = read_csv(path) if kind == "CSV manifest" else _read_parquet(path)
     return _from_records(
         records,
         kind=kind,
@@ -107,14 +113,6 @@ def _from_folder(root: Path, *, exclude: Path | None) -> Source:
     if not items:
         raise InputError(f"Folder {root.name!r} holds no image files.")
     return Source("folder", items)
-
-
-def _read_csv(path: Path) -> list[dict]:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            return list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"Cannot read {path.name!r} as a UTF-8 CSV file ({exc}).") from exc
 
 
 def _read_parquet(path: Path) -> list[dict]:

@@ -16,6 +16,7 @@ from meddx.io.sniff import IMAGE_SUFFIXES
 from meddx.model.vocabulary import Finding, load_vocabulary, parse_labels
 from meddx.train.datasets import HF_PREFIX, PATH_COLUMNS
 from meddx.train.datasets import _parse_hub_spec as parse_hub_spec
+from meddx.train.datasets import _read_csv as read_csv
 
 __all__ = [
     "HF_PREFIX",
@@ -34,6 +35,7 @@ __all__ = [
     "load_vocabulary",
     "parse_hub_spec",
     "parse_labels",
+    "read_csv",
 ]
 
 
