@@ -24,10 +24,12 @@ from meddx.io.bounded import load_study_bounded
 from meddx.model.encoder import Encoder, load_encoder
 from meddx.model.head import MODE_RULES, MODES, TrainedHead, combine
 from meddx.model.head_store import load_head
+from meddx.model.sanity import chest_xray_probability, chest_xray_warnings
 from meddx.model.scored import score_image
 from meddx.model.vocabulary import Finding, load_vocabulary
 from meddx.model.zero_shot import text_directions
 from meddx.notes import extract_concepts, finding_statuses, fuse
+from meddx.notes.demographics import demographic_warnings
 from meddx.result import (
     Analysis,
     Explanation,
@@ -191,10 +193,12 @@ def analyze(
     encoder = load_encoder(settings.model, threads=settings.threads)
     head = load_probe(settings, encoder)
     mode = _mode(mode, head)
-    findings = load_vocabulary().select(labels, max_labels=limits.max_labels)
+    vocabulary = load_vocabulary()
+    findings = vocabulary.select(labels, max_labels=limits.max_labels)
     directions = text_directions(encoder, findings, cache_dir=settings.cache_dir)
     scored = score_image(encoder, study.to_pil("RGB"), directions)
-    embedding = scored.embedding() if head is not None or keep_embedding else None
+    embedding = scored.embedding()  # the tail's class token only: no second pass through the tower
+    chest_xray = chest_xray_probability(encoder, embedding, cache_dir=settings.cache_dir)
     fine_tuned = head.predict(embedding) if head is not None else {}
     image_probs = {
         f.id: float(combine(z, fine_tuned.get(f.id), mode))
@@ -225,6 +229,12 @@ def analyze(
             )
         )
     results.sort(key=lambda r: (r.flagged, r.probability), reverse=True)
+    warnings = [
+        *study.warnings,
+        *chest_xray_warnings(chest_xray),
+        *vocabulary.near_misses(findings),
+        *demographic_warnings(study.demographics, reading.concepts if reading else ()),
+    ]
 
     tick = time.perf_counter()
     targets = _map_targets(results, findings, top_k, map_findings)
@@ -253,7 +263,7 @@ def analyze(
         ),
         findings=results,
         image=study.info,
-        warnings=list(study.warnings),
+        warnings=warnings,
         timings=Timings(**{k: round(v, 4) for k, v in timings.items()}),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         notes=reading,
