@@ -163,6 +163,11 @@ def analyze(
         keep_embedding: put the film's unit image embedding on the result (``Analysis.embedding``), for
             clinician feedback (`meddx.train.feedback`); it never goes into the JSON.
 
+    The result's ``warnings`` say how the file was read and what looks wrong with the input, without
+    refusing it: a colour image (`meddx.io.colour`), the encoder's own "chest X-ray or not" check
+    (`meddx.model.sanity`, unmeasured), a free-text label close to a vocabulary finding ("did you mean"),
+    and notes whose age or sex disagree with the DICOM header's (`meddx.notes.demographics`).
+
     Raises:
         InputError: the image, notes, labels or options are unusable (the message is safe to show).
         ModelError: the model cannot be loaded (the message says how to fix it).
@@ -197,7 +202,7 @@ def analyze(
     findings = vocabulary.select(labels, max_labels=limits.max_labels)
     directions = text_directions(encoder, findings, cache_dir=settings.cache_dir)
     scored = score_image(encoder, study.to_pil("RGB"), directions)
-    embedding = scored.embedding()  # the tail's class token only: no second pass through the tower
+    embedding = scored.embedding()  # kept by the scoring pass: nothing is run again
     chest_xray = chest_xray_probability(encoder, embedding, cache_dir=settings.cache_dir)
     fine_tuned = head.predict(embedding) if head is not None else {}
     image_probs = {
