@@ -6,7 +6,9 @@ The JSON schema (``"schema_version"``, documented in the README under "Result JS
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -19,8 +21,8 @@ from meddx.notes import Concept, EvidenceItem
 
 SCHEMA_VERSION = 2
 """Version of the JSON that `Analysis.to_dict` returns (the API's ``/analyze`` result and the CLI's).
-2: ``flagging`` (operating points and the statement about calibration); per finding ``threshold`` may be
-null, ``operating_point``, ``follow_up_tier``, and ``follow_up`` only on flagged findings."""
+2: ``reference`` and ``flagging`` (operating points and the statement about calibration); per finding,
+``threshold`` may be null, ``operating_point``, ``follow_up_tier``, and ``follow_up`` only when flagged."""
 
 MAX_FOLLOW_UPS = 3
 """Most follow-ups a report lists (`Analysis.follow_ups`): urgent first, then by probability."""
@@ -29,6 +31,20 @@ UNCALIBRATED = (
     "is flagged and no follow-up is suggested. Findings are ranked by score only; a score is not a "
     "probability of disease."
 )
+
+
+def case_reference(created: str, film: np.ndarray | None) -> str:
+    """A reference that ties a report to its analysis and film without naming anyone: the analysis time
+    (UTC, to the second) and the first 8 hex digits of the sha256 of the analysed film's pixels, e.g.
+    ``20250304-050607-1a2b3c4d`` (the same film analysed again gets the same last part)."""
+    digits = "".join(ch for ch in created if ch.isdigit())[:14].ljust(14, "0")
+    stamp = f"{digits[:8]}-{digits[8:]}"
+    if film is None:
+        return stamp
+    pixels = np.ascontiguousarray(film)
+    digest = hashlib.sha256(f"{pixels.shape}{pixels.dtype}".encode())
+    digest.update(pixels.tobytes())
+    return f"{stamp}-{digest.hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
@@ -234,6 +250,11 @@ class Analysis:
             film = cv2.resize(film, heatmap.shape[::-1], interpolation=cv2.INTER_AREA)
         return overlay(film, heatmap)
 
+    @cached_property
+    def reference(self) -> str:
+        """`case_reference`: the analysis time and a digest of the film, on the report and in the JSON."""
+        return case_reference(self.created, self.preview)
+
     @property
     def flagged(self) -> list[FindingResult]:
         """Findings at or above their threshold, most probable first."""
@@ -251,6 +272,7 @@ class Analysis:
         """
         data = {
             "schema_version": SCHEMA_VERSION,
+            "reference": self.reference,
             "model": self.model.to_dict(),
             "scoring": self.scoring.to_dict(),
             "findings": [f.to_dict() for f in self.findings],

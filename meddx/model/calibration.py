@@ -53,7 +53,7 @@ def zero_shot_logit(probability: float | np.ndarray) -> np.ndarray:
 
 def calibrated_probability(probability: float | np.ndarray, scale: float, bias: float) -> np.ndarray:
     """``sigmoid(scale * logit(p) + bias)``: one function for fitting and serving."""
-    return 1.0 / (1.0 + np.exp(-(scale * zero_shot_logit(probability) + bias)))
+    return np.exp(-np.logaddexp(0.0, -(scale * zero_shot_logit(probability) + bias)))  # no overflow
 
 
 class Calibration:
