@@ -109,6 +109,10 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--probe", help="trained head spec (default $MEDDX_PROBE; none: zero-shot only)")
     parser.add_argument("--json", metavar="OUT", help="write the metrics as JSON to this file")
     parser.add_argument("--plot", metavar="DIR", help="write ROC and reliability plots (PNG) into DIR")
+    parser.add_argument(
+        "--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% intervals"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return parser
 
 
@@ -186,7 +190,7 @@ def _train(args: argparse.Namespace) -> int:
     from meddx.model.vocabulary import parse_labels
     from meddx.model.zero_shot import text_directions
     from meddx.train.embedding_cache import EmbeddingCache
-    from meddx.train.fit import TrainingConfig, fit_head
+    from meddx.train.fit import MIN_RELIABLE_POSITIVES, TrainingConfig, fit_head
     from meddx.train.training_set import build_training_set, read_sources
 
     if args.push_to_hub and not re.fullmatch(r"[\w.-]+/[\w.-]+", args.push_to_hub):
@@ -241,6 +245,16 @@ def _train(args: argparse.Namespace) -> int:
             for fid, m in meta["validation"]["metrics"].items()
         ],
     )
+    for fid, m in meta["validation"]["metrics"].items():
+        if m["positives"] < MIN_RELIABLE_POSITIVES:
+            print(
+                f"meddx train: warning: the validation split has {m['positives']} positive image"
+                f"{'s' if m['positives'] != 1 else ''} for {fid}, fewer than {MIN_RELIABLE_POSITIVES}: one "
+                f"image moves its validation sensitivity by {100 / max(m['positives'], 1):.0f} points, so "
+                "its calibration, threshold and metrics are noisy. Add positive images or raise "
+                "--validation-fraction.",
+                file=sys.stderr,
+            )
     print(f"Wrote {folder}. Use it with: MEDDX_PROBE=local-dir:{folder}")
     if args.push_to_hub:
         url = publish_head(folder, args.push_to_hub, private=args.private or None)
@@ -261,10 +275,12 @@ def run_eval(argv: list[str]) -> int:
         return _fail("eval", exc)
 
 
-def _measure(data, embeddings: torch.Tensor, directions, head) -> tuple[dict, dict]:
-    """Metrics per finding and mode, and the scores behind them (for plots)."""
+def _measure(
+    data, embeddings: torch.Tensor, directions, head, *, resamples: int = 1000, seed: int = 0
+) -> tuple[dict, dict]:
+    """Metrics per finding and mode (with bootstrap 95 % intervals, ``ci``), and the scores behind them."""
     from meddx.model.head import combine
-    from meddx.train.fit import finding_metrics
+    from meddx.train.fit import bootstrap_intervals, finding_metrics
 
     zero_shot = torch.sigmoid(directions.logits(embeddings)).double().numpy()
     findings, curves = {}, {}
@@ -283,6 +299,10 @@ def _measure(data, embeddings: torch.Tensor, directions, head) -> tuple[dict, di
                 targets, calibrated, head.threshold(finding.id, "fine-tuned"), uncalibrated=raw
             )
             results["both"] = finding_metrics(targets, scores["both"], head.threshold(finding.id, "both"))
+        for mode, metrics in results.items():
+            metrics["ci"] = bootstrap_intervals(
+                targets, scores[mode], metrics["threshold"], resamples=resamples, seed=seed
+            )
         findings[finding.id] = {"label": finding.name, **results}
         curves[finding.id] = (finding.name, targets, scores)
     return findings, curves
@@ -294,7 +314,7 @@ def _eval(args: argparse.Namespace) -> int:
     from meddx.model.head_store import load_head
     from meddx.model.zero_shot import text_directions
     from meddx.train.embedding_cache import embed_sources
-    from meddx.train.fit import ECE_RULE
+    from meddx.train.fit import BOOTSTRAP_RULE, ECE_RULE
 
     settings, data, cache = _load(args)
     probe = args.probe or settings.probe
@@ -303,9 +323,10 @@ def _eval(args: argparse.Namespace) -> int:
     if head is not None:
         head.check_encoder(encoder)
     embeddings = embed_sources(encoder, data.sources, names=data.names, cache=cache, progress=True)
-    findings, curves = _measure(
-        data, embeddings, text_directions(encoder, list(data.findings), cache_dir=settings.cache_dir), head
-    )
+    if args.resamples < 100:
+        raise InputError("--resamples must be at least 100.")
+    directions = text_directions(encoder, list(data.findings), cache_dir=settings.cache_dir)
+    findings, curves = _measure(data, embeddings, directions, head, resamples=args.resamples, seed=args.seed)
     if head is not None and not set(head.finding_ids) & set(data.labels):
         print(
             "meddx eval: the head scores none of the data's labels; only zero-shot was measured.",
@@ -318,6 +339,7 @@ def _eval(args: argparse.Namespace) -> int:
         if head is None
         else {"spec": head.source, "revision": head.revision, "findings": list(head.finding_ids)},
         "ece_rule": ECE_RULE,
+        "interval_rule": f"{BOOTSTRAP_RULE}; {args.resamples} resamples, seed {args.seed}",
         "thresholds": "zero-shot: the vocabulary's default per finding; fine-tuned and both: the head's own",
         "findings": findings,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -335,17 +357,13 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-EVAL_COLUMNS = (
-    "positives",
-    "negatives",
-    "auroc",
-    "auprc",
-    "threshold",
-    "sensitivity",
-    "specificity",
-    "f1",
-    "ece",
-)
+EVAL_COLUMNS = ("auroc", "auprc", "sensitivity", "specificity", "f1", "ece")
+
+
+def _with_ci(value: float | None, interval: list[float] | None) -> str | None:
+    if value is None:
+        return None
+    return f"{value:.3f}" if interval is None else f"{value:.3f} ({interval[0]:.2f}-{interval[1]:.2f})"
 
 
 def _print_eval(report: dict) -> None:
@@ -356,10 +374,19 @@ def _print_eval(report: dict) -> None:
         for mode in MODES:
             if mode in result:
                 m = result[mode]
-                rows.append([fid if mode == "zero-shot" else "", mode, *(m[k] for k in EVAL_COLUMNS)])
-                rows[-1].append(m.get("ece_uncalibrated"))
-    header = ["finding", "mode", "pos", "neg", "AUROC", "AUPRC", "threshold", "sens", "spec", "F1", "ECE"]
+                row = [
+                    fid if mode == "zero-shot" else "",
+                    mode,
+                    m["positives"],
+                    m["negatives"],
+                    m["threshold"],
+                ]
+                rows.append(
+                    row + [_with_ci(m[k], m["ci"][k]) for k in EVAL_COLUMNS] + [m.get("ece_uncalibrated")]
+                )
+    header = ["finding", "mode", "pos", "neg", "threshold", "AUROC", "AUPRC", "sens", "spec", "F1", "ECE"]
     _print_rows([*header, "ECE raw"], rows)
+    print(f"In brackets: {report['interval_rule']}.")
 
 
 def _axes(title: str, xlabel: str, ylabel: str):
