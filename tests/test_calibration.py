@@ -156,7 +156,8 @@ def test_uncalibrated_scores_flag_nothing_and_say_so(tmp_path, tiny_settings):
     assert analysis.flagging.statement == UNCALIBRATED and not analysis.flagging.calibrated
     text = render_markdown(analysis)
     assert "Nothing is flagged: the scores are uncalibrated" in text and "uncalibrated model outputs" in text
-    assert "Suggested follow-up" not in text and "Urgent" not in text and "⚑ yes" not in text
+    assert "Suggested follow-up" not in text and "Urgent" not in text and "⚑" not in text
+    assert "| Threshold | Flag |" not in text, "no threshold or flag columns without an operating point"
 
 
 def test_user_threshold_is_reported_as_user_set(tmp_path, tiny_settings):

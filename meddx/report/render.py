@@ -84,6 +84,12 @@ def _threshold(finding: FindingResult) -> str:
     )
 
 
+def _scores(finding: FindingResult) -> str:
+    """A flagged finding's score for the summary: the image-only score the flag rests on, and the notes'."""
+    image, combined = _probability(finding.image_probability), _probability(finding.probability)
+    return image if image == combined else f"{image} image only, {combined} with the notes"
+
+
 def _summary(findings: list[FindingResult], flagging: Flagging) -> list[Segment]:
     """One plain sentence that reads differently when something is flagged, or nothing can be."""
     flagged = [f for f in findings if f.flagged]
@@ -112,7 +118,7 @@ def _summary(findings: list[FindingResult], flagging: Flagging) -> list[Segment]
         if index:
             segments.append(Segment(", " if index < len(flagged) - 1 else " and "))
         segments.append(Segment(finding.label, user=True))
-        segments.append(Segment(f" ({_probability(finding.probability)})"))
+        segments.append(Segment(f" ({_scores(finding)})"))
     segments.append(Segment("."))
     return segments
 
@@ -320,6 +326,7 @@ def report_context(analysis: Analysis, *, filename: str | None = None, embed_ima
             for f in findings
         ],
         "show_image_only": notes_given,
+        "show_flags": bool(analysis.flagging.operating_points),
         "show_fine_tuned": any(f.fine_tuned is not None for f in findings),
         "evidence": evidence,
         "concepts": _concepts(analysis.notes),
