@@ -257,7 +257,7 @@ class Analysis:
 
     @property
     def flagged(self) -> list[FindingResult]:
-        """Findings at or above their threshold, most probable first."""
+        """Flagged findings (image probability at or above a measured or user-set threshold), in order."""
         return [f for f in self.findings if f.flagged]
 
     def follow_ups(self, limit: int = MAX_FOLLOW_UPS) -> list[FindingResult]:
