@@ -69,6 +69,10 @@ class Settings:
 
     model: str = DEFAULT_MODEL
     probe: str | None = None
+    calibration: str | None = None
+    """A zero-shot calibration folder written by ``python -m meddx calibrate`` (``MEDDX_CALIBRATION``,
+    ``DIR`` or ``local-dir:DIR``): calibrated probabilities and measured operating thresholds; None: the
+    zero-shot scores are uncalibrated and nothing is flagged (`meddx.model.calibration`)."""
     threads: int | None = None
     top_k_maps: int = 3
     attribution_method: str = "gradcam"
@@ -109,6 +113,7 @@ class Settings:
         return cls(
             model=os.environ.get("MEDDX_MODEL", "").strip() or DEFAULT_MODEL,
             probe=os.environ.get("MEDDX_PROBE", "").strip() or None,
+            calibration=os.environ.get("MEDDX_CALIBRATION", "").strip() or None,
             threads=threads,
             top_k_maps=_int_env("MEDDX_TOP_K_MAPS", cls.top_k_maps),
             attribution_method=os.environ.get("MEDDX_ATTRIBUTION", "").strip() or cls.attribution_method,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from meddx.explain.maps import DEFAULT_METHOD, FAST_METHODS, METHODS, FilmMap, f
 from meddx.explain.regions import find_regions, location_note
 from meddx.io import Study
 from meddx.io.bounded import load_study_bounded
+from meddx.model.calibration import Calibration, load_calibration
 from meddx.model.encoder import Encoder, load_encoder
 from meddx.model.head import MODE_RULES, MODES, TrainedHead, combine
 from meddx.model.head_store import load_head
@@ -31,11 +32,14 @@ from meddx.model.zero_shot import text_directions
 from meddx.notes import extract_concepts, finding_statuses, fuse
 from meddx.notes.demographics import demographic_warnings
 from meddx.result import (
+    UNCALIBRATED,
     Analysis,
     Explanation,
     FindingResult,
+    Flagging,
     ModelInfo,
     NotesReading,
+    OperatingPoint,
     ProbeInfo,
     ScoringInfo,
     Timings,
@@ -43,6 +47,7 @@ from meddx.result import (
 
 REGION_SIDE = 512
 NO_MAP_FINDINGS = {"no_finding"}  # a map of "nothing is wrong" points at nothing useful
+NO_FINDING = "no_finding"
 MAX_MAPS = 5
 
 
@@ -64,6 +69,117 @@ def load_probe(settings: Settings, encoder: Encoder) -> TrainedHead | None:
     head = load_head(settings.probe)
     head.check_encoder(encoder)
     return head
+
+
+def load_calibration_for(settings: Settings, encoder: Encoder) -> Calibration | None:
+    """The zero-shot calibration named by ``settings.calibration`` (cached), checked against the encoder."""
+    if not settings.calibration:
+        return None
+    calibration = load_calibration(settings.calibration)
+    calibration.check_encoder(encoder)
+    return calibration
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """One finding's image probability and the operating point it is flagged at (None: never flagged)."""
+
+    probability: float
+    threshold: float | None
+    source: str | None
+
+
+def _cut(
+    finding: Finding,
+    zero_shot: float,
+    fine_tuned: float | None,
+    mode: str,
+    head: TrainedHead | None,
+    calibration: Calibration | None,
+) -> _Cut:
+    """A trained head's probability and threshold where it scores the finding (modes other than zero-shot);
+    else a calibration's; else the raw zero-shot score, with no operating point."""
+    if head is not None and fine_tuned is not None and mode != "zero-shot":
+        cut = head.threshold(finding.id, mode)
+        return _Cut(
+            float(combine(zero_shot, fine_tuned, mode)), cut, "trained head" if cut is not None else None
+        )
+    if calibration is not None and calibration.covers(finding):
+        cut = calibration.threshold(finding.id)
+        return _Cut(
+            calibration.probability(finding.id, zero_shot), cut, None if cut is None else "calibration"
+        )
+    return _Cut(zero_shot, None, None)
+
+
+def _flag(results: list[FindingResult], findings: list[Finding]) -> None:
+    """Flag at each operating point on the image probability; "no finding" never beside an abnormality;
+    follow-ups (and their tier) only on flagged findings."""
+    tiers = {f.id: f.tier for f in findings}
+    for r in results:
+        r.flagged = r.threshold is not None and r.image_probability >= r.threshold
+    if any(r.flagged for r in results if r.id != NO_FINDING):
+        for r in results:
+            if r.id == NO_FINDING:
+                r.flagged = False
+    for r in results:
+        if not r.flagged:
+            r.follow_up = ""
+        r.follow_up_tier = tiers[r.id] if r.flagged and r.follow_up else None
+
+
+def _flagging(
+    results: list[FindingResult],
+    settings: Settings,
+    head: TrainedHead | None,
+    calibration: Calibration | None,
+    threshold: float | None,
+) -> Flagging:
+    """The operating points used, and what the result says about calibration, in words."""
+    by_source: dict[str, list[str]] = {}
+    for r in results:
+        if r.operating_point:
+            by_source.setdefault(r.operating_point, []).append(r.id)
+    points = []
+    for source, ids in by_source.items():
+        if source == "user":
+            rule = (
+                f"one threshold ({threshold:g}) set by the user for every finding; not measured on any data"
+            )
+            points.append(OperatingPoint(source, None, rule, tuple(ids)))
+        elif source == "trained head":
+            data = head.metadata["data"]
+            rule = (
+                f"{head.metadata['thresholds']['rule']}; measured on the head's validation split of "
+                f"{data['description']} ({data['split']['validation']} images) only"
+            )
+            points.append(OperatingPoint(source, settings.probe, rule, tuple(ids)))
+        else:
+            points.append(OperatingPoint(source, settings.calibration, calibration.rule, tuple(ids)))
+    if not points:
+        return Flagging(UNCALIBRATED)
+    parts = []
+    for point in points:
+        count = f"{len(point.findings)} finding{'s' if len(point.findings) != 1 else ''}"
+        if point.measured:
+            parts.append(f"Flags for {count} use thresholds from the {point.source}: {point.rule}.")
+        else:
+            parts.append(
+                f"The threshold for {count} was set by the user ({threshold:g}); it is not a measured "
+                "operating point, so its sensitivity and specificity are unknown."
+            )
+    rest = len(results) - sum(len(p.findings) for p in points)
+    if rest:
+        parts.append(
+            f"The other {rest} finding{'s have' if rest != 1 else ' has'} no operating point: "
+            f"{'their scores are' if rest != 1 else 'its score is'} not calibrated for flagging and "
+            "never flagged."
+        )
+    parts.append(
+        "A flag compares the image-only probability with the threshold; the notes' adjustments were not "
+        "measured and set no flag."
+    )
+    return Flagging(" ".join(parts), tuple(points))
 
 
 def _mode(mode: str | None, head: TrainedHead | None) -> str:
@@ -197,6 +313,7 @@ def analyze(
     tick = time.perf_counter()
     encoder = load_encoder(settings.model, threads=settings.threads)
     head = load_probe(settings, encoder)
+    calibration = load_calibration_for(settings, encoder)
     mode = _mode(mode, head)
     vocabulary = load_vocabulary()
     findings = vocabulary.select(labels, max_labels=limits.max_labels)
@@ -205,34 +322,39 @@ def analyze(
     embedding = scored.embedding()  # kept by the scoring pass: nothing is run again
     chest_xray = chest_xray_probability(encoder, embedding, cache_dir=settings.cache_dir)
     fine_tuned = head.predict(embedding) if head is not None else {}
-    image_probs = {
-        f.id: float(combine(z, fine_tuned.get(f.id), mode))
+    cuts = {
+        f.id: _cut(f, z, fine_tuned.get(f.id), mode, head, calibration)
         for f, z in zip(findings, scored.zero_shot.tolist(), strict=True)
     }
-    fused = fuse(image_probs, list(reading.concepts) if reading else [])
+    fused = fuse({fid: c.probability for fid, c in cuts.items()}, list(reading.concepts) if reading else [])
     timings["score_s"] = time.perf_counter() - tick
 
     results = []
     for f, zero_shot in zip(findings, scored.zero_shot.tolist(), strict=True):
-        combined = fused[f.id]
-        head_cut = head.threshold(f.id, mode) if head is not None else None
-        cut = threshold if threshold is not None else head_cut if head_cut is not None else f.threshold
+        combined, cut = fused[f.id], cuts[f.id]
+        user_set = threshold is not None
         results.append(
             FindingResult(
                 id=f.id,
                 label=f.name,
                 probability=_round(combined.probability),
-                image_probability=_round(image_probs[f.id]),
+                image_probability=_round(cut.probability),
                 zero_shot=_round(zero_shot),
-                threshold=cut,
-                flagged=bool(combined.probability >= cut),
+                threshold=threshold
+                if user_set
+                else cut.threshold
+                if cut.threshold is None
+                else _round(cut.threshold),
+                flagged=False,
                 follow_up=f.follow_up,
                 custom=f.custom,
+                operating_point="user" if user_set else cut.source,
                 fine_tuned=_round(fine_tuned[f.id]) if f.id in fine_tuned else None,
                 note_adjustment=_round(combined.adjustment),
                 evidence=list(combined.evidence),
             )
         )
+    _flag(results, findings)
     results.sort(key=lambda r: (r.flagged, r.probability), reverse=True)
     warnings = [
         *study.warnings,
@@ -272,6 +394,7 @@ def analyze(
         timings=Timings(**{k: round(v, 4) for k, v in timings.items()}),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         notes=reading,
+        flagging=_flagging(results, settings, head, calibration, threshold),
         explanation=Explanation(
             method=method,
             mapped=tuple(findings[i].id for i in targets),
@@ -289,6 +412,7 @@ def warm_up(settings: Settings | None = None) -> Encoder:
     settings = settings or Settings.from_env()
     encoder = load_encoder(settings.model, threads=settings.threads)
     load_probe(settings, encoder)  # a head for another encoder is refused at start, not on a request
+    load_calibration_for(settings, encoder)  # so is a calibration
     film = Image.new("L", (encoder.image_size, encoder.image_size), 40)
     film.paste(160, (0, 0, encoder.image_size, encoder.image_size // 2))
     buffer = io.BytesIO()

@@ -6,7 +6,9 @@ The JSON schema (``"schema_version"``, documented in the README under "Result JS
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -17,8 +19,32 @@ from meddx.explain.regions import Region
 from meddx.io.study import ImageInfo
 from meddx.notes import Concept, EvidenceItem
 
-SCHEMA_VERSION = 1
-"""Version of the JSON that `Analysis.to_dict` returns (the API's ``/analyze`` result and the CLI's)."""
+SCHEMA_VERSION = 2
+"""Version of the JSON that `Analysis.to_dict` returns (the API's ``/analyze`` result and the CLI's).
+2: ``reference`` and ``flagging`` (operating points and the statement about calibration); per finding,
+``threshold`` may be null, ``operating_point``, ``follow_up_tier``, and ``follow_up`` only when flagged."""
+
+MAX_FOLLOW_UPS = 3
+"""Most follow-ups a report lists (`Analysis.follow_ups`): urgent first, then by probability."""
+UNCALIBRATED = (
+    "The scores are uncalibrated model outputs: no operating point has been measured for them, so no finding "
+    "is flagged and no follow-up is suggested. Findings are ranked by score only; a score is not a "
+    "probability of disease."
+)
+
+
+def case_reference(created: str, film: np.ndarray | None) -> str:
+    """A reference that ties a report to its analysis and film without naming anyone: the analysis time
+    (UTC, to the second) and the first 8 hex digits of the sha256 of the analysed film's pixels, e.g.
+    ``20250304-050607-1a2b3c4d`` (the same film analysed again gets the same last part)."""
+    digits = "".join(ch for ch in created if ch.isdigit())[:14].ljust(14, "0")
+    stamp = f"{digits[:8]}-{digits[8:]}"
+    if film is None:
+        return stamp
+    pixels = np.ascontiguousarray(film)
+    digest = hashlib.sha256(f"{pixels.shape}{pixels.dtype}".encode())
+    digest.update(pixels.tobytes())
+    return f"{stamp}-{digest.hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
@@ -54,6 +80,49 @@ class ScoringInfo:
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "rule": self.rule, "probe": self.probe and self.probe.to_dict()}
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Where some findings' thresholds come from: a calibration or a trained head (measured on labelled
+    data), or the user (not measured)."""
+
+    source: str
+    """"calibration", "trained head" or "user"."""
+    spec: str | None
+    """The calibration folder or head spec (None for a user-set threshold)."""
+    rule: str
+    """How the thresholds were chosen and on what, in words."""
+    findings: tuple[str, ...]
+    """The finding ids whose flags it decides."""
+
+    @property
+    def measured(self) -> bool:
+        """Whether the thresholds were measured on labelled data (not set by the user)."""
+        return self.source != "user"
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "spec": self.spec, "rule": self.rule, "findings": list(self.findings)}
+
+
+@dataclass(frozen=True)
+class Flagging:
+    """How findings were flagged: the operating points used and a plain statement about calibration."""
+
+    statement: str = UNCALIBRATED
+    operating_points: tuple[OperatingPoint, ...] = ()
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether any finding's flag rests on a measured operating point."""
+        return any(p.measured for p in self.operating_points)
+
+    def to_dict(self) -> dict:
+        return {
+            "calibrated": self.calibrated,
+            "statement": self.statement,
+            "operating_points": [p.to_dict() for p in self.operating_points],
+        }
 
 
 @dataclass(frozen=True)
@@ -100,17 +169,25 @@ class Explanation:
 
 @dataclass
 class FindingResult:
-    """One finding's result. ``probability`` is what the finding is ranked and flagged by."""
+    """One finding's result. ``probability`` (image and notes) is what the finding is ranked by; the flag
+    compares ``image_probability`` with ``threshold``, the operating point measured on images alone.
+
+    ``threshold`` is None when no operating point covers the finding (never flagged); ``operating_point``
+    names its source ("calibration", "trained head", "user") or is None. ``follow_up`` (and its tier,
+    "urgent" or "routine") is given only for a flagged finding.
+    """
 
     id: str
     label: str
     probability: float
     image_probability: float
     zero_shot: float
-    threshold: float
+    threshold: float | None
     flagged: bool
     follow_up: str
     custom: bool = False
+    operating_point: str | None = None
+    follow_up_tier: str | None = None
     fine_tuned: float | None = None
     note_adjustment: float = 0.0
     evidence: list[EvidenceItem] = field(default_factory=list)
@@ -124,8 +201,10 @@ class FindingResult:
             "image_probability": self.image_probability,
             "zero_shot": self.zero_shot,
             "threshold": self.threshold,
+            "operating_point": self.operating_point,
             "flagged": self.flagged,
             "follow_up": self.follow_up,
+            "follow_up_tier": self.follow_up_tier,
             "custom": self.custom,
             "fine_tuned": self.fine_tuned,
             "note_adjustment": self.note_adjustment,
@@ -153,6 +232,8 @@ class Analysis:
     created: str
     explanation: Explanation
     notes: NotesReading | None = None
+    flagging: Flagging = field(default_factory=Flagging)
+    """The operating points behind the flags; without any, the scores are said to be uncalibrated."""
     preview: np.ndarray | None = field(default=None, repr=False)
     maps: dict[str, FilmMap] = field(default_factory=dict, repr=False)
     embedding: np.ndarray | None = field(default=None, repr=False)
@@ -169,10 +250,20 @@ class Analysis:
             film = cv2.resize(film, heatmap.shape[::-1], interpolation=cv2.INTER_AREA)
         return overlay(film, heatmap)
 
+    @cached_property
+    def reference(self) -> str:
+        """`case_reference`: the analysis time and a digest of the film, on the report and in the JSON."""
+        return case_reference(self.created, self.preview)
+
     @property
     def flagged(self) -> list[FindingResult]:
-        """Findings at or above their threshold, most probable first."""
+        """Flagged findings (image probability at or above a measured or user-set threshold), in order."""
         return [f for f in self.findings if f.flagged]
+
+    def follow_ups(self, limit: int = MAX_FOLLOW_UPS) -> list[FindingResult]:
+        """Flagged findings with a follow-up, urgent first, then most probable first; at most ``limit``."""
+        with_step = [f for f in self.findings if f.flagged and f.follow_up]
+        return sorted(with_step, key=lambda f: (f.follow_up_tier != "urgent", -f.probability))[:limit]
 
     def to_dict(self) -> dict:
         """The JSON object (schema `SCHEMA_VERSION`); maps only if ``include_maps`` (base64 PNG overlays).
@@ -181,6 +272,7 @@ class Analysis:
         """
         data = {
             "schema_version": SCHEMA_VERSION,
+            "reference": self.reference,
             "model": self.model.to_dict(),
             "scoring": self.scoring.to_dict(),
             "findings": [f.to_dict() for f in self.findings],
@@ -189,6 +281,7 @@ class Analysis:
             "timings": self.timings.to_dict(),
             "created": self.created,
             "notes": self.notes and self.notes.to_dict(),
+            "flagging": self.flagging.to_dict(),
             "explanation": self.explanation.to_dict(),
             "disclaimer": self.disclaimer,
             "version": self.version,

@@ -187,3 +187,57 @@ class FakeDatasetApi:
         future = Future()
         future.set_result(function(*args, **kwargs))
         return future
+
+
+# --- calibrations ---------------------------------------------------------------------------------------
+
+
+def write_calibration(folder: Path, model_dir: Path, thresholds: dict[str, float | None]) -> Path:
+    """A calibration folder for the model in ``model_dir`` written by hand: identity scaling (calibrated
+    = zero-shot) and the given threshold per vocabulary finding id (None: calibrated, no threshold)."""
+    from meddx.model.calibration import prompts_digest, save_calibration
+    from meddx.model.encoder import load_encoder
+    from meddx.model.head import encoder_identity
+    from meddx.model.vocabulary import load_vocabulary
+
+    vocabulary = load_vocabulary()
+    entry = {
+        "custom": False,
+        "positives": 40,
+        "negatives": 60,
+        "scale": 1.0,
+        "bias": 0.0,
+        "sensitivity": None,
+        "sensitivity_ci": None,
+        "specificity": None,
+        "specificity_ci": None,
+        "auroc": None,
+        "ece_before": None,
+        "ece_after": None,
+        "note": "",
+    }
+    findings = {
+        fid: {
+            **entry,
+            "label": vocabulary.finding(fid).name,
+            "prompts_sha256": prompts_digest(vocabulary.finding(fid)),
+            "threshold": threshold,
+        }
+        for fid, threshold in thresholds.items()
+    }
+    metadata = {
+        "format": "meddx-zero-shot-calibration",
+        "format_version": 1,
+        "encoder": encoder_identity(load_encoder(f"local-dir:{model_dir}")).to_dict(),
+        "target_sensitivity": 0.9,
+        "min_positives": 20,
+        "findings": findings,
+        "calibration_rule": "identity (written by a test)",
+        "threshold_rule": "set by a test",
+        "interval_rule": "none",
+        "ece_rule": "none",
+        "data": {"description": "test data", "images": 100, "counts": {}},
+        "created": "2025-01-01T00:00:00+00:00",
+        "meddx_version": "test",
+    }
+    return save_calibration(metadata, folder)

@@ -78,7 +78,7 @@ def test_analyze_in_the_browser(browser, app_url, shots, tmp_path, viewport):
     report.get_by_role("heading", name="Findings").wait_for(timeout=60_000)
     assert page.locator("#meddx-top").get_by_text("%").count() >= 3
     assert page.locator("#meddx-annotated img").first.is_visible()
-    assert "Decision support, not a diagnosis." in report.inner_text()
+    assert "research decision support, not a diagnosis." in report.inner_text()
     page.get_by_text(".html").first.wait_for()
 
     assert page.locator("img[src='x']").count() == 0, "the notes were rendered as HTML"

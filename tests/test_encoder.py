@@ -173,3 +173,13 @@ def test_the_tiny_tokenizer_knows_every_prompt_word(tiny_model_dir):
 
     vocab = set((tiny_model_dir / "text_tower" / "vocab.txt").read_text(encoding="utf-8").split())
     assert prompt_words() <= vocab, sorted(prompt_words() - vocab)
+
+
+def test_offline_download_does_not_tell_the_user_to_run_itself(isolated_hf_cache, tmp_path, capsys):
+    from meddx.cli.main import main
+
+    code = main(["download", "--to", str(tmp_path / "copy"), "--model", "hf-hub:nobody/not-cached"])
+    err = capsys.readouterr().err
+    assert code == 3 and err.count("\n") == 1
+    assert "cannot be reached from here" in err and "Run this same command on a machine with internet" in err
+    assert "run `python -m meddx download" not in err

@@ -40,7 +40,10 @@ def test_analyze_dicom(dicom_file, tiny_settings):
     assert len(probs) == 15 and probs == sorted(probs, reverse=True)
     for f in data["findings"]:
         assert 0.0 <= f["probability"] <= 1.0
-        assert f["flagged"] == (f["probability"] >= f["threshold"])
+        # no calibration and no head: no operating point, nothing flagged, no follow-up suggested
+        assert f["threshold"] is None and f["operating_point"] is None
+        assert not f["flagged"] and f["follow_up"] == "" and f["follow_up_tier"] is None
+    assert not data["flagging"]["calibrated"] and "uncalibrated" in data["flagging"]["statement"]
     assert data["model"]["spec"] == tiny_settings.model
     assert data["image"]["source_format"] == "dicom" and data["image"]["view_position"] == "PA"
     assert "not a diagnosis" in data["disclaimer"]
@@ -280,6 +283,10 @@ def test_train_then_analyze_with_probe_then_eval(tmp_path, tiny_model_dir, other
     nodule = next(f for f in both.findings if f.id == "nodule")
     assert nodule.fine_tuned is not None
     assert all(f.fine_tuned is None for f in both.findings if f.id != "nodule")
+    assert nodule.operating_point == "trained head" and nodule.threshold is not None
+    assert nodule.flagged == (nodule.image_probability >= nodule.threshold)
+    assert [p.source for p in both.flagging.operating_points] == ["trained head"]
+    assert all(not f.flagged and f.threshold is None for f in both.findings if f.id != "nodule")
     fine = next(f for f in analyze(film, settings=settings, mode="fine-tuned").findings if f.id == "nodule")
     assert fine.image_probability == nodule.fine_tuned
     zero = next(f for f in analyze(film, settings=settings, mode="zero-shot").findings if f.id == "nodule")

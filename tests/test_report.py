@@ -19,8 +19,10 @@ from meddx.result import (
     Analysis,
     Explanation,
     FindingResult,
+    Flagging,
     ModelInfo,
     NotesReading,
+    OperatingPoint,
     ScoringInfo,
     Timings,
 )
@@ -34,6 +36,9 @@ ATTACKS = [
 
 
 def _finding(fid: str, label: str, probability: float, *, threshold: float = 0.5, **extra) -> FindingResult:
+    """A finding at a calibration's operating point, flagged (with its follow-up) as the pipeline would."""
+    flagged = probability >= threshold
+    follow_up = extra.pop("follow_up", f"Follow up {label.lower()}.")
     return FindingResult(
         id=fid,
         label=label,
@@ -41,10 +46,22 @@ def _finding(fid: str, label: str, probability: float, *, threshold: float = 0.5
         image_probability=extra.pop("image_probability", probability),
         zero_shot=probability,
         threshold=threshold,
-        flagged=probability >= threshold,
-        follow_up=extra.pop("follow_up", f"Follow up {label.lower()}."),
+        flagged=flagged,
+        follow_up=follow_up if flagged else "",
+        operating_point="calibration",
+        follow_up_tier=extra.pop("tier", "routine") if flagged and follow_up else None,
         **extra,
     )
+
+
+CALIBRATED = Flagging(
+    "Flags use thresholds from the calibration.",
+    (
+        OperatingPoint(
+            "calibration", "local-dir:/cal", "chosen for sensitivity 0.9 on 200 films", ("effusion",)
+        ),
+    ),
+)
 
 
 def _analysis(findings: list[FindingResult], **extra) -> Analysis:
@@ -58,6 +75,7 @@ def _analysis(findings: list[FindingResult], **extra) -> Analysis:
         explanation=extra.pop("explanation", Explanation("gradcam", (), None)),
         created="2025-03-04T05:06:07+00:00",
         preview=np.full((48, 64), 90, np.uint8),
+        flagging=extra.pop("flagging", CALIBRATED),
         **extra,
     )
 
@@ -129,7 +147,8 @@ def test_markdown_for_a_clear_film_says_nothing_reached_a_threshold(clear):
 
 def test_markdown_for_flagged_findings_puts_them_first_with_evidence_and_follow_up(flagged):
     text = render_markdown(flagged)
-    assert "2 findings reached their thresholds: **Pneumonia** (0.81) and" in text
+    summary = "2 findings reached their thresholds: **Pneumonia** (0.70 image only, 0.81 with the notes) and"
+    assert summary in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "| ---" not in line]
     rows = [line for line in rows if "Finding" not in line]
     findings_rows = rows[:3]

@@ -5,12 +5,14 @@ the README's "Result JSON" section."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image
 
 from meddx.pipeline import analyze
 from meddx.result import SCHEMA_VERSION
+from tests.helpers import write_calibration
 
 NOTES = "58-year-old smoker, 3 weeks of cough, no fever; no pneumothorax. History of right pleural effusion."
 
@@ -38,6 +40,7 @@ CONCEPT = {
 }
 EXPECTED = {
     "schema_version": "int",
+    "reference": "str",
     "model": {"spec": "str", "revision": "str|None", "text_revision": "str|None"},
     "scoring": {"mode": "str", "rule": "str", "probe": "None"},
     "findings": [
@@ -47,9 +50,11 @@ EXPECTED = {
             "probability": "float",
             "image_probability": "float",
             "zero_shot": "float",
-            "threshold": "float",
+            "threshold": "float|None",
+            "operating_point": "str|None",
             "flagged": "bool",
             "follow_up": "str",
+            "follow_up_tier": "str|None",
             "custom": "bool",
             "fine_tuned": "None",
             "note_adjustment": "float",
@@ -74,6 +79,11 @@ EXPECTED = {
     "timings": {"load_s": "float", "score_s": "float", "explain_s": "float", "total_s": "float"},
     "created": "str",
     "notes": {"concepts": [CONCEPT], "findings": {"effusion": "str", "pneumothorax": "str"}},
+    "flagging": {
+        "calibrated": "bool",
+        "statement": "str",
+        "operating_points": [{"source": "str", "spec": "str", "rule": "str", "findings": ["str"]}],
+    },
     "explanation": {"method": "str", "mapped": ["str"], "location_note": "str|None"},
     "disclaimer": "str",
     "version": "str",
@@ -104,14 +114,16 @@ def structure(value, expected):
     return expected if name in allowed else name
 
 
-def test_the_json_of_a_real_analysis_has_the_pinned_structure(tmp_path, tiny_settings):
+def test_the_json_of_a_real_analysis_has_the_pinned_structure(tmp_path, tiny_settings, tiny_model_dir):
     film = np.full((256, 224), 60, np.uint8)
     film[80:170, 60:160] = 200
     Image.fromarray(film).save(tmp_path / "film.png")
-    analysis = analyze(tmp_path / "film.png", NOTES, settings=tiny_settings, top_k=3)
+    calibration = write_calibration(tmp_path / "cal", tiny_model_dir, {"nodule": 0.001, "effusion": 0.999})
+    settings = replace(tiny_settings, calibration=str(calibration))
+    analysis = analyze(tmp_path / "film.png", NOTES, settings=settings, top_k=3)
     data = analysis.to_dict()
     json.dumps(data, allow_nan=False)  # plain JSON all the way down
-    assert data["schema_version"] == SCHEMA_VERSION == 1
+    assert data["schema_version"] == SCHEMA_VERSION == 2
     with_evidence = [f for f in data["findings"] if f["evidence"]]
     with_regions = [f for f in data["findings"] if f["regions"]]
     assert with_evidence and with_regions, "the film and notes must exercise evidence and regions"

@@ -171,8 +171,11 @@ def test_train_then_eval_end_to_end(films, tmp_path, model_spec, capsys):
     cache = ["--cache-dir", str(films["cache"])]
     head_dir = tmp_path / "head"
     code = run_train(["--data", str(films["train"]), "--out", str(head_dir), "--model", model_spec, *cache])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert code == 0, out
+    # 24 positives, 20 % validation: about 5 positives there, under the 20 a threshold needs
+    assert "warning: the validation split has 5 positive images for nodule, fewer than 20" in captured.err
     assert sorted(p.name for p in head_dir.iterdir()) == sorted(HEAD_FILES)
     assert "Validation metrics" in out and f"MEDDX_PROBE=local-dir:{head_dir}" in out
 
@@ -193,8 +196,15 @@ def test_train_then_eval_end_to_end(films, tmp_path, model_spec, capsys):
     assert run_eval([*args, *cache, "--json", str(report_path), "--plot", str(plots)]) == 0
     out = capsys.readouterr().out
     assert "zero-shot" in out and "fine-tuned" in out and "both" in out
+    assert "In brackets: 95 % bootstrap intervals" in out and "1000 resamples, seed 0" in out
     report = json.loads(report_path.read_text())
     nodule = report["findings"]["nodule"]
+    for mode in ("zero-shot", "fine-tuned", "both"):
+        metrics = nodule[mode]
+        assert set(metrics["ci"]) == {"auroc", "auprc", "sensitivity", "specificity", "f1", "ece"}
+        for name, (low, high) in metrics["ci"].items():
+            assert low <= metrics[name] <= high, (mode, name)
+            assert f"{metrics[name]:.3f} ({low:.2f}-{high:.2f})" in out
     assert set(nodule) == {"label", "zero-shot", "fine-tuned", "both"}
     for key in ("auroc", "auprc", "f1", "ece", "sensitivity", "specificity", "threshold"):
         assert isinstance(nodule["fine-tuned"][key], float)

@@ -153,6 +153,7 @@ def _summary(analysis: Analysis, name: str, overlay_files: list[str]) -> str:
             lines.append(f"         region: {region.location} (score {region.score:.2f}, box {box})")
     lines.extend(f"  overlay: {path}" for path in overlay_files)
     lines.extend(f"  warning: {w}" for w in analysis.warnings)
+    lines.append(analysis.flagging.statement)
     lines.append(analysis.disclaimer)
     return "\n".join(lines)
 

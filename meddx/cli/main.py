@@ -1,7 +1,8 @@
 """``python -m meddx``: one parser, one error-to-exit-status map, one module per command family.
 
 - `meddx.cli.analyze`: ``analyze``; `meddx.cli.model`: ``download``; `meddx.cli.train`: ``train``,
-  ``eval``, ``promote``; `meddx.cli.notes`: ``notes``, ``notes-eval``; `meddx.batch.cli`: ``batch``, and
+  ``eval``, ``promote``, ``calibrate``; `meddx.cli.notes`: ``notes``, ``notes-eval``; `meddx.batch.cli`:
+  ``batch``, and
   `meddx.batch.embed`: ``batch-embed`` (archives on Ray, the ``scale`` extra); `meddx.cli.dev`:
   ``make-tiny-model``, ``attribution-check``, ``bench``, ``feedback-loop``, and ``bench-batch``
   (development tools, from a source checkout only).
@@ -29,6 +30,11 @@ DELEGATED = {
         "meddx.cli.train",
         "run_promote",
         "replace the served head only if a candidate measures better",
+    ),
+    "calibrate": (
+        "meddx.cli.train",
+        "run_calibrate",
+        "calibrate zero-shot scores and choose operating thresholds on labelled films",
     ),
     "notes-eval": (
         "meddx.cli.notes",

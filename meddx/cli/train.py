@@ -4,10 +4,13 @@
                           [--push-to-hub owner/name]
     python -m meddx eval  --data SPEC [--model SPEC] [--probe SPEC] [--json OUT] [--plot DIR]
     python -m meddx promote --candidate DIR --current DIR|hf-hub:owner/name --data HELD_OUT [--json OUT]
+    python -m meddx calibrate --data SPEC --out DIR [--sensitivity 0.9] [--min-positives 20] [--model SPEC]
 
 ``train --data`` may be repeated and may name clinician feedback (``feedback:DIR``,
 ``hf-dataset:owner/name``; `meddx.train.training_set`). ``promote`` (`meddx.train.promote`) exits 0 when
-the candidate replaced the current head and 1 when it was refused, with the reasons.
+the candidate replaced the current head and 1 when it was refused, with the reasons. ``calibrate``
+(`meddx.train.calibrate`) measures a calibration of the zero-shot scores and an operating threshold per
+finding, loaded with ``MEDDX_CALIBRATION`` (`meddx.model.calibration`).
 
 ``--data`` is an image folder, a CSV or JSONL file, or ``hf:org/name`` (`meddx.train.datasets`). Embeddings
 are cached under ``~/.cache/meddx/embeddings`` (``--cache-dir``, ``--no-cache``). ``train`` writes the
@@ -106,6 +109,10 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--probe", help="trained head spec (default $MEDDX_PROBE; none: zero-shot only)")
     parser.add_argument("--json", metavar="OUT", help="write the metrics as JSON to this file")
     parser.add_argument("--plot", metavar="DIR", help="write ROC and reliability plots (PNG) into DIR")
+    parser.add_argument(
+        "--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% intervals"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return parser
 
 
@@ -183,7 +190,7 @@ def _train(args: argparse.Namespace) -> int:
     from meddx.model.vocabulary import parse_labels
     from meddx.model.zero_shot import text_directions
     from meddx.train.embedding_cache import EmbeddingCache
-    from meddx.train.fit import TrainingConfig, fit_head
+    from meddx.train.fit import MIN_RELIABLE_POSITIVES, TrainingConfig, fit_head
     from meddx.train.training_set import build_training_set, read_sources
 
     if args.push_to_hub and not re.fullmatch(r"[\w.-]+/[\w.-]+", args.push_to_hub):
@@ -238,6 +245,16 @@ def _train(args: argparse.Namespace) -> int:
             for fid, m in meta["validation"]["metrics"].items()
         ],
     )
+    for fid, m in meta["validation"]["metrics"].items():
+        if m["positives"] < MIN_RELIABLE_POSITIVES:
+            print(
+                f"meddx train: warning: the validation split has {m['positives']} positive image"
+                f"{'s' if m['positives'] != 1 else ''} for {fid}, fewer than {MIN_RELIABLE_POSITIVES}: one "
+                f"image moves its validation sensitivity by {100 / max(m['positives'], 1):.0f} points, so "
+                "its calibration, threshold and metrics are noisy. Add positive images or raise "
+                "--validation-fraction.",
+                file=sys.stderr,
+            )
     print(f"Wrote {folder}. Use it with: MEDDX_PROBE=local-dir:{folder}")
     if args.push_to_hub:
         url = publish_head(folder, args.push_to_hub, private=args.private or None)
@@ -258,10 +275,12 @@ def run_eval(argv: list[str]) -> int:
         return _fail("eval", exc)
 
 
-def _measure(data, embeddings: torch.Tensor, directions, head) -> tuple[dict, dict]:
-    """Metrics per finding and mode, and the scores behind them (for plots)."""
+def _measure(
+    data, embeddings: torch.Tensor, directions, head, *, resamples: int = 1000, seed: int = 0
+) -> tuple[dict, dict]:
+    """Metrics per finding and mode (with bootstrap 95 % intervals, ``ci``), and the scores behind them."""
     from meddx.model.head import combine
-    from meddx.train.fit import finding_metrics
+    from meddx.train.fit import bootstrap_intervals, finding_metrics
 
     zero_shot = torch.sigmoid(directions.logits(embeddings)).double().numpy()
     findings, curves = {}, {}
@@ -280,6 +299,10 @@ def _measure(data, embeddings: torch.Tensor, directions, head) -> tuple[dict, di
                 targets, calibrated, head.threshold(finding.id, "fine-tuned"), uncalibrated=raw
             )
             results["both"] = finding_metrics(targets, scores["both"], head.threshold(finding.id, "both"))
+        for mode, metrics in results.items():
+            metrics["ci"] = bootstrap_intervals(
+                targets, scores[mode], metrics["threshold"], resamples=resamples, seed=seed
+            )
         findings[finding.id] = {"label": finding.name, **results}
         curves[finding.id] = (finding.name, targets, scores)
     return findings, curves
@@ -291,7 +314,7 @@ def _eval(args: argparse.Namespace) -> int:
     from meddx.model.head_store import load_head
     from meddx.model.zero_shot import text_directions
     from meddx.train.embedding_cache import embed_sources
-    from meddx.train.fit import ECE_RULE
+    from meddx.train.fit import BOOTSTRAP_RULE, ECE_RULE
 
     settings, data, cache = _load(args)
     probe = args.probe or settings.probe
@@ -300,9 +323,10 @@ def _eval(args: argparse.Namespace) -> int:
     if head is not None:
         head.check_encoder(encoder)
     embeddings = embed_sources(encoder, data.sources, names=data.names, cache=cache, progress=True)
-    findings, curves = _measure(
-        data, embeddings, text_directions(encoder, list(data.findings), cache_dir=settings.cache_dir), head
-    )
+    if args.resamples < 100:
+        raise InputError("--resamples must be at least 100.")
+    directions = text_directions(encoder, list(data.findings), cache_dir=settings.cache_dir)
+    findings, curves = _measure(data, embeddings, directions, head, resamples=args.resamples, seed=args.seed)
     if head is not None and not set(head.finding_ids) & set(data.labels):
         print(
             "meddx eval: the head scores none of the data's labels; only zero-shot was measured.",
@@ -315,6 +339,7 @@ def _eval(args: argparse.Namespace) -> int:
         if head is None
         else {"spec": head.source, "revision": head.revision, "findings": list(head.finding_ids)},
         "ece_rule": ECE_RULE,
+        "interval_rule": f"{BOOTSTRAP_RULE}; {args.resamples} resamples, seed {args.seed}",
         "thresholds": "zero-shot: the vocabulary's default per finding; fine-tuned and both: the head's own",
         "findings": findings,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -332,17 +357,13 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-EVAL_COLUMNS = (
-    "positives",
-    "negatives",
-    "auroc",
-    "auprc",
-    "threshold",
-    "sensitivity",
-    "specificity",
-    "f1",
-    "ece",
-)
+EVAL_COLUMNS = ("auroc", "auprc", "sensitivity", "specificity", "f1", "ece")
+
+
+def _with_ci(value: float | None, interval: list[float] | None) -> str | None:
+    if value is None:
+        return None
+    return f"{value:.3f}" if interval is None else f"{value:.3f} ({interval[0]:.2f}-{interval[1]:.2f})"
 
 
 def _print_eval(report: dict) -> None:
@@ -353,10 +374,19 @@ def _print_eval(report: dict) -> None:
         for mode in MODES:
             if mode in result:
                 m = result[mode]
-                rows.append([fid if mode == "zero-shot" else "", mode, *(m[k] for k in EVAL_COLUMNS)])
-                rows[-1].append(m.get("ece_uncalibrated"))
-    header = ["finding", "mode", "pos", "neg", "AUROC", "AUPRC", "threshold", "sens", "spec", "F1", "ECE"]
+                row = [
+                    fid if mode == "zero-shot" else "",
+                    mode,
+                    m["positives"],
+                    m["negatives"],
+                    m["threshold"],
+                ]
+                rows.append(
+                    row + [_with_ci(m[k], m["ci"][k]) for k in EVAL_COLUMNS] + [m.get("ece_uncalibrated")]
+                )
+    header = ["finding", "mode", "pos", "neg", "threshold", "AUROC", "AUPRC", "sens", "spec", "F1", "ECE"]
     _print_rows([*header, "ECE raw"], rows)
+    print(f"In brackets: {report['interval_rule']}.")
 
 
 def _axes(title: str, xlabel: str, ylabel: str):
@@ -520,4 +550,99 @@ def _ci(interval: list[float]) -> str:
     return f"{interval[0]:.3f} to {interval[1]:.3f}"
 
 
-__all__ = ["run_eval", "run_promote", "run_train"]
+# --- calibrate -----------------------------------------------------------------------------------------
+
+
+def _calibrate_parser() -> argparse.ArgumentParser:
+    from meddx.train.calibrate import DEFAULT_SENSITIVITY
+    from meddx.train.fit import MIN_RELIABLE_POSITIVES
+
+    parser = argparse.ArgumentParser(
+        prog="python -m meddx calibrate",
+        description="Calibrate the zero-shot scores and choose an operating threshold per finding on "
+        "labelled films (the numbers hold for this data and this model revision only).",
+    )
+    _common(parser)
+    parser.add_argument("--out", required=True, help="folder to write the calibration into")
+    parser.add_argument(
+        "--sensitivity",
+        type=float,
+        default=DEFAULT_SENSITIVITY,
+        help=f"target sensitivity of each threshold (default {DEFAULT_SENSITIVITY:g})",
+    )
+    parser.add_argument(
+        "--min-positives",
+        type=int,
+        default=MIN_RELIABLE_POSITIVES,
+        help=f"fewest positive images to choose a threshold from (default {MIN_RELIABLE_POSITIVES}); "
+        "findings with fewer get none and are never flagged",
+    )
+    return parser
+
+
+def run_calibrate(argv: list[str]) -> int:
+    """Run ``calibrate`` with the arguments after the sub-command; returns the exit status."""
+    args = _calibrate_parser().parse_args(argv)
+    try:
+        return _calibrate(args)
+    except MeddxError as exc:
+        return _fail("calibrate", exc)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from meddx.model.calibration import save_calibration
+    from meddx.model.encoder import load_encoder
+    from meddx.model.head import encoder_identity
+    from meddx.model.zero_shot import text_directions
+    from meddx.train.calibrate import fit_calibration
+    from meddx.train.embedding_cache import embed_sources
+
+    if not 0 < args.sensitivity < 1:
+        raise InputError("--sensitivity must be between 0 and 1, e.g. 0.9.")
+    if args.min_positives < 1:
+        raise InputError("--min-positives must be at least 1.")
+    settings, data, cache = _load(args)
+    encoder = load_encoder(args.model or settings.model, threads=settings.threads)
+    embeddings = embed_sources(encoder, data.sources, names=data.names, cache=cache, progress=True)
+    directions = text_directions(encoder, list(data.findings), cache_dir=settings.cache_dir)
+    metadata = fit_calibration(
+        embeddings,
+        data,
+        directions,
+        identity=encoder_identity(encoder),
+        sensitivity=args.sensitivity,
+        min_positives=args.min_positives,
+    )
+    folder = save_calibration(metadata, args.out)
+    print(
+        f"Calibrated {len(data.findings)} finding(s) on {len(data)} images of {encoder_identity(encoder)}; "
+        f"thresholds for sensitivity {args.sensitivity:g}, measured on this data only (optimistic):"
+    )
+    findings = metadata["findings"]
+    _print_rows(
+        ["finding", "pos", "neg", "threshold", "sens", "95% CI", "spec", "95% CI", "AUROC", "ECE raw", "ECE"],
+        [
+            [
+                fid,
+                e["positives"],
+                e["negatives"],
+                e["threshold"],
+                e["sensitivity"],
+                e["sensitivity_ci"] and _ci(e["sensitivity_ci"]),
+                e["specificity"],
+                e["specificity_ci"] and _ci(e["specificity_ci"]),
+                e["auroc"],
+                e["ece_before"],
+                e["ece_after"],
+            ]
+            for fid, e in findings.items()
+        ],
+    )
+    for fid, entry in findings.items():
+        if entry["note"]:
+            print(f"{fid}: {entry['note']}")
+    print(f"Wrote {folder}. Use it with: MEDDX_CALIBRATION=local-dir:{folder}")
+    return 0
+
+
+__all__ = ["run_calibrate", "run_eval", "run_promote", "run_train"]

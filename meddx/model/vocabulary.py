@@ -15,6 +15,8 @@ MAX_LABEL_CHARS = 80
 SUGGESTION_CUTOFF = 0.8
 """How alike (difflib's ratio, 0-1) a label and a vocabulary term must be for "did you mean": "effusoin"
 and "effusion" score 0.88, "left pleural effusoin" and "pleural effusion" 0.81; "hiatus hernia" nothing."""
+TIERS = ("urgent", "routine")
+"""Follow-up tiers, most pressing first (``tier`` in ``findings.yaml``)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class Finding:
     templates_positive: tuple[str, ...]
     templates_negative: tuple[str, ...]
     custom: bool = False
+    tier: str = "routine"
+    """How soon ``follow_up`` matters when the finding is flagged: "urgent" or "routine" (`TIERS`)."""
 
     def prompts(self) -> tuple[list[str], list[str]]:
         """The positive and negative prompt ensembles: every template filled with every phrase."""
@@ -127,6 +131,7 @@ class Vocabulary:
             templates_positive=tuple(templates["positive"]),
             templates_negative=tuple(templates["negative"]),
             custom=True,
+            tier=_tier(spec.get("tier", "routine")),
         )
 
     def select(self, labels: list[str] | None, *, max_labels: int = 64) -> list[Finding]:
@@ -178,6 +183,12 @@ def parse_labels(text: str | None) -> list[str] | None:
     return [part.strip() for part in re.split(r"[,\n;]", text) if part.strip()]
 
 
+def _tier(value: str) -> str:
+    if value not in TIERS:
+        raise DataFileError(f"findings.yaml: tier: expected one of {', '.join(TIERS)}, got {value!r}")
+    return value
+
+
 def _finding(item: DataFile, templates: DataFile) -> Finding:
     return Finding(
         id=item["id"].text(),
@@ -189,6 +200,7 @@ def _finding(item: DataFile, templates: DataFile) -> Finding:
         follow_up=item.get("follow_up", "").value or "",
         templates_positive=templates["positive"].texts(),
         templates_negative=templates["negative"].texts(),
+        tier=_tier(item.get("tier", "routine").text()),
     )
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 from meddx.explain.maps import METHOD_NAMES
 from meddx.io.study import ImageInfo
 from meddx.notes import STATUS_WORDS, Concept, EvidenceItem
-from meddx.result import Analysis, FindingResult, NotesReading
+from meddx.result import MAX_FOLLOW_UPS, Analysis, FindingResult, Flagging, NotesReading
 
 MAX_FIGURE_SIDE = 768
 """Images embedded in the HTML report are downscaled to at most this many pixels per side."""
@@ -73,17 +73,40 @@ def _ordered(findings: list[FindingResult]) -> list[FindingResult]:
     return sorted(findings, key=lambda f: (not f.flagged, -f.probability))
 
 
-def _summary(findings: list[FindingResult]) -> list[Segment]:
-    """One plain sentence that reads differently when something is flagged."""
+def _threshold(finding: FindingResult) -> str:
+    """The threshold as the table shows it: "–" without an operating point, marked when the user set it."""
+    if finding.threshold is None:
+        return "–"
+    return (
+        f"{finding.threshold:.2f} (user-set)"
+        if finding.operating_point == "user"
+        else f"{finding.threshold:.2f}"
+    )
+
+
+def _scores(finding: FindingResult) -> str:
+    """A flagged finding's score for the summary: the image-only score the flag rests on, and the notes'."""
+    image, combined = _probability(finding.image_probability), _probability(finding.probability)
+    return image if image == combined else f"{image} image only, {combined} with the notes"
+
+
+def _summary(findings: list[FindingResult], flagging: Flagging) -> list[Segment]:
+    """One plain sentence that reads differently when something is flagged, or nothing can be."""
     flagged = [f for f in findings if f.flagged]
     if not findings:
         return [Segment("No finding was scored.")]
     if not flagged:
-        top = findings[0]
+        top = max(findings, key=lambda f: f.probability)
+        if not flagging.operating_points:
+            return [
+                Segment("Nothing is flagged: the scores are uncalibrated. The highest-ranked finding is "),
+                Segment(top.label, user=True),
+                Segment(f" (score {_probability(top.probability)})."),
+            ]
         return [
             Segment("No finding reached its threshold. The highest score was "),
             Segment(top.label, user=True),
-            Segment(f" at {_probability(top.probability)} (threshold {_probability(top.threshold)})."),
+            Segment(f" at {_probability(top.probability)} (threshold {_threshold(top)})."),
         ]
     noun = (
         "1 finding reached its threshold: "
@@ -95,7 +118,7 @@ def _summary(findings: list[FindingResult]) -> list[Segment]:
         if index:
             segments.append(Segment(", " if index < len(flagged) - 1 else " and "))
         segments.append(Segment(finding.label, user=True))
-        segments.append(Segment(f" ({_probability(finding.probability)})"))
+        segments.append(Segment(f" ({_scores(finding)})"))
     segments.append(Segment("."))
     return segments
 
@@ -190,10 +213,20 @@ def _limitations(analysis: Analysis, findings: list[FindingResult], has_maps: bo
         f"Scores come from {model.spec} (revision {model.revision or 'unknown'}); other weights "
         "would give other scores. They are model outputs, not measured diagnostic accuracy.",
     ]
-    if analysis.scoring.mode in ("zero-shot", "both"):
+    sources = {p.source for p in analysis.flagging.operating_points}
+    if analysis.scoring.mode in ("zero-shot", "both") and "calibration" not in sources:
         items.append(
-            "Zero-shot scores compare the image with text prompts; they are not calibrated on clinical data "
-            "and the default thresholds have no measured sensitivity or specificity."
+            "Zero-shot scores compare the image with text prompts; they are not calibrated on clinical data, "
+            "so they rank findings but flag none."
+        )
+    if "calibration" in sources:
+        items.append(
+            "Calibrated probabilities and thresholds were measured on one labelled data set (named above); "
+            "on other patients, devices or views they can be wrong in either direction."
+        )
+    if "user" in sources:
+        items.append(
+            "The threshold was set by the user; its sensitivity and specificity were never measured."
         )
     if any(f.fine_tuned is not None for f in findings):
         items.append(
@@ -244,6 +277,14 @@ def _image_facts(image: ImageInfo) -> str:
     return ", ".join(parts)
 
 
+def _follow_ups(analysis: Analysis) -> tuple[list[dict], int]:
+    """The follow-ups listed (urgent first, at most `MAX_FOLLOW_UPS`) and how many more were left out."""
+    listed = analysis.follow_ups(MAX_FOLLOW_UPS)
+    total = sum(1 for f in analysis.findings if f.flagged and f.follow_up)
+    rows = [{"label": f.label, "text": f.follow_up, "urgent": f.follow_up_tier == "urgent"} for f in listed]
+    return rows, total - len(listed)
+
+
 def report_context(analysis: Analysis, *, filename: str | None = None, embed_images: bool = False) -> dict:
     """Everything the templates show, as plain values: the single source for every report format.
 
@@ -257,7 +298,11 @@ def report_context(analysis: Analysis, *, filename: str | None = None, embed_ima
     notes_given = analysis.notes is not None or bool(evidence)
     figures = _figures(analysis, findings, embed_images)
     has_maps = any(f.id in analysis.maps for f in findings)
+    follow_ups, more_follow_ups = _follow_ups(analysis)
     return {
+        "reference": analysis.reference,
+        "flagging": analysis.flagging.statement,
+        "calibrated": analysis.flagging.calibrated,
         "model": {"spec": analysis.model.spec, "revision": analysis.model.revision or "unknown"},
         "scoring_mode": analysis.scoring.mode,
         "created": _created(analysis.created),
@@ -265,7 +310,7 @@ def report_context(analysis: Analysis, *, filename: str | None = None, embed_ima
         "version": analysis.version,
         "filename": filename,
         "image": _image_facts(analysis.image),
-        "summary": _summary(findings),
+        "summary": _summary(findings, analysis.flagging),
         "notes_sentence": _notes_sentence(analysis, evidence),
         "findings": [
             {
@@ -275,20 +320,21 @@ def report_context(analysis: Analysis, *, filename: str | None = None, embed_ima
                 "probability": _probability(f.probability),
                 "image_probability": _probability(f.image_probability),
                 "fine_tuned": _probability(f.fine_tuned),
-                "threshold": _probability(f.threshold),
+                "threshold": _threshold(f),
                 "locations": _locations(f),
             }
             for f in findings
         ],
         "show_image_only": notes_given,
+        "show_flags": bool(analysis.flagging.operating_points),
         "show_fine_tuned": any(f.fine_tuned is not None for f in findings),
         "evidence": evidence,
         "concepts": _concepts(analysis.notes),
         "figures": figures,
         "maps_note": _maps_note(analysis, has_maps),
-        "follow_ups": [
-            {"label": f.label, "text": f.follow_up} for f in findings if f.flagged and f.follow_up
-        ],
+        "follow_ups": follow_ups,
+        "more_follow_ups": more_follow_ups,
+        "max_follow_ups": MAX_FOLLOW_UPS,
         "warnings": list(analysis.warnings),
         "limitations": _limitations(analysis, findings, has_maps),
         "disclaimer": analysis.disclaimer,
