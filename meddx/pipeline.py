@@ -25,10 +25,12 @@ from meddx.model.calibration import Calibration, load_calibration
 from meddx.model.encoder import Encoder, load_encoder
 from meddx.model.head import MODE_RULES, MODES, TrainedHead, combine
 from meddx.model.head_store import load_head
+from meddx.model.sanity import chest_xray_probability, chest_xray_warnings
 from meddx.model.scored import score_image
 from meddx.model.vocabulary import Finding, load_vocabulary
 from meddx.model.zero_shot import text_directions
 from meddx.notes import extract_concepts, finding_statuses, fuse
+from meddx.notes.demographics import demographic_warnings
 from meddx.result import (
     UNCALIBRATED,
     Analysis,
@@ -277,6 +279,11 @@ def analyze(
         keep_embedding: put the film's unit image embedding on the result (``Analysis.embedding``), for
             clinician feedback (`meddx.train.feedback`); it never goes into the JSON.
 
+    The result's ``warnings`` say how the file was read and what looks wrong with the input, without
+    refusing it: a colour image (`meddx.io.colour`), the encoder's own "chest X-ray or not" check
+    (`meddx.model.sanity`, unmeasured), a free-text label close to a vocabulary finding ("did you mean"),
+    and notes whose age or sex disagree with the DICOM header's (`meddx.notes.demographics`).
+
     Raises:
         InputError: the image, notes, labels or options are unusable (the message is safe to show).
         ModelError: the model cannot be loaded (the message says how to fix it).
@@ -308,10 +315,12 @@ def analyze(
     head = load_probe(settings, encoder)
     calibration = load_calibration_for(settings, encoder)
     mode = _mode(mode, head)
-    findings = load_vocabulary().select(labels, max_labels=limits.max_labels)
+    vocabulary = load_vocabulary()
+    findings = vocabulary.select(labels, max_labels=limits.max_labels)
     directions = text_directions(encoder, findings, cache_dir=settings.cache_dir)
     scored = score_image(encoder, study.to_pil("RGB"), directions)
-    embedding = scored.embedding() if head is not None or keep_embedding else None
+    embedding = scored.embedding()  # kept by the scoring pass: nothing is run again
+    chest_xray = chest_xray_probability(encoder, embedding, cache_dir=settings.cache_dir)
     fine_tuned = head.predict(embedding) if head is not None else {}
     cuts = {
         f.id: _cut(f, z, fine_tuned.get(f.id), mode, head, calibration)
@@ -347,6 +356,12 @@ def analyze(
         )
     _flag(results, findings)
     results.sort(key=lambda r: (r.flagged, r.probability), reverse=True)
+    warnings = [
+        *study.warnings,
+        *chest_xray_warnings(chest_xray),
+        *vocabulary.near_misses(findings),
+        *demographic_warnings(study.demographics, reading.concepts if reading else ()),
+    ]
 
     tick = time.perf_counter()
     targets = _map_targets(results, findings, top_k, map_findings)
@@ -375,7 +390,7 @@ def analyze(
         ),
         findings=results,
         image=study.info,
-        warnings=list(study.warnings),
+        warnings=warnings,
         timings=Timings(**{k: round(v, 4) for k, v in timings.items()}),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         notes=reading,

@@ -569,11 +569,11 @@ def test_la_png_is_composited_over_black() -> None:
     assert study.pixels[:32].min() == 200 and study.pixels[32:].max() == 0
 
 
-def test_opaque_rgba_png_becomes_luminance_without_warning() -> None:
+def test_opaque_rgba_png_becomes_luminance_without_a_transparency_warning() -> None:
     rgba = np.dstack([colour_blocks(), np.full((64, 64), 255, dtype=np.uint8)])
     study = load_study(encode(Image.fromarray(rgba, "RGBA"), "PNG"))
     assert_colour_blocks(study.pixels, tolerance=1)
-    assert study.warnings == []
+    assert [w[:22] for w in study.warnings] == ["The image is in colour"]  # its only warning: colour blocks
 
 
 def test_exif_orientation_is_applied() -> None:

@@ -126,8 +126,10 @@ def test_cli_regions_overlays_and_map_options(tmp_path, dicom_file, tiny_model_d
     assert data["explanation"]["method"] == "gradcam" and len(mapped) == 2
     assert data["overlay_files"] == [str(tmp_path / "ov" / f"film.{fid}.png") for fid in mapped]
     for path in data["overlay_files"]:
-        with Image.open(path) as overlay:  # the film's full size, in colour
-            assert overlay.size == (data["image"]["width"], data["image"]["height"]) and overlay.mode == "RGB"
+        band = json.loads(Path(path).with_suffix(".json").read_text())["film_offset_y"]
+        with Image.open(path) as overlay:  # the film's full size, in colour, under a title band
+            size = (data["image"]["width"], data["image"]["height"] + band)
+            assert overlay.size == size and overlay.mode == "RGB"
     regions = [r for f in data["findings"] if f["id"] in mapped for r in f["regions"]]
     assert regions and all(len(r["box"]) == 4 and r["location"] and 0 < r["score"] <= 1 for r in regions)
     assert all(not f["regions"] for f in data["findings"] if f["id"] not in mapped)
@@ -156,7 +158,9 @@ def test_cli_regions_overlays_and_map_options(tmp_path, dicom_file, tiny_model_d
     assert result.returncode == 0, result.stderr
     files = [json.loads(line)["overlay_files"] for line in result.stdout.splitlines()]
     assert [Path(f[0]).name.split(".")[0] for f in files] == ["image", "image-2"]
-    assert len(list((tmp_path / "ov3").iterdir())) == 2
+    assert (
+        len(list((tmp_path / "ov3").glob("*.png"))) == 2 and len(list((tmp_path / "ov3").glob("*.json"))) == 2
+    )
 
     summary = _run_cli("analyze", str(dicom_file), "--map", "nodule", env_model=model)
     assert summary.returncode == 0 and "region: " in summary.stdout

@@ -139,3 +139,46 @@ def test_empty_map_has_no_regions():
 def test_to_dict():
     region = Region([1, 2, 3, 4], 0.123456, "right upper zone")
     assert region.to_dict() == {"box": [1, 2, 3, 4], "location": "right upper zone", "score": 0.1235}
+
+
+def _box_map(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """A hand-made map: one flat block of evidence, a faint speck elsewhere so that Otsu has two levels."""
+    heat = np.zeros((H, W), np.float32)
+    heat[y0:y1, x0:x1] = 1.0
+    heat[0 if y0 else H - 1, 0 if x0 else W - 1] = 0.1
+    return heat
+
+
+@pytest.mark.parametrize("view", ["PA", None])
+def test_a_map_over_the_whole_film_is_diffuse_not_a_zone(view):
+    [region] = find_regions(_box_map(0, 0, W, H), view_position=view)
+    assert region.box == [0, 0, W, H]
+    assert region.location == "diffuse (both lungs)"
+
+
+def test_a_box_reaching_all_six_zones_is_diffuse_though_under_60_percent_of_the_film():
+    # 58 % x 70 % of the film = 41 % of its area, but into both outer thirds and both outer zones.
+    [region] = find_regions(_box_map(50, 45, 190, 255), view_position="PA")
+    assert (region.box[2] - region.box[0]) * (region.box[3] - region.box[1]) < 0.6 * W * H
+    assert region.location == "diffuse (both lungs)"
+
+
+def test_a_box_of_60_percent_of_the_film_is_diffuse_even_on_one_side():
+    # The right lung and the heart: [0, 0, 144, 300] is 60 % of a 240 x 300 film, never past 2/3 of the width.
+    assert describe_location([0, 0, 144, 300], (0, 0, W, H), view_position="PA") == "diffuse (both lungs)"
+    assert describe_location([0, 0, 142, 300], (0, 0, W, H), view_position="PA") == "right middle zone"
+
+
+def test_a_wide_band_across_both_lungs_is_still_a_zone():
+    # Both sides, but only the lower third: bilateral, not diffuse.
+    assert find_regions(_box_map(10, 220, 230, 300), view_position="PA")[0].location == (
+        "bilateral lower zones (basal)"
+    )
+
+
+def test_diffuse_on_a_lateral_film_names_no_side():
+    assert describe_location([0, 0, W, H], (0, 0, W, H), view_position="LL") == "diffuse on the lateral view"
+    assert (
+        describe_location([80, 0, 120, H], (0, 0, W, H), view_position="LL")
+        == "middle zone on the lateral view"
+    )

@@ -107,6 +107,7 @@ class AnalyzeRequest:
             raise InputError(
                 f"Too many findings ({count}); at most {limits.max_labels} can be scored at once."
             )
+        load_vocabulary().check_known(findings or [])  # "foo" is an error with "did you mean", not free text
         mode = _choice("scoring_mode", self.scoring_mode, MODES, default="zero-shot")
         method = _choice("attribution_method", self.attribution_method, tuple(METHODS), default="gradcam")
         maps = _number("maps", self.maps, default=3, low=0, high=MAX_MAPS, whole=True)

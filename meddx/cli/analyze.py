@@ -94,11 +94,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _write_overlays(analysis: Analysis, film: Path, folder: Path, taken: set[str]) -> list[str]:
-    """Each mapped finding's overlay at the film's full size, as ``FOLDER/<film>.<finding>.png``.
+    """Each mapped finding's figure at the film's full size, as ``FOLDER/<film>.<finding>.png``, with its
+    caption (alt text), score and regions in ``FOLDER/<film>.<finding>.json``.
 
-    Films with the same name from different folders (``a/image.dcm``, ``b/image.dcm``) get ``image-2``,
-    ``image-3``...: ``taken`` holds the names this run has used.
+    The figure (`meddx.explain.figure`): the map in a perceptual colour map, the finding's name and
+    image-only score, a colour key, and the regions' boxes, numbered as in the JSON. Films with the same
+    name from different folders (``a/image.dcm``, ``b/image.dcm``) get ``image-2``, ``image-3``...:
+    ``taken`` holds the names this run has used.
     """
+    from meddx.explain.figure import COLORMAP, FigureText, band_height, caption, figure
     from meddx.explain.maps import png_bytes
 
     stem, n = film.stem, 1
@@ -106,12 +110,32 @@ def _write_overlays(analysis: Analysis, film: Path, folder: Path, taken: set[str
         n += 1
         stem = f"{film.stem}-{n}"
     taken.add(stem)
+    by_id = {f.id: f for f in analysis.findings}
     try:
         folder.mkdir(parents=True, exist_ok=True)
         written = []
-        for finding_id in analysis.maps:
+        for finding_id, film_map in analysis.maps.items():
+            result = by_id[finding_id]
+            text = FigureText(result.label, result.image_probability, analysis.explanation.method)
+            image = figure(analysis.preview, film_map.on_film(), text, result.regions)
             target = folder / f"{stem}.{finding_id}.png"
-            target.write_bytes(png_bytes(analysis.overlay(finding_id)))
+            target.write_bytes(png_bytes(image))
+            sidecar = {
+                "image": target.name,
+                "alt": caption(text, result.regions),
+                "finding": finding_id,
+                "label": result.label,
+                "image_probability": result.image_probability,
+                "probability": result.probability,
+                "method": analysis.explanation.method,
+                "colormap": COLORMAP,
+                "film_offset_y": band_height(analysis.preview.shape[1]),
+                "regions": [
+                    {"number": number, **region.to_dict()} for number, region in enumerate(result.regions, 1)
+                ],
+                "disclaimer": analysis.disclaimer,
+            }
+            target.with_suffix(".json").write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
             written.append(str(target))
     except OSError as exc:
         raise InputError(f"Cannot write the overlays to {folder} ({exc.strerror}).") from exc
@@ -158,6 +182,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, help="maps and regions for the N most probable findings (default 3)")
     p.add_argument("--map", help="comma-separated findings to map instead of the top k")
     p.add_argument("--include-maps", action="store_true", help="embed the overlays in the JSON as base64 PNG")
-    p.add_argument("--overlays", metavar="DIR", help="write each map's overlay as DIR/<film>.<finding>.png")
+    p.add_argument(
+        "--overlays",
+        metavar="DIR",
+        help="write each map as DIR/<film>.<finding>.png (finding, image-only score, region boxes) with its "
+        "caption and regions in DIR/<film>.<finding>.json",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (always on for several files)")
     p.set_defaults(func=cmd_analyze)

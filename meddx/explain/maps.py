@@ -44,7 +44,12 @@ from meddx.model.encoder import Encoder, Geometry
 from meddx.model.scored import ScoredImage
 from meddx.model.zero_shot import zero_shot_logits
 
-COLORMAPS = {"turbo": cv2.COLORMAP_TURBO, "jet": cv2.COLORMAP_JET}
+COLORMAPS = {
+    "turbo": cv2.COLORMAP_TURBO,
+    "jet": cv2.COLORMAP_JET,
+    "inferno": cv2.COLORMAP_INFERNO,  # perceptual: brightness rises with the value (the CLI's figures)
+    "magma": cv2.COLORMAP_MAGMA,
+}
 _TINY = 1e-8  # a map whose positive peak is below this (in logit units) has no positive evidence
 _RELATIVE_TINY = 1e-6  # ... or below this fraction of its largest magnitude (numerical noise)
 
@@ -347,7 +352,7 @@ def overlay(
         gray: the film, uint8 (H, W) (or (H, W, 3) RGB).
         heatmap: a map on the film (`FilmMap.on_film`), (H, W) in [0, 1].
         alpha: the blend weight at the map's maximum.
-        colormap: ``"turbo"`` or ``"jet"`` (OpenCV colormaps).
+        colormap: a key of `COLORMAPS` (OpenCV colormaps; ``"inferno"`` and ``"magma"`` are perceptual).
     """
     if heatmap.shape != gray.shape[:2]:
         raise ValueError(f"heatmap shape {heatmap.shape} does not match the film's {gray.shape[:2]}")

@@ -22,6 +22,13 @@ height (upper, middle, lower), with "apical" for the top 15% and "basal" for the
 ("costophrenic angle" in its outer quarters); a box whose centre lies in the middle third of the width is
 "central" ("central (perihilar)" in the middle zone); a box reaching into both outer thirds is
 "bilateral". These are approximations for orientation, not anatomy.
+
+A box that covers most of the field says nothing about a zone, and naming its centre ("bilateral middle
+zones" for the whole film) would be misleading, so it is called **diffuse**: when its area is at least
+`DIFFUSE_AREA` (60 %) of the field's, or when it reaches every zone: into the upper and the lower thirds
+of the field's height and into both outer thirds of its width (on a frontal film: both lungs, all six
+zones). At 60 % of the area a box must span at least 60 % of each side, so its centre lies in the middle
+40 % of the field and a zone named from it would be a coin toss between neighbours.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ APICAL = 0.15  # top fraction of the field called apical
 BASAL = 0.85  # below this fraction of the field's height: basal
 OUTER = 0.25  # outer fraction of the width, on each side, where a basal region is at the costophrenic angle
 FALLBACK_PERCENTILE = 90.0
+DIFFUSE_AREA = 0.6  # a box covering at least this fraction of the field is diffuse, not in a zone
 
 
 @dataclass(frozen=True)
@@ -181,7 +189,8 @@ def describe_location(
     *,
     view_position: str | None = None,
 ) -> str:
-    """Where a box lies, in words, in the patient's frame: e.g. "right upper zone", "central (perihilar)".
+    """Where a box lies, in words, in the patient's frame: e.g. "right upper zone", "central (perihilar)";
+    "diffuse (both lungs)" for a box that covers most of the field (see the module's note).
 
     Args:
         box: ``[x0, y0, x1, y1]`` in image pixels, end-exclusive.
@@ -195,6 +204,10 @@ def describe_location(
     down = ((box[1] + box[3]) / 2 - fy0) / fh
     zone = "upper" if down < 1 / 3 else "middle" if down < 2 / 3 else "lower"
     lateral = view_kind(view_position) == LATERAL
+    top, bottom = (box[1] - fy0) / fh, (box[3] - fy0) / fh
+    all_zones = top < 1 / 3 and bottom > 2 / 3 and left < 1 / 3 and right > 2 / 3
+    if all_zones or (right - left) * (bottom - top) >= DIFFUSE_AREA:
+        return "diffuse on the lateral view" if lateral else "diffuse (both lungs)"
     qualifier = _qualifier(0.5 if lateral else across, down)  # no costophrenic words on a lateral film
     suffix = f" ({qualifier})" if qualifier else ""
     if lateral:

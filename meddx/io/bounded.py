@@ -153,8 +153,8 @@ def _study_from(answer: tuple | None, label: str, limits: Limits) -> Study:
         )
     kind, *rest = answer
     if kind == "ok":
-        pixels, info, warnings = rest
-        return Study(pixels=pixels, info=info, warnings=list(warnings))
+        pixels, info, warnings, demographics = rest
+        return Study(pixels=pixels, info=info, warnings=list(warnings), demographics=demographics)
     if kind == "refused":
         raise InputError(rest[0])
     if kind == "memory" or kind == "died":
@@ -168,13 +168,15 @@ def _study_from(answer: tuple | None, label: str, limits: Limits) -> Study:
 
 
 def _read_in_worker(sender: Connection, source: Any, filename: str | None, limits: Limits) -> None:
-    """The worker: limit memory, read, send ("ok", pixels, info, warnings) or why not. Never raises."""
+    """The worker: limit memory, read, send ("ok", pixels, info, warnings, demographics) or why not.
+
+    Never raises."""
     try:
         _limit_memory(limits.read_memory_mb)
         from meddx.io import load_study
 
         study = load_study(source, filename=filename, limits=limits)
-        answer: tuple = ("ok", study.pixels, study.info, study.warnings)
+        answer: tuple = ("ok", study.pixels, study.info, study.warnings, study.demographics)
     except InputError as exc:
         answer = ("refused", str(exc))
     except MemoryError:

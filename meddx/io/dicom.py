@@ -1,7 +1,8 @@
 """DICOM through pydicom: modality LUT, VOI LUT or window, MONOCHROME1 inversion, compressed syntaxes.
 
 Besides the file meta group, only the whitelisted, non-identifying tags (`_DICOM_TAGS`) are parsed from
-the file, so patient names, IDs, dates and the like never reach a `Study`.
+the file, so patient names, IDs, dates and the like never reach a `Study`. Of the patient module only age
+and sex are read, into `Study.demographics`, to be compared with the notes; they never enter `ImageInfo`.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from pydicom.uid import (
 
 from meddx.config import Limits
 from meddx.errors import InputError
+from meddx.io.colour import colour_warnings
 from meddx.io.dicom_bounds import check_structure, inflate_if_deflated
 from meddx.io.pixels import luminance, robust_window, scale_to_uint8, subsample
 from meddx.io.source import check_dimensions, damaged, decode_errors
-from meddx.io.study import ImageInfo, Study
+from meddx.io.study import Demographics, ImageInfo, Study
 
 # pydicom's value validation warns about *and logs* the offending value, and in a damaged file a wrong
 # length can make that value run on into neighbouring tags such as PatientName. meddx reads only a few
@@ -72,7 +74,11 @@ _DICOM_TAGS = [
     "BodyPartExamined",
     "PixelSpacing",
     "ImagerPixelSpacing",
+    # Patient age and sex: kept apart from the description (`Demographics`), only to compare with the notes.
+    "PatientAge",
+    "PatientSex",
 ]
+_AGE_STRING = re.compile(r"\d{3}[DWMY]")  # DICOM's AS value representation
 _RADIOGRAPHY = {"CR", "DX", "DR", "RG"}
 _MODALITY_NAMES = {
     "CT": "a CT image",
@@ -141,6 +147,7 @@ def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -
             "body_part": _code_string(ds, "BodyPartExamined"),
             "pixel_spacing": _pixel_spacing(ds),
         }
+        demographics = _demographics(ds)
     check_dimensions(width, height, label, limits)
     if frames > limits.max_frames:
         raise InputError(
@@ -163,6 +170,7 @@ def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -
     with decode_errors(damaged(label)):
         if samples == 3:
             pixels = _rgb_to_uint8(frame, bits_stored)
+            warnings.extend(colour_warnings(frame, full_scale=2.0**bits_stored - 1))
         else:
             pixels = _monochrome_to_uint8(frame, ds, invert=photometric == "MONOCHROME1", warnings=warnings)
     if frames > 1:
@@ -177,7 +185,18 @@ def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -
         transfer_syntax=DeflatedExplicitVRLittleEndian.name if layout.deflated else transfer_syntax.name,
         **description,
     )
-    return Study(pixels=pixels, info=info, warnings=warnings)
+    return Study(pixels=pixels, info=info, warnings=warnings, demographics=demographics)
+
+
+def _demographics(ds: Dataset) -> Demographics | None:
+    """PatientAge and PatientSex when well formed; anything else in those tags is dropped, never shown."""
+    age, sex = ds.get("PatientAge"), ds.get("PatientSex")
+    age = age.strip().upper() if isinstance(age, str) else ""
+    sex = sex.strip().upper() if isinstance(sex, str) else ""
+    found = Demographics(
+        age=age if _AGE_STRING.fullmatch(age) else None, sex=sex if sex in ("M", "F", "O") else None
+    )
+    return found if found.age or found.sex else None
 
 
 def _transfer_syntax(ds: Dataset) -> UID:

@@ -19,6 +19,7 @@ from PIL import (
 
 from meddx.config import Limits
 from meddx.errors import InputError
+from meddx.io.colour import colour_warnings
 from meddx.io.pixels import luminance, robust_window, scale_to_uint8, subsample
 from meddx.io.source import check_dimensions, damaged, decode_errors
 from meddx.io.study import ImageInfo, Study
@@ -79,8 +80,8 @@ def load_raster(data: bytes, source_format: str, label: str, limits: Limits) -> 
         image.load()
         mode = image.mode
         image = ImageOps.exif_transpose(image)
-        pixels, transparent = _pil_to_gray(image)
-    warnings = []
+        pixels, transparent, rgb = _pil_to_gray(image)
+    warnings = colour_warnings(rgb) if rgb is not None else []
     if frames > 1:
         what, unit = _RASTER_FRAME_LABELS.get(source_format, ("Multi-frame image", "frames"))
         warnings.append(f"{what}: only the first of {frames} {unit} was analysed.")
@@ -119,20 +120,23 @@ def _count_frames(image: ImageFile.ImageFile, most: int) -> int | None:
     return None
 
 
-def _pil_to_gray(image: Image.Image) -> tuple[np.ndarray, bool]:
-    """8-bit luminance of a decoded image, and whether transparent areas were composited over black."""
+def _pil_to_gray(image: Image.Image) -> tuple[np.ndarray, bool, np.ndarray | None]:
+    """8-bit luminance of a decoded image, whether transparent areas were composited over black, and the
+    RGB pixels of an image that was not grayscale (for `meddx.io.colour`), else None."""
     if image.mode.startswith("I;16"):
-        return _high_depth_to_uint8(np.asarray(image), full_scale=65535), False
+        return _high_depth_to_uint8(np.asarray(image), full_scale=65535), False, None
     if image.mode in ("I", "F"):
-        return _high_depth_to_uint8(np.asarray(image), full_scale=None), False
+        return _high_depth_to_uint8(np.asarray(image), full_scale=None), False, None
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
         alpha = rgba[..., 3]
         gray = luminance(rgba[..., :3]) * (alpha / 255)
-        return np.rint(gray).astype(np.uint8), bool(alpha.min() < 255)
-    if image.mode not in ("1", "L"):
-        image = image.convert("RGB")
-    return np.array(image.convert("L")), False
+        rgb = None if image.mode in ("LA", "La") else rgba[..., :3]
+        return np.rint(gray).astype(np.uint8), bool(alpha.min() < 255), rgb
+    if image.mode in ("1", "L"):
+        return np.array(image.convert("L")), False, None
+    image = image.convert("RGB")
+    return np.array(image.convert("L")), False, np.asarray(image)
 
 
 def _high_depth_to_uint8(values: np.ndarray, full_scale: float | None) -> np.ndarray:

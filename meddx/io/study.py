@@ -34,6 +34,30 @@ class ImageInfo:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Demographics:
+    """The DICOM header's patient age and sex, only to compare with the notes; never in a result or a log.
+
+    Attributes:
+        age: PatientAge as stored when well formed (``"045Y"``: three digits and D, W, M or Y), else None.
+        sex: PatientSex when ``"M"``, ``"F"`` or ``"O"``, else None.
+    """
+
+    age: str | None = None
+    sex: str | None = None
+
+    @property
+    def age_years(self) -> float | None:
+        """``age`` in years (``"018M"`` is 1.5), or None."""
+        if self.age is None:
+            return None
+        per_year = {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[self.age[3]]
+        return int(self.age[:3]) / per_year
+
+    def __repr__(self) -> str:  # never printed by accident, e.g. in a traceback's locals
+        return "Demographics(...)"
+
+
 @dataclass
 class Study:
     """One loaded image, ready for the model and for display.
@@ -43,11 +67,13 @@ class Study:
             orientation: what a radiologist would see.
         info: Non-identifying facts only (`ImageInfo`).
         warnings: Human-readable, non-identifying notes about how the file was read.
+        demographics: a DICOM's patient age and sex (`Demographics`), to be compared with the notes only.
     """
 
     pixels: np.ndarray
     info: ImageInfo
     warnings: list[str] = field(default_factory=list)
+    demographics: Demographics | None = field(default=None, repr=False)
 
     @property
     def size(self) -> tuple[int, int]:

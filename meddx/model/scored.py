@@ -9,7 +9,7 @@ from PIL import Image
 
 from meddx.model.encoder import Encoder, Geometry
 from meddx.model.tower import TowerTail, stem
-from meddx.model.zero_shot import TextDirections, zero_shot_probabilities
+from meddx.model.zero_shot import TextDirections, zero_shot_logits, zero_shot_probabilities
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class ScoredImage:
         tokens: the stem tokens entering the last block (1, L, C).
         tail: the per-request tower tail (last block to finding logits) for these findings' directions.
         zero_shot: (F,) zero-shot probabilities, in the order of the text directions.
+        unit_embedding: the unit image embedding (1, D) the scores were computed from, or None.
     """
 
     pixels: torch.Tensor
@@ -29,9 +30,12 @@ class ScoredImage:
     tokens: torch.Tensor
     tail: TowerTail
     zero_shot: torch.Tensor
+    unit_embedding: torch.Tensor | None = None
 
     def embedding(self) -> torch.Tensor:
-        """The unit image embedding (1, D), from the stored tokens (no second stem pass)."""
+        """The unit image embedding (1, D): the scoring pass's, else from the stored tokens (no stem pass)."""
+        if self.unit_embedding is not None:
+            return self.unit_embedding
         with torch.inference_mode():
             return self.tail.embed(self.tokens)
 
@@ -42,5 +46,7 @@ def score_image(encoder: Encoder, image: Image.Image, directions: TextDirections
     tail = TowerTail(encoder, directions.difference, directions.logit_scale)
     with torch.inference_mode():
         tokens = stem(encoder, pixels[None])
-        probabilities = zero_shot_probabilities(tail(tokens))[0]
-    return ScoredImage(pixels, geometry, tokens.clone(), tail, probabilities.clone())
+        embedding = tail.embed(tokens)  # tail(tokens) in two steps: the embedding is kept for later use
+        logits = zero_shot_logits(embedding, tail.difference, tail.logit_scale)
+        probabilities = zero_shot_probabilities(logits)[0]
+    return ScoredImage(pixels, geometry, tokens.clone(), tail, probabilities.clone(), embedding.clone())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -11,6 +12,9 @@ from meddx.data import DataFile, load
 from meddx.errors import DataFileError, InputError
 
 MAX_LABEL_CHARS = 80
+SUGGESTION_CUTOFF = 0.8
+"""How alike (difflib's ratio, 0-1) a label and a vocabulary term must be for "did you mean": "effusoin"
+and "effusion" score 0.88, "left pleural effusoin" and "pleural effusion" 0.81; "hiatus hernia" nothing."""
 TIERS = ("urgent", "routine")
 """Follow-up tiers, most pressing first (``tier`` in ``findings.yaml``)."""
 
@@ -61,6 +65,46 @@ class Vocabulary:
             if key in {_normalise(n) for n in names}:
                 return finding
         return None
+
+    def suggest(self, label: str) -> Finding | None:
+        """The finding whose id, name or synonym is most like ``label`` (at least `SUGGESTION_CUTOFF`), else
+        None: "effusoin" suggests Pleural effusion. An exact match (`lookup`) is not a suggestion."""
+        terms = {}
+        for finding in self.findings:
+            for term in (finding.id.replace("_", " "), finding.name.lower(), *finding.synonyms):
+                terms.setdefault(_normalise(term), finding)
+        close = difflib.get_close_matches(_normalise(label), terms, n=1, cutoff=SUGGESTION_CUTOFF)
+        return terms[close[0]] if close else None
+
+    def near_misses(self, findings: list[Finding]) -> list[str]:
+        """A "did you mean" warning for each free-text finding that is close to a vocabulary finding."""
+        warnings = []
+        for finding in findings:
+            near = self.suggest(finding.name) if finding.custom else None
+            if near is not None:
+                warnings.append(
+                    f'"{finding.name}" is not a finding meddx knows, so it was scored as a free-text finding '
+                    f'with generated prompts; did you mean "{near.name}" (id {near.id})?'
+                )
+        return warnings
+
+    def check_known(self, labels: list[str], *, argument: str = "findings") -> None:
+        """Check that every label is a vocabulary finding (id, name or synonym); free text is not allowed.
+
+        Raises:
+            InputError: a label is unknown; the message names it, suggests the closest finding if one is
+                close, and lists the ids.
+        """
+        for label in labels:
+            if not label.strip() or self.lookup(label) is not None:
+                continue
+            shown = _visible(label)[:MAX_LABEL_CHARS]
+            near = self.suggest(label)
+            hint = f' Did you mean "{near.id}" ({near.name})?' if near else ""
+            raise InputError(
+                f'{argument} holds "{shown}", which is not a finding id.{hint} The ids are: '
+                f"{', '.join(f.id for f in self.findings)}; free-text findings go in custom_findings."
+            )
 
     def custom(self, label: str) -> Finding:
         """A finding for a free-text label typed by a user, with generated prompts."""
