@@ -4,8 +4,8 @@ The notes' age is the first age they state (a later "smoker since age 16" is not
 header age that matches any stated age is accepted); their sex is the one sex word stated as present
 ("male", "woman", "58M"...), none when both are. Ages within `AGE_TOLERANCE_YEARS` agree (a birthday
 between the study and the notes); ages of 90 and over are compared as "90 or older", the most a
-de-identified header may say. Only M and F are compared. Neither value is logged or kept: the warning
-goes to the user who sent both.
+de-identified header may say. Only M and F are compared. Neither value is logged, kept or repeated: the
+warning names only which of the two differ, so it can be stored (batch output) without them.
 """
 
 from __future__ import annotations
@@ -41,19 +41,11 @@ def demographic_warnings(
     sex_differs = notes_sex is not None and header.sex in ("M", "F") and notes_sex[0].upper() != header.sex
     if not (age_differs or sex_differs):
         return []
-    said = []
-    if ages:
-        said.append("90 or older" if ages[0] >= OLDEST else f"{ages[0]:g}-year-old")
-    if notes_sex:
-        said.append(notes_sex)
-    header_said = ", ".join(v for v in (header.sex, _header_age(header)) if v)
+    differs = " and ".join(
+        name for name, differ in (("age (by more than a year)", age_differs), ("sex", sex_differs)) if differ
+    )
+    verb = "differ" if age_differs and sex_differs else "differs"
     return [
-        f"The notes say {' '.join(said)}; the DICOM header says {header_said}: check that the notes and the "
+        f"The patient's {differs} in the notes {verb} from the DICOM header: check that the notes and the "
         "film belong to the same patient."
     ]
-
-
-def _header_age(header: Demographics) -> str | None:
-    if header.age is None:
-        return None
-    return "090Y or older" if (header.age_years or 0) >= OLDEST else header.age
