@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -195,6 +196,34 @@ def _rows_of(parts: list[Path]) -> list[dict]:
     import pyarrow.parquet as pq
 
     return [row for part in parts for row in pq.read_table(part).to_pylist()]
+
+
+def test_a_calibration_flags_at_its_thresholds(films, tiny_model_dir, local_ray, tmp_path, monkeypatch):
+    from tests.helpers import write_calibration
+
+    folder = tmp_path / "films"
+    for name in ("film0.png", "film1.png"):
+        _png(folder / name, int(name[4]))
+    first = _analyze(folder / "film0.png", tiny_model_dir, top_k=0)
+    cut = next(
+        f for f in first.findings if f.id == "effusion"
+    ).image_probability  # identity calibration: film0 sits exactly on it
+    calibration = write_calibration(tmp_path / "cal", tiny_model_dir, {"effusion": cut, "nodule": None})
+    monkeypatch.setenv("MEDDX_CALIBRATION", str(calibration))
+    out = tmp_path / "out"
+    assert (
+        _batch(str(folder), "--out", str(out), "--model", f"local-dir:{tiny_model_dir}", "--maps", "none")
+        == 0
+    )
+    settings = Settings(model=f"local-dir:{tiny_model_dir}", threads=1, calibration=str(calibration))
+    for row in _rows(out):
+        analysis = analyze(folder / row["id"], None, settings=settings, top_k=0, filename=row["id"])
+        for finding in analysis.findings:
+            assert row[f"flagged__{finding.id}"] == finding.flagged
+            assert abs(row[f"prob__{finding.id}"] - finding.probability) <= 1e-6
+        assert row["flagged__nodule"] is False  # calibrated without a threshold: never flagged
+    assert _rows(out)[0]["flagged__effusion"] is True
+    assert json.loads((out / "batch.json").read_text())["calibration"] == str(calibration)
 
 
 def test_manifest_with_notes_and_ids(films, tiny_model_dir, local_ray, tmp_path):

@@ -111,10 +111,15 @@ def run_batch(argv: list[str]) -> int:
     options = Options(
         labels=tuple(labels) if labels else None, top_k=top_k, method=args.method, mode=args.mode
     )
-    layout = Layout(tuple(f.id for f in findings), head=bool(settings.probe))
+    layout = Layout(
+        tuple(f.id for f in findings),
+        head=bool(settings.probe),
+        flags=bool(settings.probe or settings.calibration),
+    )
     run_settings = {
         "model": settings.model,
         "probe": settings.probe,
+        "calibration": settings.calibration,
         "findings": list(layout.findings),
         "maps": top_k,
         "method": args.method,

@@ -141,6 +141,7 @@ def run(
         "errors_by_kind": {},
         "model": settings.model,
         "probe": settings.probe,
+        "calibration": settings.calibration,
         "workers": engine.workers,
         "batch_size": engine.batch_size,
         "ray_address": engine.ray_address or "local",

@@ -10,7 +10,9 @@ One row per film. Columns: ``id``, ``source`` (the film's path relative to a fol
 gives it; for a dataset its split), ``index`` (its position in the folder listing, manifest or dataset),
 ``prob__<finding>`` (the probability it is ranked by: image score, fused with the notes when there are
 any), ``image_prob__<finding>`` (before notes), ``zero_shot__<finding>``, and with a trained head
-``fine_tuned__<finding>`` and ``flagged__<finding>`` (at the head's calibrated operating threshold);
+``fine_tuned__<finding>``; with a trained head or a zero-shot calibration (``MEDDX_CALIBRATION``)
+``flagged__<finding>`` (at its measured operating threshold; without either nothing is flagged, and the
+column is left out);
 ``regions`` (per mapped finding: box on the film, location in words, score), ``warnings``, the film's
 non-identifying ``source_format``/``width``/``height``/``modality``/``view_position``, ``has_notes``,
 ``error`` and ``error_kind`` (``decode``, ``analyze`` or ``unexpected``), ``scoring_mode``,
@@ -56,16 +58,18 @@ IMAGE_FIELDS = (
 
 @dataclass(frozen=True)
 class Layout:
-    """The output columns for one run: the findings scored, and whether a trained head adds its columns."""
+    """The output columns for one run: the findings scored, whether a trained head adds its scores, and
+    whether there are operating points to flag at (a head or a calibration)."""
 
     findings: tuple[str, ...]
     head: bool = False
+    flags: bool = False
 
     def schema(self) -> pa.Schema:
         fields = [("id", pa.string()), ("source", pa.string()), ("index", pa.int64())]
         for prefix in ("prob", "image_prob", "zero_shot") + (("fine_tuned",) if self.head else ()):
             fields += [(f"{prefix}__{f}", pa.float64()) for f in self.findings]
-        if self.head:
+        if self.flags:
             fields += [(f"flagged__{f}", pa.bool_()) for f in self.findings]
         fields += [("regions", pa.list_(REGION)), ("warnings", pa.list_(pa.string())), *IMAGE_FIELDS]
         fields += [("has_notes", pa.bool_()), ("error", pa.string()), ("error_kind", pa.string())]
@@ -87,6 +91,7 @@ class Layout:
             row[f"zero_shot__{finding_id}"] = result.zero_shot
             if self.head:
                 row[f"fine_tuned__{finding_id}"] = result.fine_tuned
+            if self.flags:
                 row[f"flagged__{finding_id}"] = result.flagged
         row["regions"] = [
             {"finding": f.id, **region.to_dict()} for f in analysis.findings for region in f.regions
