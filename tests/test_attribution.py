@@ -382,20 +382,41 @@ def test_deletion_beats_random_order(evidence, method):
 def test_evidence_report_text():
     from meddx.dev.attribution_check import Evidence, format_report
 
-    results = [Evidence("gradcam", 0.475, 0.55, 0.077, 0.057, 0.043, 0.004)]
+    results = [
+        Evidence("gradcam", 0.475, 0.55, 0.077, 0.766, 0.767, 0.004, 0.652, 0.691, 0.058, 0.04, 0.001, 0.002)
+    ]
     text = format_report(results, np.array([0.9, 0.8]), np.array([0.1, 0.5]), images=2, size=192)
     lines = text.splitlines()
-    assert lines[0].startswith("2 held-out 192-px films")
+    assert lines[0].startswith("2 held-out 192-px films") and "blur sigma 2 patch" in lines[0]
     assert "with the blob 0.850, same films without it 0.300 (falls by > 0.5 on 50% of films)" in lines[1]
     assert lines[2].split() == [
-        "method",
-        "pointing",
-        "+-15px",
-        "rand.",
-        "rho",
-        "del.",
-        "AUC",
-        "random",
-        "s/map",
-    ]
-    assert lines[3].split() == ["gradcam", "0.475", "0.550", "0.077", "0.057", "0.043", "0.004"]
+        "method", "pointing", "+-15px", "rand.rho", "del.blur", "rnd", "ins.blur", "rnd",
+        "del.black", "rnd", "ins.black", "rnd", "s/map",
+    ]  # fmt: skip
+    assert lines[3].split() == [
+        "gradcam", "0.475", "0.550", "0.077", "0.766", "0.767", "0.652", "0.691",
+        "0.058", "0.040", "0.001", "0.002", "0.004",
+    ]  # fmt: skip
+    assert not results[0].passes_deletion_and_insertion()
+
+
+def test_deletion_and_insertion_curves_by_hand():
+    """A scorer that reads only the top-left patch: deleting it first drops the score at once."""
+    from meddx.dev.attribution_check import blurred, curve_area, deletion_curve, insertion_curve
+
+    class TopLeft(nn.Module):
+        def forward(self, pixels):
+            return 10 * (pixels[:, 0, :4, :4].mean(dim=(1, 2)) - 0.5)[:, None]
+
+    pixels, black = torch.ones(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
+    first, last = np.array([0, 1, 2, 3]), np.array([3, 2, 1, 0])  # 2 x 2 grid of 4-px patches
+    high, low = float(torch.sigmoid(torch.tensor(5.0))), float(torch.sigmoid(torch.tensor(-5.0)))
+    np.testing.assert_allclose(deletion_curve(TopLeft(), pixels, black, first), [high, low, low, low, low])
+    np.testing.assert_allclose(deletion_curve(TopLeft(), pixels, black, last), [high, high, high, high, low])
+    np.testing.assert_allclose(
+        insertion_curve(TopLeft(), pixels, black, first), [low, high, high, high, high]
+    )
+    np.testing.assert_allclose(deletion_curve(TopLeft(), pixels, black, first, steps=2), [high, low, low])
+    assert curve_area(np.array([1.0, 0.0, 0.0])) == pytest.approx(0.25)
+    smooth = blurred(pixels.clone(), patch=4)
+    torch.testing.assert_close(smooth, pixels)  # a flat film stays flat (reflected border)
