@@ -221,7 +221,14 @@ def explain_eval(capsys, tmp_path, model: Path, box_set, *extra: str) -> dict:
 def test_explain_eval_scores_a_trained_planted_model_above_its_floors(
     capsys, tmp_path, planted_model_dir, annotated_sets, box_format
 ):
-    rows = explain_eval(capsys, tmp_path, planted_model_dir, annotated_sets[box_format])
+    overlays = tmp_path / "overlays"
+    rows = explain_eval(
+        capsys, tmp_path, planted_model_dir, annotated_sets[box_format], "--overlays", str(overlays)
+    )
+    written = sorted(overlays.glob("*.gradcam.nodule.png"))
+    assert len(written) == FILMS
+    side = 160 if box_format == "nih" else 192  # each overlay at the size of the file read
+    assert cv2.imread(str(written[0])).shape == (side, side, 3)
     gradcam, prior, random = (rows["nodule", m] for m in ("gradcam", "centre_prior", "random"))
     assert gradcam["cases"] == FILMS and gradcam["box_share"] == pytest.approx(0.05, abs=0.01)
     # Measured (all three layouts): pointing 0.45-0.47, energy 0.25-0.27, region IoU 0.18-0.20.
