@@ -417,3 +417,23 @@ def test_deletion_and_insertion_curves_by_hand():
     assert curve_area(np.array([1.0, 0.0, 0.0])) == pytest.approx(0.25)
     smooth = blurred(pixels.clone(), patch=4)
     torch.testing.assert_close(smooth, pixels)  # a flat film stays flat (reflected border)
+
+
+def test_map_variants_run_the_same_tower(planted):
+    """The measured ViT variants (README) start from the same logits as the scoring pass."""
+    from meddx.dev.attribution_check import FromBlock, held_out_films, variant_maps
+
+    encoder, directions = planted
+    scored = _score(planted, held_out_films(1, size=96)[0])
+    depth = len(encoder.visual.trunk.blocks)
+    for start in (0, depth - 1):
+        model = FromBlock(encoder, start, directions.difference, directions.logit_scale)
+        with torch.no_grad():
+            torch.testing.assert_close(model(model.tokens(scored.pixels[None])), scored.tail(scored.tokens))
+    films = [_score(planted, film) for film in held_out_films(3, size=96)]
+    for variant in ("gradcam_blocks", "attention_gradient"):
+        maps = [variant_maps(encoder, s, variant) for s in films]
+        assert all(m.shape == (96, 96) and m.min() >= 0 and m.max() <= 1 for m in maps)
+        assert max(m.max() for m in maps) > 0.9, variant  # normalised on the model's square
+    with pytest.raises(ValueError, match="unknown variant"):
+        variant_maps(encoder, scored, "rollout")
