@@ -60,7 +60,7 @@ def test_nih_boxes_at_hand_computed_coordinates_and_on_a_resized_png(tmp_path):
 
 
 def test_rsna_boxes_on_a_pydicom_film(tmp_path):
-    from meddx.dev.attribution_check import _dicom
+    from meddx.dev.attribution_check import write_dicom_film
 
     text = "patientId,x,y,width,height,Target\nabc,,,,,0\ndef,264,152,213,379,1\ndef,562,152,256,453,1\n"
     boxes = read_boxes(write(tmp_path / "labels.csv", text), known=KNOWN)
@@ -74,7 +74,7 @@ def test_rsna_boxes_on_a_pydicom_film(tmp_path):
     # A DICOM of 600 rows and 800 columns annotated on a 1600 x 1200 frame: x and y both halve.
     pixels = np.zeros((600, 800), np.uint8)
     pixels[76:266, 132:239] = 200
-    _dicom(tmp_path / "def.dcm", pixels)
+    write_dicom_film(tmp_path / "def.dcm", pixels)
     study = load_study(tmp_path / "def.dcm")
     assert study.size == (800, 600)
     mapping = write(tmp_path / "map.yaml", "frame: [1600, 1200]\nlabels:\n  Lung Opacity: pneumonia\n")
@@ -267,6 +267,10 @@ def test_explain_eval_messages(capsys, tmp_path, tiny_model_dir):
     err = capsys.readouterr().err
     assert status == 2 and "skipped 1 boxes labelled 'Infiltrate'" in err
     assert "none of the annotated films was found" in err and "Traceback" not in err
+    (tmp_path / "images" / "00013118_008.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    status = main(["explain-eval", "--images", str(tmp_path / "images"), "--boxes", str(boxes)])
+    err = capsys.readouterr().err
+    assert status == 2 and "00013118_008.png: " in err and "(skipped)" in err and "Traceback" not in err
     status = main(["explain-eval", "--images", str(tmp_path), "--boxes", str(boxes), "--method", "rollout"])
     assert status == 2 and "Unknown method 'rollout'" in capsys.readouterr().err
     status = main(["explain-eval", "--images", str(tmp_path / "none"), "--boxes", str(tmp_path / "x.csv")])

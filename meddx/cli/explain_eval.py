@@ -90,7 +90,7 @@ def _draw(overlay: np.ndarray, boxes, regions) -> np.ndarray:
 
 
 def evaluate_films(args: argparse.Namespace, films: list[AnnotatedFilm], index: dict[str, Path], methods):
-    """Cases per finding and method (floors included); also returns how many films were not found."""
+    """Cases per finding and method (floors included), and how many films were not found or unreadable."""
     from meddx.explain.maps import png_bytes
     from meddx.io.bounded import load_study_bounded
     from meddx.model.encoder import load_encoder
@@ -106,7 +106,12 @@ def evaluate_films(args: argparse.Namespace, films: list[AnnotatedFilm], index: 
         if path is None:
             missing += 1
             continue
-        study = load_study_bounded(path, filename=path.name, limits=settings.limits)
+        try:
+            study = load_study_bounded(path, filename=path.name, limits=settings.limits)
+        except InputError as exc:  # one unreadable film does not stop the evaluation; it is named
+            print(f"meddx: {clean_name(path.name)}: {exc} (skipped)", file=sys.stderr)
+            missing += 1
+            continue
         width, height = study.size
         findings = film.findings()
         per_method = {}

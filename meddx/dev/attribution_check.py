@@ -376,7 +376,7 @@ def run_check(*, images: int = 30, size: int = 192, steps: int = 120) -> str:
 # --- Annotated sets of synthetic films, in the layouts of public sets (for `explain-eval`) -------------
 
 
-def _dicom(path: Path, pixels: np.ndarray) -> None:
+def write_dicom_film(path: Path, pixels: np.ndarray) -> None:
     """A 16-bit MONOCHROME2 DX film with these gray levels (times 16) and no identifiers."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
@@ -419,7 +419,7 @@ def write_annotated_set(
         name = f"film{n:03d}"
         side = film.pixels.shape[0]
         if dicom:
-            _dicom(images / f"{name}.dcm", film.pixels)
+            write_dicom_film(images / f"{name}.dcm", film.pixels)
             file_name = f"{name}.dcm"
         else:
             pixels = film.pixels
