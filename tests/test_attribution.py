@@ -307,17 +307,15 @@ def test_explain_is_thread_safe_and_leaves_no_hooks(planted):
 
 # --- Evidence on the planted tiny model (meddx.dev.attribution_check prints the same numbers) -------------
 #
-# The brief's bar for the pointing game is 0.90. The session's planted model (120 training steps) does not
-# let any method reach it, although its nodule score does come from the blob (the same films without the
-# blob fall from 0.85 to 0.11; test above). About half the time its nodule evidence at the last block sits
-# in the token next to the blob's (Grad-CAM's peak is then a cell centre just outside the box; hooking an
-# earlier block, down to the patch embeddings, gives the same 0.475), and the pixel methods also credit the
-# film's outer ring of patches. Integrated Gradients' peak moves with the number of steps (0.825 at 16,
-# 0.55 at 50). Training longer, larger inputs (160 px, 10 x 10 patches), soft-edged blobs, varied lungs,
-# cut-out and gain augmentation, and blurred baselines were measured and did not give a model on which a
-# method passes all three checks (numbers in the explanations issue's notes). The tests below hold the
-# measured behaviour with a margin (floors 7-12x chance, which catch misaligned maps). Grad-CAM's deletion
-# curve does not beat random order on this model (0.057 vs 0.043), so it is not asserted.
+# Issue 17 retired issue 3's 0.90 pointing bar for this CPU-trainable model (a pointing game here says more
+# about the fixture than the explainer: any random tower looks at a bright blob). Real maps are measured on
+# annotated films with `python -m meddx explain-eval`; the tests below are regression floors: pointing as a
+# multiple of chance, the blob-free twins, model randomisation, and deletion and insertion with a blurred
+# film (sigma 2 patches) against random patch order. Measured (40 films, blurred deletion / insertion AUC;
+# random order 0.767 / 0.691): integrated_gradients (16 steps) 0.680 / 0.776, gradient_shap 0.690 / 0.754,
+# occlusion 0.704 / 0.763 all pass; gradcam 0.766 / 0.652 does NOT beat random order on either (nor on black
+# deletion, 0.058 vs 0.046), so it is not asserted; see the README and the issue's closing note. Black
+# insertion is uninformative on this model (0.001 for every order: a black film has no nodule).
 
 EVIDENCE_FILMS = 40  # held-out 192-px films (the model reads 96 px, so every map is un-resized)
 CHANCE = 0.05  # the planted blob's box covers about 5% of a film
@@ -365,37 +363,77 @@ def test_model_randomisation(evidence, method):
     assert evidence[method].randomisation_rho < RANDOMISATION_LIMIT, evidence[method]
 
 
+PASSES_DELETION_AND_INSERTION = ["gradient_shap", "integrated_gradients", "occlusion"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "method",
-    [
-        "gradient_shap",
-        "integrated_gradients",
-        "occlusion",
-    ],
-)
-def test_deletion_beats_random_order(evidence, method):
-    """Blacking out the most-attributed patches first lowers the score faster than a random order."""
-    assert evidence[method].deletion_auc < evidence[method].random_deletion_auc, evidence[method]
+@pytest.mark.parametrize("method", PASSES_DELETION_AND_INSERTION)
+def test_deletion_and_insertion_beat_random_order(evidence, method):
+    """Blurring the most-attributed patches first lowers the score faster than random order, and putting
+    them back first onto the blurred film raises it faster; blacking them out also lowers it faster."""
+    result = evidence[method]
+    assert result.passes_deletion_and_insertion(), result
+    assert result.black_deletion_auc < result.random_black_deletion_auc, result
 
 
 def test_evidence_report_text():
     from meddx.dev.attribution_check import Evidence, format_report
 
-    results = [Evidence("gradcam", 0.475, 0.55, 0.077, 0.057, 0.043, 0.004)]
+    results = [
+        Evidence("gradcam", 0.475, 0.55, 0.077, 0.766, 0.767, 0.004, 0.652, 0.691, 0.058, 0.04, 0.001, 0.002)
+    ]
     text = format_report(results, np.array([0.9, 0.8]), np.array([0.1, 0.5]), images=2, size=192)
     lines = text.splitlines()
-    assert lines[0].startswith("2 held-out 192-px films")
+    assert lines[0].startswith("2 held-out 192-px films") and "blur sigma 2 patch" in lines[0]
     assert "with the blob 0.850, same films without it 0.300 (falls by > 0.5 on 50% of films)" in lines[1]
     assert lines[2].split() == [
-        "method",
-        "pointing",
-        "+-15px",
-        "rand.",
-        "rho",
-        "del.",
-        "AUC",
-        "random",
-        "s/map",
-    ]
-    assert lines[3].split() == ["gradcam", "0.475", "0.550", "0.077", "0.057", "0.043", "0.004"]
+        "method", "pointing", "+-15px", "rand.rho", "del.blur", "rnd", "ins.blur", "rnd",
+        "del.black", "rnd", "ins.black", "rnd", "s/map",
+    ]  # fmt: skip
+    assert lines[3].split() == [
+        "gradcam", "0.475", "0.550", "0.077", "0.766", "0.767", "0.652", "0.691",
+        "0.058", "0.040", "0.001", "0.002", "0.004",
+    ]  # fmt: skip
+    assert not results[0].passes_deletion_and_insertion()
+
+
+def test_deletion_and_insertion_curves_by_hand():
+    """A scorer that reads only the top-left patch: deleting it first drops the score at once."""
+    from meddx.dev.attribution_check import blurred, curve_area, deletion_curve, insertion_curve
+
+    class TopLeft(nn.Module):
+        def forward(self, pixels):
+            return 10 * (pixels[:, 0, :4, :4].mean(dim=(1, 2)) - 0.5)[:, None]
+
+    pixels, black = torch.ones(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
+    first, last = np.array([0, 1, 2, 3]), np.array([3, 2, 1, 0])  # 2 x 2 grid of 4-px patches
+    high, low = float(torch.sigmoid(torch.tensor(5.0))), float(torch.sigmoid(torch.tensor(-5.0)))
+    np.testing.assert_allclose(deletion_curve(TopLeft(), pixels, black, first), [high, low, low, low, low])
+    np.testing.assert_allclose(deletion_curve(TopLeft(), pixels, black, last), [high, high, high, high, low])
+    np.testing.assert_allclose(
+        insertion_curve(TopLeft(), pixels, black, first), [low, high, high, high, high]
+    )
+    np.testing.assert_allclose(deletion_curve(TopLeft(), pixels, black, first, steps=2), [high, low, low])
+    assert curve_area(np.array([1.0, 0.0, 0.0])) == pytest.approx(0.25)
+    smooth = blurred(pixels.clone(), patch=4)
+    torch.testing.assert_close(smooth, pixels)  # a flat film stays flat (reflected border)
+
+
+def test_map_variants_run_the_same_tower(planted):
+    """The measured ViT variants (README) start from the same logits as the scoring pass."""
+    from meddx.dev.attribution_check import FromBlock, held_out_films, variant_maps
+
+    encoder, directions = planted
+    scored = _score(planted, held_out_films(1, size=96)[0])
+    depth = len(encoder.visual.trunk.blocks)
+    for start in (0, depth - 1):
+        model = FromBlock(encoder, start, directions.difference, directions.logit_scale)
+        with torch.no_grad():
+            torch.testing.assert_close(model(model.tokens(scored.pixels[None])), scored.tail(scored.tokens))
+    films = [_score(planted, film) for film in held_out_films(3, size=96)]
+    for variant in ("gradcam_blocks", "attention_gradient"):
+        maps = [variant_maps(encoder, s, variant) for s in films]
+        assert all(m.shape == (96, 96) and m.min() >= 0 and m.max() <= 1 for m in maps)
+        assert max(m.max() for m in maps) > 0.9, variant  # normalised on the model's square
+    with pytest.raises(ValueError, match="unknown variant"):
+        variant_maps(encoder, scored, "rollout")
