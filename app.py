@@ -18,7 +18,7 @@ settings = Settings.from_env()
 if args.model:
     settings = dataclasses.replace(settings, model=args.model)
 try:
-    warm_up(settings)  # a missing or broken model, or a head for other weights, stops here, before Gradio
+    warm_up(settings, background=True)  # a missing or broken model, or a head for other weights, stops here
 except MeddxError as exc:
     print(f"meddx: {exc}", file=sys.stderr)
     sys.exit(exit_status(exc))

@@ -269,8 +269,9 @@ def analyze(
     )
 
 
-def warm_up(settings: Settings | None = None) -> Encoder:
-    """Load the model, compute every finding's text directions and run one film through the chain."""
+def warm_up(settings: Settings | None = None, *, background: bool = False) -> Encoder:
+    """Load the model, compute every finding's text directions, run one film through the chain, attach the
+    runtime stem (``background``: one not yet exported is exported by a thread while PyTorch's serves)."""
     settings = settings or Settings.from_env()
     encoder = load_encoder(settings.model, threads=settings.threads)
     load_probe(settings, encoder)  # a head for another encoder is refused at start, not on a request
@@ -279,4 +280,16 @@ def warm_up(settings: Settings | None = None) -> Encoder:
     buffer = io.BytesIO()
     film.save(buffer, format="PNG")
     analyze(buffer.getvalue(), "warm-up: no fever", settings=settings, top_k=1)
+    if settings.stem != "torch":  # the runtime stem (`meddx.model.stem`), exported once per model
+        from meddx.model.stem import attach_runtime_stem
+
+        directions = text_directions(encoder, list(load_vocabulary().findings), cache_dir=settings.cache_dir)
+        attach_runtime_stem(
+            encoder,
+            settings.stem,
+            settings.cache_dir,
+            directions=directions,
+            threads=settings.threads,
+            background=background,
+        )
     return encoder
