@@ -166,3 +166,29 @@ def test_torch_stem_setting_runs_no_runtime(settings, monkeypatch):
     monkeypatch.setenv("MEDDX_STEM", "fp16")
     with pytest.raises(ValueError, match="MEDDX_STEM must be one of fp32, int8, torch"):
         Settings.from_env()
+
+
+def test_the_pytorch_stem_weights_are_released_and_read_back_for_whole_tower_methods(settings, tmp_path):
+    from meddx.io import load_study
+    from meddx.model.stem import torch_stem_resident
+
+    encoder = load_encoder(settings.model)
+    image = load_study(write_png(tmp_path / "film.png")).to_pil("RGB")
+    directions = _directions(encoder, settings)
+    trunk = encoder.visual.trunk
+    before = {n: p.detach().clone() for n, p in trunk.named_parameters()}
+    scored = score_image(encoder, image, directions)
+    reference = film_maps(encoder, scored, [0], method="integrated_gradients", n_steps=4)[0].square
+
+    warm_up(settings)  # attaches the runtime stem and drops PyTorch's copy of the stem weights
+    assert not torch_stem_resident(encoder)
+    assert trunk.blocks[0].attn.qkv.weight.is_meta and trunk.patch_embed.proj.weight.is_meta
+    assert not trunk.blocks[-1].attn.qkv.weight.is_meta and not trunk.norm.weight.is_meta
+    scored = score_image(encoder, image, directions)  # the runtime stem: no read-back
+    assert not torch_stem_resident(encoder)
+
+    again = film_maps(encoder, scored, [0], method="integrated_gradients", n_steps=4)[0].square
+    assert torch_stem_resident(encoder)
+    for name, param in trunk.named_parameters():
+        assert torch.equal(param.detach(), before[name]), name
+    np.testing.assert_allclose(again, reference, rtol=0, atol=1e-5)

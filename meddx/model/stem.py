@@ -27,15 +27,17 @@ import math
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from meddx.model.encoder import Encoder
-from meddx.model.spec import one_line
+from meddx.model.spec import WEIGHT_NAMES, one_line
 from meddx.model.tower import StemModule, TowerTail, _trunk, stem
 from meddx.model.zero_shot import TextDirections, zero_shot_probabilities
 
@@ -49,6 +51,7 @@ GATE_FILMS = 6
 GATE_MAX_DELTA = 0.02
 GATE_TOP = 3
 _LOCK = threading.Lock()
+_LOCK_WEIGHTS = threading.Lock()
 
 
 class RuntimeStem:
@@ -95,8 +98,12 @@ def _export_module(encoder: Encoder) -> StemModule:
     return StemModule(trunk).eval()
 
 
-def export_stem(encoder: Encoder, path: Path) -> Path:
-    """Export the fp32 stem to ``path`` (ONNX, dynamic batch), written atomically."""
+def export_stem(encoder: Encoder, path: Path, *, threads: int = 1) -> str | None:
+    """Export the fp32 stem to ``path`` (ONNX, dynamic batch); written only if its tokens match PyTorch's.
+
+    Returns why it was not written (one line), or None.
+    """
+    restore_torch_stem(encoder)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
     example = torch.zeros(1, 3, encoder.image_size, encoder.image_size)
@@ -113,10 +120,12 @@ def export_stem(encoder: Encoder, path: Path) -> Path:
                 dynamic_axes={"pixels": {0: "batch"}, "tokens": {0: "batch"}},
                 opset_version=OPSET,
             )
-        os.replace(tmp, path)
+        problem = _check_fp32(encoder, RuntimeStem(tmp, "fp32", threads))
+        if problem is None:
+            os.replace(tmp, path)
+        return problem
     finally:
         tmp.unlink(missing_ok=True)
-    return path
 
 
 class _QuantizerNotes(logging.Filter):
@@ -213,11 +222,15 @@ def load_runtime_stem(
     *,
     directions: TextDirections | None = None,
     threads: int | None = None,
+    release: bool = True,
 ) -> RuntimeStem | None:
     """Export (once per fingerprint), load and check the ``kind`` stem; None (and one log line) if unusable.
 
-    ``directions`` (all findings) are needed by the int8 agreement gate. An int8 stem the gate refuses
-    gives way to the fp32 one.
+    The fp32 export is checked against the PyTorch stem when it is made (`FP32_TOLERANCE`) and only then
+    written to the cache, so a cached file is loaded as it is. ``directions`` (all findings) are needed by
+    the int8 agreement gate, run at every load; an int8 stem the gate refuses gives way to the fp32 one.
+    With ``release``, the PyTorch stem's weights are dropped before the session is made
+    (`release_torch_stem`): one copy of them in memory, read back if a whole-tower method needs them.
     """
     if kind not in STEM_KINDS:
         raise ValueError(f"unknown stem {kind!r}; choose one of {', '.join(STEM_KINDS)}")
@@ -229,28 +242,120 @@ def load_runtime_stem(
             fp32 = stem_path(encoder, cache_dir, "fp32")
             if not fp32.is_file():
                 log.info("exporting the image-tower stem to ONNX (once per model)")
-                export_stem(encoder, fp32)
-            runtime = RuntimeStem(fp32, "fp32", threads)
-            problem = _check_fp32(encoder, runtime)
-            if problem:
-                log.warning("image-tower stem: PyTorch (the ONNX stem was refused: %s)", problem)
-                return None
-            if kind == "fp32":
-                return runtime
-            if directions is None:
-                raise ValueError("the int8 stem's agreement gate needs the findings' text directions")
-            int8 = stem_path(encoder, cache_dir, "int8")
-            if not int8.is_file():
-                quantize_stem(fp32, int8)
-            quantized = RuntimeStem(int8, "int8", threads)
-            refused = agreement(encoder, quantized, directions)
-            if refused:
+                problem = export_stem(encoder, fp32, threads=threads)
+                if problem:
+                    log.warning("image-tower stem: PyTorch (the ONNX stem was refused: %s)", problem)
+                    return None
+            if kind == "int8":
+                if directions is None:
+                    raise ValueError("the int8 stem's agreement gate needs the findings' text directions")
+                int8 = stem_path(encoder, cache_dir, "int8")
+                if not int8.is_file():
+                    quantize_stem(fp32, int8)
+                quantized = RuntimeStem(int8, "int8", threads)
+                refused = agreement(encoder, quantized, directions)
+                if not refused:
+                    if release:
+                        release_torch_stem(encoder)
+                    return quantized
                 log.warning("image-tower stem: ONNX fp32 (int8 refused by the agreement gate: %s)", refused)
-                return runtime
-            return quantized
+            if release:
+                release_torch_stem(encoder)
+            return RuntimeStem(fp32, "fp32", threads)
     except Exception as exc:  # any export or runtime failure: the PyTorch stem gives the same results
         log.warning("image-tower stem: PyTorch (no ONNX stem: %s: %s)", type(exc).__name__, one_line(exc))
         return None
+
+
+class _StemWeights:
+    """The PyTorch stem's parameters while they are released: names, the checkpoint to read them back from."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        trunk = _trunk(encoder)
+        last = len(trunk.blocks) - 1
+        self.trunk = trunk
+        self.names = [
+            name
+            for name, _ in trunk.named_parameters()
+            if name.startswith(("patch_embed.", "pos_embed", "cls_token", "reg_token"))
+            or (name.startswith("blocks.") and int(name.split(".")[1]) < last)
+        ]
+        self.prefix = next(k for k, m in encoder.model.named_modules() if m is trunk)  # "visual.trunk"
+        folder = encoder.resolved.folder
+        self.checkpoint = next(folder / n for n in WEIGHT_NAMES if (folder / n).is_file())
+        self.released = False
+        self.lock = threading.Lock()
+
+    def _set(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name, tensor in tensors.items():
+            path, _, attr = name.rpartition(".")
+            module = self.trunk.get_submodule(path) if path else self.trunk
+            old = module._parameters[attr]
+            module._parameters[attr] = nn.Parameter(tensor, requires_grad=old.requires_grad)
+
+    def release(self) -> None:
+        with self.lock, torch.inference_mode(False):
+            if not self.released:
+                params = dict(self.trunk.named_parameters())
+                self._set({n: torch.empty_like(params[n], device="meta") for n in self.names})
+                self.released = True
+
+    def restore(self) -> None:
+        # Read outside inference mode (a caller may be in it): inference tensors cannot be parameters that a
+        # later attribution backpropagates through.
+        with self.lock, torch.inference_mode(False):
+            if not self.released:
+                return
+            keys = {f"{self.prefix}.{n}": n for n in self.names}
+            if self.checkpoint.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(self.checkpoint), framework="pt") as f:
+                    stored = {k.removeprefix("module."): k for k in f.keys()}  # noqa: SIM118
+                    tensors = {keys[k]: f.get_tensor(stored[k]) for k in keys}
+            else:
+                state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+                state = {k.removeprefix("module."): v for k, v in state.get("state_dict", state).items()}
+                tensors = {keys[k]: state[k] for k in keys}
+            self._set(tensors)
+            self.released = False
+            log.info("image-tower stem: PyTorch weights read back (a whole-tower method needs them)")
+
+
+_RELEASABLE: weakref.WeakKeyDictionary[nn.Module, _StemWeights] = weakref.WeakKeyDictionary()
+
+
+def _stem_weights(encoder: Encoder) -> _StemWeights:
+    trunk = _trunk(encoder)
+    with _LOCK_WEIGHTS:
+        weights = _RELEASABLE.get(trunk)
+        if weights is None:
+            weights = _RELEASABLE[trunk] = _StemWeights(encoder)
+            trunk.patch_embed.register_forward_pre_hook(lambda module, args: weights.restore())
+    return weights
+
+
+def release_torch_stem(encoder: Encoder) -> None:
+    """Drop the PyTorch stem's weights (the runtime stem holds its own copy).
+
+    They are read back from the checkpoint before the patch embedding next runs (a forward pre-hook), i.e.
+    on the first whole-tower use: Integrated Gradients, Gradient SHAP, Occlusion, image embeddings for
+    training, or the PyTorch stem itself. Not while the PyTorch stem may be running (warm-up only).
+    """
+    _stem_weights(encoder).release()
+
+
+def torch_stem_resident(encoder: Encoder) -> bool:
+    """Whether the PyTorch stem's weights are in memory."""
+    weights = _RELEASABLE.get(_trunk(encoder))
+    return weights is None or not weights.released
+
+
+def restore_torch_stem(encoder: Encoder) -> None:
+    """Read the PyTorch stem's weights back now, if they were released."""
+    weights = _RELEASABLE.get(_trunk(encoder))
+    if weights is not None:
+        weights.restore()
 
 
 def attach_runtime_stem(
@@ -275,14 +380,17 @@ def attach_runtime_stem(
         return None
     needed = ["fp32"] if kind == "fp32" else ["fp32", "int8"]
 
-    def attach() -> None:
-        runtime = load_runtime_stem(encoder, kind, cache_dir, directions=directions, threads=threads)
+    def attach(release: bool) -> None:
+        runtime = load_runtime_stem(
+            encoder, kind, cache_dir, directions=directions, threads=threads, release=release
+        )
         encoder.runtime_stem = runtime
         log.info("image-tower stem: %s", f"ONNX Runtime {runtime.kind}" if runtime else "PyTorch")
 
     if background and not all(stem_path(encoder, cache_dir, k).is_file() for k in needed):
-        thread = threading.Thread(target=attach, name="meddx-stem-export", daemon=True)
+        # Requests may be running the PyTorch stem meanwhile: its weights stay (released at the next start).
+        thread = threading.Thread(target=attach, args=(False,), name="meddx-stem-export", daemon=True)
         thread.start()
         return thread
-    attach()
+    attach(True)
     return None
