@@ -384,6 +384,8 @@ def attach_runtime_stem(
         runtime = load_runtime_stem(
             encoder, kind, cache_dir, directions=directions, threads=threads, release=release
         )
+        if runtime is not None:  # the session's first run allocates its buffers: at start, not on a request
+            runtime(torch.zeros(1, 3, encoder.image_size, encoder.image_size))
         encoder.runtime_stem = runtime
         log.info("image-tower stem: %s", f"ONNX Runtime {runtime.kind}" if runtime else "PyTorch")
 
