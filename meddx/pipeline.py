@@ -271,7 +271,8 @@ def analyze(
 
 def warm_up(settings: Settings | None = None, *, background: bool = False) -> Encoder:
     """Load the model, compute every finding's text directions, run one film through the chain, attach the
-    runtime stem (``background``: one not yet exported is exported by a thread while PyTorch's serves)."""
+    runtime stem (``background``: one not yet exported is exported by a thread while PyTorch's serves) and
+    release the text tower's weights (read back from the checkpoint if a custom label needs them)."""
     settings = settings or Settings.from_env()
     encoder = load_encoder(settings.model, threads=settings.threads)
     load_probe(settings, encoder)  # a head for another encoder is refused at start, not on a request
@@ -292,4 +293,7 @@ def warm_up(settings: Settings | None = None, *, background: bool = False) -> En
             threads=settings.threads,
             background=background,
         )
+    from meddx.model.stem import release_text_tower
+
+    release_text_tower(encoder)  # the vocabulary's directions are cached; a custom label reads it back
     return encoder

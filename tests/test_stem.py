@@ -192,3 +192,21 @@ def test_the_pytorch_stem_weights_are_released_and_read_back_for_whole_tower_met
     for name, param in trunk.named_parameters():
         assert torch.equal(param.detach(), before[name]), name
     np.testing.assert_allclose(again, reference, rtol=0, atol=1e-5)
+
+
+def test_warm_up_releases_the_text_tower_and_a_custom_label_reads_it_back(settings):
+    from meddx.model.stem import text_tower_resident
+
+    encoder = load_encoder(settings.model)
+    custom = load_vocabulary().select(["left lower lobe collapse"], max_labels=4)
+    assert custom[0].custom
+    expected = text_directions(encoder, custom)
+    encoder.direction_cache.get("_custom", {}).clear()
+
+    warm_up(settings)
+    assert not text_tower_resident(encoder)
+    assert all(p.is_meta for p in encoder.model.text.parameters())
+    again = text_directions(encoder, custom)  # not cached: the text tower runs, read back first
+    assert text_tower_resident(encoder)
+    torch.testing.assert_close(again.positive, expected.positive, rtol=0, atol=1e-6)
+    torch.testing.assert_close(again.negative, expected.negative, rtol=0, atol=1e-6)

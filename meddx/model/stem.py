@@ -67,6 +67,7 @@ class RuntimeStem:
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
+        options.enable_cpu_mem_arena = False  # concurrent requests would grow an arena that is never shrunk
         self.path = path
         self.kind = kind
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -267,36 +268,37 @@ def load_runtime_stem(
         return None
 
 
-class _StemWeights:
-    """The PyTorch stem's parameters while they are released: names, the checkpoint to read them back from."""
+class _ReleasableWeights:
+    """Parameters of one part of the model that can be dropped and read back from the checkpoint.
 
-    def __init__(self, encoder: Encoder) -> None:
-        trunk = _trunk(encoder)
-        last = len(trunk.blocks) - 1
-        self.trunk = trunk
-        self.names = [
-            name
-            for name, _ in trunk.named_parameters()
-            if name.startswith(("patch_embed.", "pos_embed", "cls_token", "reg_token"))
-            or (name.startswith("blocks.") and int(name.split(".")[1]) < last)
-        ]
-        self.prefix = next(k for k, m in encoder.model.named_modules() if m is trunk)  # "visual.trunk"
+    Args:
+        encoder: the loaded model (its checkpoint is where the weights come back from).
+        owner: the module the parameter ``names`` are relative to.
+        names: the parameters to release.
+        entry: the module whose forward needs them: a pre-hook on it reads them back first.
+    """
+
+    def __init__(self, encoder: Encoder, owner: nn.Module, names: list[str], entry: nn.Module) -> None:
+        self.owner = owner
+        self.names = names
+        self.prefix = next(k for k, m in encoder.model.named_modules() if m is owner)  # e.g. "visual.trunk"
         folder = encoder.resolved.folder
         self.checkpoint = next(folder / n for n in WEIGHT_NAMES if (folder / n).is_file())
         self.released = False
         self.lock = threading.Lock()
+        entry.register_forward_pre_hook(lambda module, args: self.restore())
 
     def _set(self, tensors: dict[str, torch.Tensor]) -> None:
         for name, tensor in tensors.items():
             path, _, attr = name.rpartition(".")
-            module = self.trunk.get_submodule(path) if path else self.trunk
+            module = self.owner.get_submodule(path) if path else self.owner
             old = module._parameters[attr]
             module._parameters[attr] = nn.Parameter(tensor, requires_grad=old.requires_grad)
 
     def release(self) -> None:
         with self.lock, torch.inference_mode(False):
             if not self.released:
-                params = dict(self.trunk.named_parameters())
+                params = dict(self.owner.named_parameters())
                 self._set({n: torch.empty_like(params[n], device="meta") for n in self.names})
                 self.released = True
 
@@ -319,20 +321,25 @@ class _StemWeights:
                 tensors = {keys[k]: state[k] for k in keys}
             self._set(tensors)
             self.released = False
-            log.info("image-tower stem: PyTorch weights read back (a whole-tower method needs them)")
+            log.info("%s weights read back from the checkpoint (first use since released)", self.prefix)
 
 
-_RELEASABLE: weakref.WeakKeyDictionary[nn.Module, _StemWeights] = weakref.WeakKeyDictionary()
+_RELEASABLE: weakref.WeakKeyDictionary[nn.Module, _ReleasableWeights] = weakref.WeakKeyDictionary()
 
 
-def _stem_weights(encoder: Encoder) -> _StemWeights:
+def _stem_weights(encoder: Encoder) -> _ReleasableWeights:
     trunk = _trunk(encoder)
     with _LOCK_WEIGHTS:
-        weights = _RELEASABLE.get(trunk)
-        if weights is None:
-            weights = _RELEASABLE[trunk] = _StemWeights(encoder)
-            trunk.patch_embed.register_forward_pre_hook(lambda module, args: weights.restore())
-    return weights
+        if trunk not in _RELEASABLE:
+            last = len(trunk.blocks) - 1
+            names = [
+                name
+                for name, _ in trunk.named_parameters()
+                if name.startswith(("patch_embed.", "pos_embed", "cls_token", "reg_token"))
+                or (name.startswith("blocks.") and int(name.split(".")[1]) < last)
+            ]
+            _RELEASABLE[trunk] = _ReleasableWeights(encoder, trunk, names, trunk.patch_embed)
+        return _RELEASABLE[trunk]
 
 
 def release_torch_stem(encoder: Encoder) -> None:
@@ -345,9 +352,31 @@ def release_torch_stem(encoder: Encoder) -> None:
     _stem_weights(encoder).release()
 
 
+def release_text_tower(encoder: Encoder) -> None:
+    """Drop the text tower's weights once the vocabulary's text directions are cached (about 440 MB on
+    BiomedCLIP). A custom label's prompts read them back from the checkpoint first (a forward pre-hook on
+    the text tower): a second or two, once. Not while the text tower may be running (warm-up only)."""
+    text = getattr(encoder.model, "text", None)
+    if text is None:
+        return
+    with _LOCK_WEIGHTS:
+        if text not in _RELEASABLE:
+            names = [name for name, _ in text.named_parameters()]
+            _RELEASABLE[text] = _ReleasableWeights(encoder, text, names, text)
+        weights = _RELEASABLE[text]
+    weights.release()
+
+
 def torch_stem_resident(encoder: Encoder) -> bool:
     """Whether the PyTorch stem's weights are in memory."""
     weights = _RELEASABLE.get(_trunk(encoder))
+    return weights is None or not weights.released
+
+
+def text_tower_resident(encoder: Encoder) -> bool:
+    """Whether the text tower's weights are in memory."""
+    text = getattr(encoder.model, "text", None)
+    weights = _RELEASABLE.get(text) if text is not None else None
     return weights is None or not weights.released
 
 
