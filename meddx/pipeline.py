@@ -281,9 +281,10 @@ def warm_up(settings: Settings | None = None, *, background: bool = False) -> En
     buffer = io.BytesIO()
     film.save(buffer, format="PNG")
     analyze(buffer.getvalue(), "warm-up: no fever", settings=settings, top_k=1)
-    if settings.stem != "torch":  # the runtime stem (`meddx.model.stem`), exported once per model
-        from meddx.model.stem import attach_runtime_stem
+    from meddx.model.stem import attach_runtime_stem, release_text_tower
 
+    release_text_tower(encoder)  # the vocabulary's directions are cached; a custom label reads it back
+    if settings.stem != "torch":  # the runtime stem (`meddx.model.stem`), exported once per model
         directions = text_directions(encoder, list(load_vocabulary().findings), cache_dir=settings.cache_dir)
         attach_runtime_stem(
             encoder,
@@ -293,7 +294,4 @@ def warm_up(settings: Settings | None = None, *, background: bool = False) -> En
             threads=settings.threads,
             background=background,
         )
-    from meddx.model.stem import release_text_tower
-
-    release_text_tower(encoder)  # the vocabulary's directions are cached; a custom label reads it back
     return encoder

@@ -21,7 +21,9 @@ methods (Integrated Gradients, Gradient SHAP, Occlusion) always use the whole Py
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import logging
 import math
 import os
@@ -301,6 +303,8 @@ class _ReleasableWeights:
                 params = dict(self.owner.named_parameters())
                 self._set({n: torch.empty_like(params[n], device="meta") for n in self.names})
                 self.released = True
+                del params
+                _return_freed_memory()
 
     def restore(self) -> None:
         # Read outside inference mode (a caller may be in it): inference tensors cannot be parameters that a
@@ -322,6 +326,12 @@ class _ReleasableWeights:
             self._set(tensors)
             self.released = False
             log.info("%s weights read back from the checkpoint (first use since released)", self.prefix)
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it otherwise: measured, 0.7 GB stayed)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 _RELEASABLE: weakref.WeakKeyDictionary[nn.Module, _ReleasableWeights] = weakref.WeakKeyDictionary()
