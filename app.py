@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import sys
+import threading
 
 cli = argparse.ArgumentParser(description="Serve the meddx chest X-ray triage app (decision support only).")
 cli.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
@@ -14,11 +15,13 @@ from meddx.config import Settings  # noqa: E402  (after argparse, so --help load
 from meddx.errors import MeddxError, exit_status  # noqa: E402
 from meddx.pipeline import warm_up  # noqa: E402
 
+# Gradio's import (pure Python) overlaps the model's load and warm-up (torch, which releases the GIL).
+threading.Thread(target=__import__, args=("meddx.app",), name="meddx-import-app", daemon=True).start()
 settings = Settings.from_env()
 if args.model:
     settings = dataclasses.replace(settings, model=args.model)
 try:
-    warm_up(settings)  # a missing or broken model, or a head for other weights, stops here, before Gradio
+    warm_up(settings, background=True)  # a missing or broken model, or a head for other weights, stops here
 except MeddxError as exc:
     print(f"meddx: {exc}", file=sys.stderr)
     sys.exit(exit_status(exc))

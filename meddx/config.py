@@ -25,6 +25,15 @@ def _int_env(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _choice_env(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Limits:
     """Guards against inputs that would hang or exhaust a small CPU Space."""
@@ -85,6 +94,9 @@ class Settings:
     """A private Hub dataset (``owner/name``) the feedback folder is pushed to; None: kept local."""
     feedback_every_min: float = 5
     """Minutes between pushes of the feedback folder to ``feedback_repo``."""
+    stem: str = "fp32"
+    """The image-tower stem of the scoring pass (`meddx.model.stem`): "fp32" or "int8" (ONNX Runtime,
+    exported into ``cache_dir/stem/``; int8 only if it passes the agreement gate) or "torch"."""
 
     @property
     def embedding_cache_dir(self) -> Path:
@@ -122,4 +134,5 @@ class Settings:
             feedback_dir=Path(feedback_dir).expanduser() if feedback_dir else None,
             feedback_repo=feedback_repo,
             feedback_every_min=_int_env("MEDDX_FEEDBACK_EVERY_MIN", cls.feedback_every_min),
+            stem=_choice_env("MEDDX_STEM", cls.stem, ("fp32", "int8", "torch")),
         )

@@ -407,8 +407,10 @@ def analyze(
     )
 
 
-def warm_up(settings: Settings | None = None) -> Encoder:
-    """Load the model, compute every finding's text directions and run one film through the chain."""
+def warm_up(settings: Settings | None = None, *, background: bool = False) -> Encoder:
+    """Load the model, compute every finding's text directions, run one film through the chain, attach the
+    runtime stem (``background``: one not yet exported is exported by a thread while PyTorch's serves) and
+    release the text tower's weights (read back from the checkpoint if a custom label needs them)."""
     settings = settings or Settings.from_env()
     encoder = load_encoder(settings.model, threads=settings.threads)
     load_probe(settings, encoder)  # a head for another encoder is refused at start, not on a request
@@ -418,4 +420,17 @@ def warm_up(settings: Settings | None = None) -> Encoder:
     buffer = io.BytesIO()
     film.save(buffer, format="PNG")
     analyze(buffer.getvalue(), "warm-up: no fever", settings=settings, top_k=1)
+    from meddx.model.stem import attach_runtime_stem, release_text_tower
+
+    release_text_tower(encoder)  # the vocabulary's directions are cached; a custom label reads it back
+    if settings.stem != "torch":  # the runtime stem (`meddx.model.stem`), exported once per model
+        directions = text_directions(encoder, list(load_vocabulary().findings), cache_dir=settings.cache_dir)
+        attach_runtime_stem(
+            encoder,
+            settings.stem,
+            settings.cache_dir,
+            directions=directions,
+            threads=settings.threads,
+            background=background,
+        )
     return encoder

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,9 @@ class Encoder:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     direction_cache: dict = field(default_factory=dict, repr=False)
+    runtime_stem: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+    """Pixels (N, 3, S, S) to the tokens entering the last block in an inference runtime
+    (`meddx.model.stem`), attached at warm-up; None: the PyTorch stem (`meddx.model.tower.run_stem`)."""
 
     @property
     def spec(self) -> str:

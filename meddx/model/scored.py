@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from meddx.model.encoder import Encoder, Geometry
-from meddx.model.tower import TowerTail, stem
+from meddx.model.tower import TowerTail, run_stem
 from meddx.model.zero_shot import TextDirections, zero_shot_logits, zero_shot_probabilities
 
 
@@ -41,11 +41,12 @@ class ScoredImage:
 
 
 def score_image(encoder: Encoder, image: Image.Image, directions: TextDirections) -> ScoredImage:
-    """Preprocess ``image`` (RGB), run the stem once and the tail for each finding's zero-shot score."""
+    """Preprocess ``image`` (RGB), run the stem once (`meddx.model.tower.run_stem`: the runtime stem when one
+    is attached) and the tail for each finding's zero-shot score."""
     pixels, geometry = encoder.preprocess(image)
     tail = TowerTail(encoder, directions.difference, directions.logit_scale)
     with torch.inference_mode():
-        tokens = stem(encoder, pixels[None])
+        tokens = run_stem(encoder, pixels[None])
         embedding = tail.embed(tokens)  # tail(tokens) in two steps: the embedding is kept for later use
         logits = zero_shot_logits(embedding, tail.difference, tail.logit_scale)
         probabilities = zero_shot_probabilities(logits)[0]

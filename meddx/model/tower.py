@@ -13,6 +13,13 @@ For a tower that pools the class token (BiomedCLIP), only that token's output of
 read, so the tail computes just that (`class_token_block`): the patch tokens still give the keys and
 values of its attention, but its query, attention output and MLP run for one token instead of 197. Same
 numbers, about a third of the block's work, forward and backward.
+
+Where the split is, and how to move it: `stem` takes ``keep_last`` (default 1), the number of final blocks
+it leaves out, so a method that needs the tokens entering an earlier block (e.g. a Grad-CAM over the last
+few blocks) asks ``stem(encoder, pixels, keep_last=k)`` and runs those blocks itself. `run_stem` is the
+scoring pass's stem: the inference-runtime stem (`meddx.model.stem`) when one is attached to the encoder,
+which always splits at the last block (``keep_last=1``), else the PyTorch one. `StemModule` is the PyTorch
+stem as a module, for export.
 """
 
 from __future__ import annotations
@@ -37,16 +44,42 @@ def _trunk(encoder: Encoder) -> nn.Module:
     return trunk
 
 
-def stem(encoder: Encoder, pixels: torch.Tensor) -> torch.Tensor:
-    """Tokens entering the last block, for preprocessed pixels (N, 3, S, S)."""
-    trunk = _trunk(encoder)
+def _stem_tokens(trunk: nn.Module, pixels: torch.Tensor, keep_last: int) -> torch.Tensor:
+    if not 1 <= keep_last <= len(trunk.blocks):
+        raise ValueError(f"keep_last must be between 1 and {len(trunk.blocks)}, got {keep_last}")
     x = trunk.patch_embed(pixels)
     x = trunk._pos_embed(x)
     x = trunk.patch_drop(x)
     x = trunk.norm_pre(x)
-    for block in trunk.blocks[:-1]:
+    for block in trunk.blocks[:-keep_last]:
         x = block(x)
     return x
+
+
+def stem(encoder: Encoder, pixels: torch.Tensor, *, keep_last: int = 1) -> torch.Tensor:
+    """Tokens entering the ``keep_last``-th block from the end (PyTorch), for pixels (N, 3, S, S).
+
+    The default, 1, is the tokens entering the last block: what `TowerTail` takes.
+    """
+    return _stem_tokens(_trunk(encoder), pixels, keep_last)
+
+
+def run_stem(encoder: Encoder, pixels: torch.Tensor) -> torch.Tensor:
+    """Tokens entering the last block: through the encoder's runtime stem if one is attached, else PyTorch."""
+    runtime = encoder.runtime_stem
+    return runtime(pixels) if runtime is not None else stem(encoder, pixels)
+
+
+class StemModule(nn.Module):
+    """The PyTorch stem (tokens entering the last block) as a module of the trunk's own submodules."""
+
+    def __init__(self, trunk: nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, L, C) tokens for (N, 3, S, S) pixels."""
+        return _stem_tokens(self.trunk, pixels, 1)
 
 
 def class_token_block(block: Block, x: torch.Tensor) -> torch.Tensor:
