@@ -210,3 +210,27 @@ def test_warm_up_releases_the_text_tower_and_a_custom_label_reads_it_back(settin
     assert text_tower_resident(encoder)
     torch.testing.assert_close(again.positive, expected.positive, rtol=0, atol=1e-6)
     torch.testing.assert_close(again.negative, expected.negative, rtol=0, atol=1e-6)
+
+
+def test_released_weights_come_back_only_from_the_file_they_were_read_from(settings, tmp_path):
+    import os
+
+    from meddx.errors import ModelError
+    from meddx.io import load_study
+    from meddx.model.spec import WEIGHT_NAMES
+
+    encoder = load_encoder(settings.model)
+    image = load_study(write_png(tmp_path / "film.png")).to_pil("RGB")
+    directions = _directions(encoder, settings)
+    warm_up(settings)
+    folder = encoder.resolved.folder
+    checkpoint = next(folder / n for n in WEIGHT_NAMES if (folder / n).is_file())
+    stat = checkpoint.stat()
+    scored = score_image(encoder, image, directions)
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as if replaced by a download
+    try:
+        with pytest.raises(ModelError, match="changed or disappeared since meddx loaded it"):
+            film_maps(encoder, scored, [0], method="integrated_gradients", n_steps=2)
+    finally:
+        os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert film_maps(encoder, scored, [0], method="integrated_gradients", n_steps=2)[0].square.size

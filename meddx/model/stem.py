@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from meddx.errors import ModelError
 from meddx.model.encoder import Encoder
 from meddx.model.spec import WEIGHT_NAMES, one_line
 from meddx.model.tower import StemModule, TowerTail, _trunk, stem
@@ -286,6 +287,7 @@ class _ReleasableWeights:
         self.prefix = next(k for k, m in encoder.model.named_modules() if m is owner)  # e.g. "visual.trunk"
         folder = encoder.resolved.folder
         self.checkpoint = next(folder / n for n in WEIGHT_NAMES if (folder / n).is_file())
+        self.stamp = _stamp(self.checkpoint)  # the weights come back only from the file they were read from
         self.released = False
         self.lock = threading.Lock()
         entry.register_forward_pre_hook(lambda module, args: self.restore())
@@ -312,6 +314,11 @@ class _ReleasableWeights:
         with self.lock, torch.inference_mode(False):
             if not self.released:
                 return
+            if _stamp(self.checkpoint) != self.stamp:
+                raise ModelError(
+                    f"The model's weights file {self.checkpoint.name} changed or disappeared since meddx "
+                    "loaded it, so its released weights cannot be read back: restart meddx."
+                )
             keys = {f"{self.prefix}.{n}": n for n in self.names}
             if self.checkpoint.suffix == ".safetensors":
                 from safetensors import safe_open
@@ -326,6 +333,15 @@ class _ReleasableWeights:
             self._set(tensors)
             self.released = False
             log.info("%s weights read back from the checkpoint (first use since released)", self.prefix)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Size and modification time of a file (None: gone), to tell that it is still the one read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _return_freed_memory() -> None:
