@@ -81,6 +81,8 @@ class Settings:
     """A private Hub dataset (``owner/name``) the feedback folder is pushed to; None: kept local."""
     feedback_every_min: float = 5
     """Minutes between pushes of the feedback folder to ``feedback_repo``."""
+    examples: str | None = None
+    """Example films for the page (`MEDDX_EXAMPLES`): a folder, or ``hf-dataset:owner/name[@rev][:dir]``."""
 
     @property
     def embedding_cache_dir(self) -> Path:
@@ -117,4 +119,5 @@ class Settings:
             feedback_dir=Path(feedback_dir).expanduser() if feedback_dir else None,
             feedback_repo=feedback_repo,
             feedback_every_min=_int_env("MEDDX_FEEDBACK_EVERY_MIN", cls.feedback_every_min),
+            examples=os.environ.get("MEDDX_EXAMPLES", "").strip() or None,
         )

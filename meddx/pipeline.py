@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -17,7 +18,8 @@ from PIL import Image
 
 from meddx.config import Settings
 from meddx.errors import BudgetExceeded, InputError
-from meddx.explain.maps import DEFAULT_METHOD, FAST_METHODS, METHODS, FilmMap, film_maps
+from meddx.explain.cost import COSTS, measure_units
+from meddx.explain.maps import DEFAULT_METHOD, FAST_METHODS, METHOD_NAMES, METHODS, FilmMap, film_maps
 from meddx.explain.regions import find_regions, location_note
 from meddx.io import Study
 from meddx.io.bounded import load_study_bounded
@@ -42,6 +44,8 @@ from meddx.result import (
 REGION_SIDE = 512
 NO_MAP_FINDINGS = {"no_finding"}  # a map of "nothing is wrong" points at nothing useful
 MAX_MAPS = 5
+Progress = Callable[[int, int, str], None]
+"""``on_progress(step, total, label)``: step 0 is scoring, steps 1..total-1 the maps, ``total`` the end."""
 
 
 def _round(x: float) -> float:
@@ -82,8 +86,19 @@ def _map_targets(results: list[FindingResult], findings: list[Finding], top_k: i
             raise InputError(f"Maps were requested for findings that were not scored: {', '.join(unknown)}.")
         chosen = list(dict.fromkeys(requested))
     else:
-        chosen = [r.id for r in results if r.id not in NO_MAP_FINDINGS][:top_k]
+        # The image decides which findings get a map: notes move probabilities, not where the model looked.
+        by_image = sorted(results, key=lambda r: r.image_probability, reverse=True)
+        chosen = [r.id for r in by_image if r.id not in NO_MAP_FINDINGS][:top_k]
     return [index[fid] for fid in chosen[:MAX_MAPS]]
+
+
+def _over_budget(start: float, budget_s: float | None) -> bool:
+    return budget_s is not None and time.perf_counter() - start > budget_s
+
+
+def _tell(on_progress: Progress | None, step: int, total: int, label: str) -> None:
+    if on_progress is not None:
+        on_progress(step, total, label)
 
 
 def _check_budget(start: float, budget_s: float | None, next_step: str) -> None:
@@ -92,7 +107,7 @@ def _check_budget(start: float, budget_s: float | None, next_step: str) -> None:
     Raises:
         BudgetExceeded: the budget is used up.
     """
-    if budget_s is not None and time.perf_counter() - start > budget_s:
+    if _over_budget(start, budget_s):
         raise BudgetExceeded(
             f"The analysis took longer than {budget_s:g} s and was stopped before {next_step}; "
             "try the Grad-CAM method or fewer maps."
@@ -139,6 +154,7 @@ def analyze(
     include_maps: bool = False,
     time_budget_s: float | None = None,
     keep_embedding: bool = False,
+    on_progress: Progress | None = None,
 ) -> Analysis:
     """Analyse one chest film (path, bytes or file object) with optional clinical notes.
 
@@ -151,15 +167,18 @@ def analyze(
         filename: the upload's name, used only to word error messages.
         method: attribution method (a key of `meddx.explain.maps.METHODS`); default from settings.
         top_k: how many of the most probable findings get a map (0 for none); default from settings.
-        map_findings: finding ids to map instead of the top k.
+        map_findings: finding ids to map instead of the top k (by image probability, before the notes).
         threshold: one threshold for every finding instead of each finding's own.
         mode: "zero-shot", "fine-tuned" or "both" (the last two need a trained head, ``settings.probe``);
             default "both" with a head, else "zero-shot".
         include_maps: put the overlays into ``to_dict()`` as base64 PNGs.
-        time_budget_s: stop with `BudgetExceeded` once this many seconds have passed, checked after
-            reading the film and before each map (a step that has started runs to its end); None: no limit.
+        time_budget_s: a time budget in seconds, checked after reading the film (`BudgetExceeded` if it
+            is spent) and before each map (the maps drawn so far are kept, and a warning names the ones
+            skipped); a step that has started runs to its end. None: no limit.
         keep_embedding: put the film's unit image embedding on the result (``Analysis.embedding``), for
             clinician feedback (`meddx.train.feedback`); it never goes into the JSON.
+        on_progress: called as ``on_progress(step, total, label)`` before scoring (step 0), before each
+            map (steps 1 to total - 1) and at the end (step total); labels are short sentences.
 
     Raises:
         InputError: the image, notes, labels or options are unusable (the message is safe to show).
@@ -188,6 +207,10 @@ def analyze(
     _check_budget(start, time_budget_s, "scoring the findings")
 
     tick = time.perf_counter()
+    wanted = len(dict.fromkeys(map_findings)) if map_findings else top_k
+    _tell(
+        on_progress, 0, 1 + (min(wanted, 1) if method in FAST_METHODS else min(wanted, MAX_MAPS)), "Scoring"
+    )
     encoder = load_encoder(settings.model, threads=settings.threads)
     head = load_probe(settings, encoder)
     mode = _mode(mode, head)
@@ -228,12 +251,25 @@ def analyze(
 
     tick = time.perf_counter()
     targets = _map_targets(results, findings, top_k, map_findings)
-    # Slow methods run one map at a time so that the budget is checked between maps.
+    # Slow methods run one map at a time so that the budget is checked, and progress told, between maps.
     batches = ([targets] if targets else []) if method in FAST_METHODS else [[t] for t in targets]
-    heatmaps = []
-    for batch in batches:
-        _check_budget(start, time_budget_s, f"map {len(heatmaps) + 1} of {len(targets)}")
+    total = len(batches) + 1
+    heatmaps: list[FilmMap] = []
+    warnings = list(study.warnings)
+    for step, batch in enumerate(batches, start=1):
+        if _over_budget(start, time_budget_s):
+            skipped = ", ".join(findings[i].name for i in targets[len(heatmaps) :])
+            warnings.append(
+                f"The time budget ({time_budget_s:g} s) ran out after {len(heatmaps)} of {len(targets)} "
+                f"maps; not drawn: {skipped}. Try Grad-CAM or fewer maps for the rest."
+            )
+            break
+        names = ", ".join(findings[i].name for i in batch)
+        _tell(on_progress, step, total, f"{METHOD_NAMES[method]} map {step} of {len(batches)}: {names}")
+        drawn = time.perf_counter()
         heatmaps += film_maps(encoder, scored, batch, method=method)
+        COSTS.record(method, time.perf_counter() - drawn, len(batch))
+    targets = targets[: len(heatmaps)]
     view = study.info.view_position
     by_id = {r.id: r for r in results}
     maps = {}
@@ -243,6 +279,7 @@ def analyze(
         maps[finding_id] = film_map
     timings["explain_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
+    _tell(on_progress, total, total, "Done")
 
     return Analysis(
         model=ModelInfo(encoder.spec, encoder.revision, encoder.resolved.text_revision),
@@ -253,7 +290,7 @@ def analyze(
         ),
         findings=results,
         image=study.info,
-        warnings=list(study.warnings),
+        warnings=warnings,
         timings=Timings(**{k: round(v, 4) for k, v in timings.items()}),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         notes=reading,
@@ -279,4 +316,7 @@ def warm_up(settings: Settings | None = None) -> Encoder:
     buffer = io.BytesIO()
     film.save(buffer, format="PNG")
     analyze(buffer.getvalue(), "warm-up: no fever", settings=settings, top_k=1)
+    # What each slow method's map costs on this model, before anyone waits for one (`meddx.explain.cost`).
+    directions = text_directions(encoder, load_vocabulary().findings, cache_dir=settings.cache_dir)
+    COSTS.set_units(measure_units(encoder, score_image(encoder, film.convert("RGB"), directions)))
     return encoder
