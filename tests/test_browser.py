@@ -152,7 +152,7 @@ def map_count(page) -> int:
     """How many maps the gallery shows, once its thumbnails have rendered."""
     page.wait_for_function(
         "() => { const g = document.querySelector('#meddx-maps');"
-        " return !g || g.offsetParent === null || g.querySelectorAll('.thumbnail-item img[alt]').length > 0; }"
+        " return !g || g.offsetParent === null || g.querySelectorAll('.thumbnail-item img').length > 0; }"
     )
     page.wait_for_timeout(300)
     return len(map_captions(page))
@@ -177,11 +177,12 @@ def no_error_badges(page) -> None:
 def failure_shot(request, shots):
     """On failure, a screenshot of the page named after the test."""
     pages: list = []
+    failed_before = request.session.testsfailed
     yield pages.append
-    failed = getattr(request.node, "rep_call", None)
-    for page in pages:
-        if not page.is_closed() and (failed is None or failed.failed):
-            page.screenshot(path=str(shots / f"failed-{request.node.name}.png"), full_page=True)
+    if request.session.testsfailed > failed_before:  # the call's report is counted before teardown
+        for page in pages:
+            if not page.is_closed():
+                page.screenshot(path=str(shots / f"failed-{request.node.name}.png"), full_page=True)
 
 
 def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_path, failure_shot):

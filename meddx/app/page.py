@@ -55,14 +55,18 @@ CSS = """
 .meddx-report { overflow-x: auto; }
 .meddx-report th, .meddx-report td { word-break: normal; overflow-wrap: normal; padding: 4px 8px; }
 footer { flex-wrap: wrap; }
+#meddx-maps .caption { white-space: normal; overflow: visible; text-overflow: clip; text-align: center; }
 @media (max-width: 640px) {
+  /* One card per row; short cells share a line, each named by its column. */
   .meddx-findings thead, .meddx-report thead { position: absolute; left: -9999px; }
-  .meddx-findings, .meddx-findings tbody, .meddx-findings tr, .meddx-findings td,
-  .meddx-report table, .meddx-report tbody, .meddx-report tr, .meddx-report td {
-    display: block; width: 100%; }
+  .meddx-findings, .meddx-findings tbody, .meddx-findings tr, .meddx-findings caption,
+  .meddx-report table, .meddx-report tbody, .meddx-report tr { display: block; width: 100%; }
   .meddx-findings tr, .meddx-report tr { border: 1px solid #dee2e6; border-radius: 8px; margin: 0 0 8px;
     padding: 4px 0; }
-  .meddx-findings td, .meddx-report td { border: none; padding: 2px 10px; overflow-wrap: anywhere; }
+  .meddx-findings td, .meddx-report td { display: inline-block; max-width: 100%; border: none;
+    padding: 2px 10px; overflow-wrap: anywhere; vertical-align: top; }
+  .meddx-findings td[data-label="Finding"], .meddx-findings td[data-label="Change from notes"] {
+    display: block; }
   .meddx-findings td[data-label]::before, .meddx-report td[data-label]::before {
     content: attr(data-label) ": "; font-weight: 600; }
   .meddx-report { overflow-x: visible; }
@@ -273,7 +277,7 @@ def _layout(settings: Settings, examples: dict[str, Path]) -> Page:
             notes_view = gr.HighlightedText(
                 label="What meddx read in the notes",
                 color_map=views.STATUS_COLOURS,
-                show_legend=True,
+                show_legend=False,  # each span then carries its status in words (a sign and a word)
                 show_inline_category=True,
                 visible=False,
                 elem_id="meddx-notes",
