@@ -43,6 +43,10 @@ NO_FILM = "*No film yet: upload a chest X-ray (or pick an example) to start.*"
 REPORT_PLACEHOLDER = "*Upload a film and press Analyze; the report appears here.*"
 
 
+class UploadGone(InputError):
+    """The upload was deleted before this request could read it (another event read it first)."""
+
+
 def method_choices(maps: Any) -> list[tuple[str, str]]:
     """The method menu: each method with what one analysis of ``maps`` maps costs on this server."""
     try:
@@ -168,7 +172,7 @@ class PageFlow:
         name = clean_name(film.get("orig_name") or path.name) or "film"
         with uploads.hold(path):
             if not path.is_file():
-                raise InputError("The uploaded file is no longer on the server. Upload it again.")
+                raise UploadGone("The uploaded file is no longer on the server. Upload it again.")
             study = load_study_bounded(path, filename=name, limits=self.settings.limits)
         return SessionFilm(study, name, _now())
 
@@ -258,10 +262,8 @@ class PageFlow:
         if isinstance(raw_path, str) and raw_path and Path(raw_path).is_file():
             try:
                 held = self._read(film)
-            except InputError:
-                if Path(raw_path).is_file():
-                    raise
-                # The upload event read it (and deleted it) meanwhile: use what it holds.
+            except UploadGone:
+                pass  # the upload event read it (and deleted it) meanwhile: use what it holds
             else:
                 self.films.put(session, held)
                 return held
