@@ -55,7 +55,8 @@ CSS = """
 .meddx-report { overflow-x: auto; }
 .meddx-report th, .meddx-report td { word-break: normal; overflow-wrap: normal; padding: 4px 8px; }
 footer { flex-wrap: wrap; }
-#meddx-maps .caption { white-space: normal; overflow: visible; text-overflow: clip; text-align: center; }
+#meddx-maps .caption { max-width: 100%; overflow: hidden; white-space: nowrap; text-overflow: ellipsis;
+  text-align: left; }
 @media (max-width: 640px) {
   /* One card per row; short cells share a line, each named by its column. */
   .meddx-findings thead, .meddx-report thead { position: absolute; left: -9999px; }
