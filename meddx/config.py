@@ -97,6 +97,8 @@ class Settings:
     stem: str = "fp32"
     """The image-tower stem of the scoring pass (`meddx.model.stem`): "fp32" or "int8" (ONNX Runtime,
     exported into ``cache_dir/stem/``; int8 only if it passes the agreement gate) or "torch"."""
+    examples: str | None = None
+    """Example films for the page (`MEDDX_EXAMPLES`): a folder, or ``hf-dataset:owner/name[@rev][:dir]``."""
 
     @property
     def embedding_cache_dir(self) -> Path:
@@ -135,4 +137,5 @@ class Settings:
             feedback_repo=feedback_repo,
             feedback_every_min=_int_env("MEDDX_FEEDBACK_EVERY_MIN", cls.feedback_every_min),
             stem=_choice_env("MEDDX_STEM", cls.stem, ("fp32", "int8", "torch")),
+            examples=os.environ.get("MEDDX_EXAMPLES", "").strip() or None,
         )

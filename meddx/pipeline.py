@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,7 +18,8 @@ from PIL import Image
 
 from meddx.config import Settings
 from meddx.errors import BudgetExceeded, InputError
-from meddx.explain.maps import DEFAULT_METHOD, FAST_METHODS, METHODS, FilmMap, film_maps
+from meddx.explain.cost import COSTS, measure_units
+from meddx.explain.maps import DEFAULT_METHOD, FAST_METHODS, METHOD_NAMES, METHODS, FilmMap, film_maps
 from meddx.explain.regions import find_regions, location_note
 from meddx.io import Study
 from meddx.io.bounded import load_study_bounded
@@ -49,6 +51,8 @@ REGION_SIDE = 512
 NO_MAP_FINDINGS = {"no_finding"}  # a map of "nothing is wrong" points at nothing useful
 NO_FINDING = "no_finding"
 MAX_MAPS = 5
+Progress = Callable[[int, int, str], None]
+"""``on_progress(step, total, label)``: step 0 is scoring, steps 1..total-1 the maps, ``total`` the end."""
 
 
 def _round(x: float) -> float:
@@ -200,8 +204,19 @@ def _map_targets(results: list[FindingResult], findings: list[Finding], top_k: i
             raise InputError(f"Maps were requested for findings that were not scored: {', '.join(unknown)}.")
         chosen = list(dict.fromkeys(requested))
     else:
-        chosen = [r.id for r in results if r.id not in NO_MAP_FINDINGS][:top_k]
+        # The image decides which findings get a map: notes move probabilities, not where the model looked.
+        by_image = sorted(results, key=lambda r: r.image_probability, reverse=True)
+        chosen = [r.id for r in by_image if r.id not in NO_MAP_FINDINGS][:top_k]
     return [index[fid] for fid in chosen[:MAX_MAPS]]
+
+
+def _over_budget(start: float, budget_s: float | None) -> bool:
+    return budget_s is not None and time.perf_counter() - start > budget_s
+
+
+def _tell(on_progress: Progress | None, step: int, total: int, label: str) -> None:
+    if on_progress is not None:
+        on_progress(step, total, label)
 
 
 def _check_budget(start: float, budget_s: float | None, next_step: str) -> None:
@@ -210,7 +225,7 @@ def _check_budget(start: float, budget_s: float | None, next_step: str) -> None:
     Raises:
         BudgetExceeded: the budget is used up.
     """
-    if budget_s is not None and time.perf_counter() - start > budget_s:
+    if _over_budget(start, budget_s):
         raise BudgetExceeded(
             f"The analysis took longer than {budget_s:g} s and was stopped before {next_step}; "
             "try the Grad-CAM method or fewer maps."
@@ -257,6 +272,7 @@ def analyze(
     include_maps: bool = False,
     time_budget_s: float | None = None,
     keep_embedding: bool = False,
+    on_progress: Progress | None = None,
 ) -> Analysis:
     """Analyse one chest film (path, bytes or file object) with optional clinical notes.
 
@@ -269,15 +285,18 @@ def analyze(
         filename: the upload's name, used only to word error messages.
         method: attribution method (a key of `meddx.explain.maps.METHODS`); default from settings.
         top_k: how many of the most probable findings get a map (0 for none); default from settings.
-        map_findings: finding ids to map instead of the top k.
+        map_findings: finding ids to map instead of the top k (by image probability, before the notes).
         threshold: one threshold for every finding instead of each finding's own.
         mode: "zero-shot", "fine-tuned" or "both" (the last two need a trained head, ``settings.probe``);
             default "both" with a head, else "zero-shot".
         include_maps: put the overlays into ``to_dict()`` as base64 PNGs.
-        time_budget_s: stop with `BudgetExceeded` once this many seconds have passed, checked after
-            reading the film and before each map (a step that has started runs to its end); None: no limit.
+        time_budget_s: a time budget in seconds, checked after reading the film (`BudgetExceeded` if it
+            is spent) and before each map (the maps drawn so far are kept, and a warning names the ones
+            skipped); a step that has started runs to its end. None: no limit.
         keep_embedding: put the film's unit image embedding on the result (``Analysis.embedding``), for
             clinician feedback (`meddx.train.feedback`); it never goes into the JSON.
+        on_progress: called as ``on_progress(step, total, label)`` before scoring (step 0), before each
+            map (steps 1 to total - 1) and at the end (step total); labels are short sentences.
 
     The result's ``warnings`` say how the file was read and what looks wrong with the input, without
     refusing it: a colour image (`meddx.io.colour`), the encoder's own "chest X-ray or not" check
@@ -311,6 +330,10 @@ def analyze(
     _check_budget(start, time_budget_s, "scoring the findings")
 
     tick = time.perf_counter()
+    wanted = len(dict.fromkeys(map_findings)) if map_findings else top_k
+    _tell(
+        on_progress, 0, 1 + (min(wanted, 1) if method in FAST_METHODS else min(wanted, MAX_MAPS)), "Scoring"
+    )
     encoder = load_encoder(settings.model, threads=settings.threads)
     head = load_probe(settings, encoder)
     calibration = load_calibration_for(settings, encoder)
@@ -365,12 +388,25 @@ def analyze(
 
     tick = time.perf_counter()
     targets = _map_targets(results, findings, top_k, map_findings)
-    # Slow methods run one map at a time so that the budget is checked between maps.
+    # Slow methods run one map at a time so that the budget is checked, and progress told, between maps.
     batches = ([targets] if targets else []) if method in FAST_METHODS else [[t] for t in targets]
-    heatmaps = []
-    for batch in batches:
-        _check_budget(start, time_budget_s, f"map {len(heatmaps) + 1} of {len(targets)}")
+    total = len(batches) + 1
+    heatmaps: list[FilmMap] = []
+    warnings = list(study.warnings)
+    for step, batch in enumerate(batches, start=1):
+        if _over_budget(start, time_budget_s):
+            skipped = ", ".join(findings[i].name for i in targets[len(heatmaps) :])
+            warnings.append(
+                f"The time budget ({time_budget_s:g} s) ran out after {len(heatmaps)} of {len(targets)} "
+                f"maps; not drawn: {skipped}. Try Grad-CAM or fewer maps for the rest."
+            )
+            break
+        names = ", ".join(findings[i].name for i in batch)
+        _tell(on_progress, step, total, f"{METHOD_NAMES[method]} map {step} of {len(batches)}: {names}")
+        drawn = time.perf_counter()
         heatmaps += film_maps(encoder, scored, batch, method=method)
+        COSTS.record(method, time.perf_counter() - drawn, len(batch))
+    targets = targets[: len(heatmaps)]
     view = study.info.view_position
     by_id = {r.id: r for r in results}
     maps = {}
@@ -380,6 +416,7 @@ def analyze(
         maps[finding_id] = film_map
     timings["explain_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
+    _tell(on_progress, total, total, "Done")
 
     return Analysis(
         model=ModelInfo(encoder.spec, encoder.revision, encoder.resolved.text_revision),
@@ -408,7 +445,8 @@ def analyze(
 
 
 def warm_up(settings: Settings | None = None, *, background: bool = False) -> Encoder:
-    """Load the model, compute every finding's text directions, run one film through the chain, attach the
+    """Load the model, compute every finding's text directions, run one film through the chain, measure what
+    a slow method's map costs (before any weights are released: those methods use the whole tower), attach the
     runtime stem (``background``: one not yet exported is exported by a thread while PyTorch's serves) and
     release the text tower's weights (read back from the checkpoint if a custom label needs them)."""
     settings = settings or Settings.from_env()
@@ -420,11 +458,13 @@ def warm_up(settings: Settings | None = None, *, background: bool = False) -> En
     buffer = io.BytesIO()
     film.save(buffer, format="PNG")
     analyze(buffer.getvalue(), "warm-up: no fever", settings=settings, top_k=1)
+    # What each slow method's map costs on this model, before anyone waits for one (`meddx.explain.cost`).
+    directions = text_directions(encoder, load_vocabulary().findings, cache_dir=settings.cache_dir)
+    COSTS.set_units(measure_units(encoder, score_image(encoder, film.convert("RGB"), directions)))
     from meddx.model.stem import attach_runtime_stem, release_text_tower
 
     release_text_tower(encoder)  # the vocabulary's directions are cached; a custom label reads it back
     if settings.stem != "torch":  # the runtime stem (`meddx.model.stem`), exported once per model
-        directions = text_directions(encoder, list(load_vocabulary().findings), cache_dir=settings.cache_dir)
         attach_runtime_stem(
             encoder,
             settings.stem,

@@ -132,11 +132,10 @@ def test_options_reach_the_pipeline(client, png):
 
 def test_every_attribution_method_is_offered_and_options_are_converted():
     from meddx.app.handlers import AnalyzeRequest
-    from meddx.app.page import METHOD_COST
+    from meddx.app.workflow import method_choices
     from meddx.explain.maps import METHODS
 
-    assert list(METHOD_COST) == ["gradcam", "gradient_shap", "integrated_gradients", "occlusion"]
-    assert set(METHOD_COST) == set(METHODS)
+    assert [value for _, value in method_choices(3)] == list(METHODS)
     request = AnalyzeRequest(
         None, scoring_mode="both", attribution_method="occlusion", maps="2", threshold=0.3
     )
@@ -144,3 +143,127 @@ def test_every_attribution_method_is_offered_and_options_are_converted():
     assert AnalyzeRequest(None, maps=1, threshold=0).options()["threshold"] is None
     with pytest.raises(InputError, match="whole number"):
         AnalyzeRequest(None, maps="two").options()
+
+
+def test_the_api_outputs_are_named(client):
+    returns = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/analyze"][
+        "returns"
+    ]
+    assert [r["label"] for r in returns] == ["Result", "Report (Markdown)"]  # report_markdown, not value_25
+
+
+# --- the page's parts, without a server ------------------------------------------------------------------
+
+
+def test_the_method_menu_states_measured_costs_per_analysis():
+    from meddx.app.workflow import method_choices
+    from meddx.explain.cost import COSTS, describe
+
+    COSTS.clear()
+    try:
+        assert dict((v, k) for k, v in method_choices(3))["occlusion"] == "Occlusion (cost not measured yet)"
+        COSTS.set_units({"occlusion": 20.0, "integrated_gradients": 40.0})
+        COSTS.record("gradcam", 0.6, 3)  # three Grad-CAM maps in 0.6 s
+        labels = {v: k for k, v in method_choices(3)}
+        assert labels["occlusion"] == "Occlusion (about 60 s for 3 maps, estimated at start)"
+        assert (
+            labels["integrated_gradients"]
+            == "Integrated Gradients (about 2 min for 3 maps, estimated at start)"
+        )
+        assert labels["gradcam"] == (
+            "Grad-CAM (about a second for 3 maps, measured here; a quick pointer: it did not beat random "
+            "order in the deletion test)"
+        )
+        COSTS.record("occlusion", 30.0, 1)  # a real map replaces the estimate
+        assert {v: k for k, v in method_choices(1)}[
+            "occlusion"
+        ] == "Occlusion (about 30 s for 1 map, measured here)"
+        assert {v: k for k, v in method_choices(0)}["occlusion"] == "Occlusion (no maps)"
+        assert describe(0.4) == "about a second" and describe(3600) == "about 60 min"
+    finally:
+        COSTS.clear()
+
+
+def test_warm_up_measures_the_slow_methods_on_the_loaded_model(tiny_settings):
+    from meddx.explain.cost import COSTS
+    from meddx.pipeline import warm_up
+
+    COSTS.clear()
+    try:
+        warm_up(tiny_settings)
+        for method in ("integrated_gradients", "gradient_shap", "occlusion"):
+            estimate = COSTS.estimate(method)
+            assert estimate is not None and estimate.seconds_per_map > 0 and not estimate.measured
+        assert COSTS.estimate("gradcam").measured  # warm-up draws one real Grad-CAM map
+    finally:
+        COSTS.clear()
+
+
+def test_a_session_film_is_forgotten_after_its_time_to_live_and_when_dropped(monkeypatch):
+    from meddx.app import session
+    from meddx.app.session import SessionFilm, SessionFilms
+
+    clock = [0.0]
+    monkeypatch.setattr(session.time, "monotonic", lambda: clock[0])
+    films = SessionFilms(ttl_s=60, max_sessions=2)
+    film = SessionFilm(study=None, name="a.png", received="10:00:00 UTC")  # type: ignore[arg-type]
+    films.put("one", film)
+    clock[0] = 50
+    assert films.get("one") is film  # used: its time to live starts again
+    clock[0] = 100
+    assert films.get("one") is film
+    clock[0] = 161
+    assert films.get("one") is None and len(films) == 0
+    films.put("one", film)
+    films.put("two", film)
+    films.put("three", film)  # at most two: the least recently used goes
+    assert films.get("one") is None and films.get("three") is film
+    films.drop("three")
+    assert films.get("three") is None
+
+
+def test_examples_come_from_a_folder_and_nothing_breaks_without_them(tmp_path, monkeypatch):
+    from meddx.app.examples import find_examples
+    from meddx.config import Settings
+
+    write_png(tmp_path / "b.png")
+    write_png(tmp_path / "a.png")
+    (tmp_path / "readme.txt").write_text("not a film")
+    assert list(find_examples(str(tmp_path))) == ["a.png", "b.png"]
+    assert find_examples(None) == {}
+    assert find_examples(str(tmp_path / "missing")) == {}
+    assert find_examples("hf-dataset:nobody/no-such-films") == {}  # offline in tests: no examples, no error
+    monkeypatch.setenv("MEDDX_EXAMPLES", str(tmp_path))
+    assert Settings.from_env().examples == str(tmp_path)
+
+
+def test_the_findings_table_puts_image_first_with_the_notes_change_and_escapes_labels(tiny_settings, png):
+    from meddx.app import views
+    from meddx.pipeline import analyze
+
+    analysis = analyze(
+        png,
+        "Productive cough and fever. Smoker.",
+        labels=["pneumonia", "effusion", "<b>odd</b> shadow"],
+        settings=tiny_settings,
+        top_k=2,
+    )
+    table = views.findings_html(analysis)
+    assert "<b>odd</b>" not in table and "&lt;b&gt;odd&lt;/b&gt;" in table
+    pneumonia = next(f for f in analysis.findings if f.id == "pneumonia")
+    assert pneumonia.evidence and "points</strong>" in table and "Fever" in table
+    order = [f.id for f in views.image_first(analysis)]
+    assert [f.image_probability for f in views.image_first(analysis)] == sorted(
+        (f.image_probability for f in analysis.findings), reverse=True
+    )
+    # Maps follow the image-only ranking, not the notes.
+    assert list(analysis.explanation.mapped) == [fid for fid in order if fid != "no_finding"][:2]
+    gallery = views.map_gallery(analysis)
+    assert len(gallery) == 2
+    for (image, caption), fid in zip(gallery, analysis.explanation.mapped, strict=True):
+        assert image.ndim == 3 and image.dtype.name == "uint8"
+        label = next(f.label for f in analysis.findings if f.id == fid)
+        assert caption.startswith(f"{label}: Grad-CAM map over the film, image score ")
+        assert "segmentation" not in caption
+    notes = views.highlighted_notes("No fever.", [(3, 8, "absent")])
+    assert notes["entities"][0]["entity"] == "− absent"  # a sign and a word, not only a colour

@@ -121,8 +121,9 @@ def test_feedback_through_the_page(feedback_url, feedback_dir, tmp_path):
             page.set_default_timeout(60_000)
             page.goto(feedback_url)
             # Upload only once the upload area has rendered and the page is idle (see test_browser.py).
-            page.get_by_text("Click to Upload").first.wait_for()
-            page.wait_for_load_state("networkidle")
+            page.get_by_text("Click to Upload").first.wait_for()  # not "networkidle": a heartbeat stays open
+            page.locator("input[type=file]").first.wait_for(state="attached")
+            page.wait_for_timeout(500)
             page.locator("input[type=file]").first.set_input_files(str(film))
             page.get_by_text("DOE_JANE.png").first.wait_for()
             page.get_by_role("button", name="Analyze", exact=True).click()

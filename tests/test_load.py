@@ -188,12 +188,22 @@ def test_analyze_stops_between_steps_once_the_budget_is_spent(tiny_settings, fil
     monkeypatch.setattr(pipeline, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     monkeypatch.setattr(pipeline, "film_maps", one_second_per_map)
     slow = "gradient_shap"  # slow methods draw one map at a time, with a budget check before each
-    with pytest.raises(BudgetExceeded) as raised:
-        analyze(films[0], settings=tiny_settings, top_k=5, method=slow, time_budget_s=2.5)
-    assert str(raised.value) == (
-        "The analysis took longer than 2.5 s and was stopped before map 4 of 5; try the Grad-CAM method or "
-        "fewer maps."
+    steps: list[tuple[int, int, str]] = []
+    kept = analyze(
+        films[0],
+        settings=tiny_settings,
+        top_k=5,
+        method=slow,
+        time_budget_s=2.5,
+        on_progress=lambda *step: steps.append(step),
     )
+    assert len(kept.explanation.mapped) == 3 == len(kept.maps), "the finished maps are kept"
+    skipped = [f.label for f in kept.findings if f.id not in kept.explanation.mapped and f.id != "no_finding"]
+    assert kept.warnings[-1].startswith("The time budget (2.5 s) ran out after 3 of 5 maps; not drawn: ")
+    drawn_not = kept.warnings[-1].split("not drawn: ")[1].split(". Try")[0].split(", ")
+    assert len(drawn_not) == 2 and set(drawn_not) <= set(skipped)
+    assert [s[:2] for s in steps] == [(0, 6), (1, 6), (2, 6), (3, 6), (6, 6)]
+    assert steps[1][2].startswith("Gradient SHAP map 1 of 5: ")
     clock[0] = 0.0
     analysis = analyze(films[0], settings=tiny_settings, top_k=5, method=slow, time_budget_s=5)
     assert len(analysis.explanation.mapped) == 5

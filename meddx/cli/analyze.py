@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +69,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 threshold=args.threshold,
                 mode=args.mode,
                 include_maps=args.include_maps,
+                on_progress=_progress_line(path.name, args.method or settings.attribution_method),
             )
         except InputError as exc:
             failures += 1
@@ -91,6 +93,23 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print("meddx: no image files found.", file=sys.stderr)
         return EXIT_INPUT
     return EXIT_INPUT if failures else 0
+
+
+def _progress_line(name: str, method: str):
+    """For a slow method, ``on_progress`` printing one stderr line per map with the seconds so far."""
+    from meddx.explain.maps import FAST_METHODS
+
+    if method in FAST_METHODS:
+        return None
+    start = time.perf_counter()
+    shown = clean_name(name)
+
+    def tell(step: int, total: int, label: str) -> None:
+        if 0 < step < total:
+            elapsed = time.perf_counter() - start
+            print(f"meddx: {shown}: {label} ({elapsed:.0f} s so far)", file=sys.stderr, flush=True)
+
+    return tell
 
 
 def _write_overlays(analysis: Analysis, film: Path, folder: Path, taken: set[str]) -> list[str]:

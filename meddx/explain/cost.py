@@ -1,0 +1,109 @@
+"""What one map costs with each attribution method on the loaded model: measured, never assumed.
+
+Two sources, the better one wins:
+
+- **measured runs**: every map the pipeline draws records its seconds per map (`MapCosts.record`); the
+  estimate is the mean of the last few.
+- **measured units at warm-up** (`measure_units`): one forward+backward pass and one forward pass of the
+  image tower on the loaded model, through the methods' own code (Integrated Gradients with one step;
+  Occlusion with one window). A slow method's first estimate is its number of passes times that unit:
+  ``n_steps`` forward+backward passes for Integrated Gradients, ``n_samples`` for Gradient SHAP, one forward
+  per window (plus the unoccluded one) for Occlusion. Batching makes the real cost somewhat lower; the page
+  says "estimated" until a real map has been drawn.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from meddx.explain.maps import (
+    GradientShapMethod,
+    IntegratedGradientsMethod,
+    OcclusionMethod,
+    film_maps,
+)
+
+RECENT = 5
+"""Measured maps averaged per method."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Seconds per map for one method, and whether they come from real maps (else from warm-up units)."""
+
+    seconds_per_map: float
+    measured: bool
+
+
+class MapCosts:
+    """Seconds per map, per method, for the model this process serves (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[str, deque[float]] = {}
+        self._units: dict[str, float] = {}
+
+    def record(self, method: str, seconds: float, maps: int) -> None:
+        """``maps`` maps of ``method`` took ``seconds`` in all."""
+        if maps > 0:
+            with self._lock:
+                self._runs.setdefault(method, deque(maxlen=RECENT)).append(seconds / maps)
+
+    def set_units(self, units: dict[str, float]) -> None:
+        """Per-method seconds per map estimated from warm-up units (`measure_units`)."""
+        with self._lock:
+            self._units = dict(units)
+
+    def estimate(self, method: str) -> Estimate | None:
+        """The best known seconds per map for ``method``; None if nothing was measured."""
+        with self._lock:
+            runs = self._runs.get(method)
+            if runs:
+                return Estimate(sum(runs) / len(runs), True)
+            if method in self._units:
+                return Estimate(self._units[method], False)
+        return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._runs.clear()
+            self._units.clear()
+
+
+COSTS = MapCosts()
+"""The process's map costs (the pipeline records into it; the page and the CLI read it)."""
+
+
+def measure_units(encoder, scored, *, target: int = 0) -> dict[str, float]:
+    """Per-map seconds of the slow methods, from one backward and one forward pass timed on ``scored``.
+
+    Returns:
+        ``{method: seconds per map}`` for integrated_gradients, gradient_shap and occlusion.
+    """
+    tick = time.perf_counter()
+    film_maps(encoder, scored, [target], method="integrated_gradients", n_steps=1, internal_batch_size=1)
+    backward = time.perf_counter() - tick
+    tick = time.perf_counter()
+    # One window covering the input: one unoccluded and one occluded forward.
+    film_maps(encoder, scored, [target], method="occlusion", max_windows=1, perturbations_per_eval=1)
+    forward = (time.perf_counter() - tick) / 2
+    occlusion = OcclusionMethod()
+    side = encoder.image_size
+    windows = (side // occlusion.window(side)) ** 2
+    return {
+        "integrated_gradients": IntegratedGradientsMethod().n_steps * backward,
+        "gradient_shap": GradientShapMethod().n_samples * backward,
+        "occlusion": (windows + 1) * forward,
+    }
+
+
+def describe(seconds: float) -> str:
+    """A duration in words a person reads at a glance: "about 2 s", "about 40 s", "about 3 min"."""
+    if seconds < 1.5:
+        return "about a second"
+    if seconds < 90:
+        return f"about {max(2, round(seconds)):d} s"
+    return f"about {round(seconds / 60):d} min"
