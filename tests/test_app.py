@@ -252,6 +252,8 @@ def test_the_findings_table_puts_image_first_with_the_notes_change_and_escapes_l
     assert "<b>odd</b>" not in table and "&lt;b&gt;odd&lt;/b&gt;" in table
     pneumonia = next(f for f in analysis.findings if f.id == "pneumonia")
     assert pneumonia.evidence and "points</strong>" in table and "Fever" in table
+    assert "scores are uncalibrated model outputs" in table and "⚑ flagged" not in table
+    assert views.download_name(analysis, "html") == f"meddx-{analysis.reference}.html"
     order = [f.id for f in views.image_first(analysis)]
     assert [f.image_probability for f in views.image_first(analysis)] == sorted(
         (f.image_probability for f in analysis.findings), reverse=True

@@ -117,8 +117,9 @@ def findings_html(analysis: Analysis) -> str:
     mapped = set(analysis.maps)
     rows = []
     for f in image_first(analysis):
+        source = ", set by the user, not measured" if f.operating_point == "user" else ""
         flag = (
-            f'<span class="meddx-flag">⚑ flagged (≥ {f.threshold:.2f})</span>'
+            f'<span class="meddx-flag">⚑ flagged (image alone ≥ {f.threshold:.2f}{source})</span>'
             if f.flagged
             else '<span class="meddx-muted">not flagged</span>'
         )
@@ -138,6 +139,7 @@ def findings_html(analysis: Analysis) -> str:
         for h in ("Finding", "Image alone", "With notes", "Change from notes", "Flag", "Map")
     )
     return (
+        f'<p class="meddx-flagging"><strong>Flags:</strong> {html.escape(analysis.flagging.statement)}</p>'
         '<table class="meddx-findings"><caption>Scores from the image alone, then with the notes '
         "(model outputs, not diagnoses)</caption>"
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -174,9 +176,8 @@ def highlighted_notes(notes: str | None, spans: Iterable[tuple[int, int, str]]) 
 
 
 def download_name(analysis: Analysis, suffix: str) -> str:
-    """``meddx-<created stamp>.<suffix>``: names the downloads without naming the upload."""
-    stamp = "".join(ch for ch in analysis.created if ch.isalnum())[:15] or "report"
-    return f"meddx-{stamp}.{suffix}"
+    """``meddx-<case reference>.<suffix>``: the reference printed on the report, never the upload's name."""
+    return f"meddx-{analysis.reference}.{suffix}"
 
 
 def model_markdown(settings: Settings, analysis: Analysis | None = None) -> str:
@@ -188,6 +189,12 @@ def model_markdown(settings: Settings, analysis: Analysis | None = None) -> str:
     lines = [
         f"**Model** {code_span(spec)}, revision {code_span(revision)}",
         f"**Trained head** {code_span(settings.probe) if settings.probe else 'none (zero-shot scores only)'}",
+        "**Calibration** "
+        + (
+            code_span(settings.calibration)
+            if settings.calibration
+            else "none: zero-shot scores are uncalibrated and flag nothing"
+        ),
         f"**Default attribution** {code_span(settings.attribution_method)}, up to {settings.top_k_maps} maps",
         f"**Limits** files up to {settings.limits.max_file_mb:g} MB, notes up to "
         f"{settings.limits.max_note_chars:,} characters",
