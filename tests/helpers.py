@@ -241,3 +241,14 @@ def write_calibration(folder: Path, model_dir: Path, thresholds: dict[str, float
         "meddx_version": "test",
     }
     return save_calibration(metadata, folder)
+
+
+def wait_until_ready(page) -> None:
+    """Gradio loads each component's code on demand: upload only once the upload area itself has rendered,
+    or the file can reach an input that nothing listens to yet. (Not "networkidle": the page keeps a
+    heartbeat stream open, so that closing it forgets the film at once.)"""
+    page.wait_for_load_state("load")
+    page.get_by_text("Click to Upload").first.wait_for()
+    page.locator("#meddx-film input[type=file]").wait_for(state="attached")
+    page.wait_for_function("() => document.querySelectorAll('.pending, .generating').length === 0")
+    page.wait_for_timeout(500)

@@ -13,7 +13,7 @@ from meddx.cli.train import run_calibrate
 from meddx.config import Settings
 from meddx.model.calibration import clear_calibration_cache
 from meddx.pipeline import analyze
-from tests.helpers import running_app, write_film_folder
+from tests.helpers import running_app, wait_until_ready, write_film_folder
 
 pytestmark = pytest.mark.slow
 
@@ -123,9 +123,8 @@ def _report_on_the_page(browser, url: str, film: Path) -> str:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(60_000)
     page.goto(url)
-    page.get_by_text("Click to Upload").first.wait_for()
-    page.wait_for_load_state("networkidle")
-    page.locator("input[type=file]").first.set_input_files(str(film))
+    wait_until_ready(page)
+    page.locator("#meddx-film input[type=file]").set_input_files(str(film))
     page.get_by_text(film.name).first.wait_for()
     page.get_by_role("button", name="Analyze", exact=True).click()
     report = page.locator("#meddx-report")

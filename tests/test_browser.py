@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import running_app, write_png
+from tests.helpers import running_app, wait_until_ready, write_png
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -110,17 +110,6 @@ def open_page(browser, app_url: str, viewport: str):
     page.get_by_text("Decision support, not a diagnosis.").first.wait_for()
     wait_until_ready(page)
     return page, dialogs
-
-
-def wait_until_ready(page) -> None:
-    """Gradio loads each component's code on demand: upload only once the upload area itself has rendered,
-    or the file can reach an input that nothing listens to yet. (Not "networkidle": the page keeps a
-    heartbeat stream open, so that closing it forgets the film at once.)"""
-    page.wait_for_load_state("load")
-    page.get_by_text("Click to Upload").first.wait_for()
-    page.locator("#meddx-film input[type=file]").wait_for(state="attached")
-    page.wait_for_function("() => document.querySelectorAll('.pending, .generating').length === 0")
-    page.wait_for_timeout(500)
 
 
 def upload(page, path: Path) -> None:
