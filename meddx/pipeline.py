@@ -392,7 +392,6 @@ def analyze(
     batches = ([targets] if targets else []) if method in FAST_METHODS else [[t] for t in targets]
     total = len(batches) + 1
     heatmaps: list[FilmMap] = []
-    warnings = list(study.warnings)
     for step, batch in enumerate(batches, start=1):
         if _over_budget(start, time_budget_s):
             skipped = ", ".join(findings[i].name for i in targets[len(heatmaps) :])
