@@ -101,22 +101,6 @@ def test_calibrated_scores_flag_exactly_at_their_threshold(calibrated_app):
 
 # --- the same on the page, in Chromium ------------------------------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium (scripts/test.sh installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
-        yield chromium
-        chromium.close()
-
 
 def _report_on_the_page(browser, url: str, film: Path) -> str:
     """Upload ``film`` on the page, press Analyze, and return the report's text as shown."""

@@ -31,7 +31,6 @@ from tests.helpers import running_app, wait_until_ready, write_png
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<img src=x onerror=alert(1)> 67M, productive cough and fever for 3 days. No pneumothorax."
 VIEWPORTS = {"desktop": {"width": 1400, "height": 900}, "phone": {"width": 390, "height": 844}}
 BUDGET_S = 9.0
@@ -75,22 +74,6 @@ def app_url(tiny_settings, gradio_tmp, tmp_path_factory):
         with running_app(settings, gradio_tmp) as url:
             yield url
     COSTS.clear()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium (scripts/test.sh installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
