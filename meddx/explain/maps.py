@@ -357,11 +357,11 @@ def overlay(
     if heatmap.shape != gray.shape[:2]:
         raise ValueError(f"heatmap shape {heatmap.shape} does not match the film's {gray.shape[:2]}")
     film = gray if gray.ndim == 3 else cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
-    levels = np.round(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)
+    clipped = np.clip(heatmap, 0.0, 1.0)
+    levels = np.round(clipped * 255).astype(np.uint8)
     colour = cv2.cvtColor(cv2.applyColorMap(levels, COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
-    weight = (alpha * np.clip(heatmap, 0.0, 1.0))[..., None]
-    blended = film.astype(np.float32) * (1.0 - weight) + colour.astype(np.float32) * weight
-    return np.round(blended).clip(0, 255).astype(np.uint8)
+    weight = (alpha * clipped).astype(np.float32)
+    return cv2.blendLinear(np.ascontiguousarray(film), colour, 1.0 - weight, weight)  # rounds, saturates
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 FRONTAL = "frontal"
 LATERAL = "lateral"
@@ -136,8 +135,7 @@ def find_regions(
     mask = ((heatmap >= cut) & (heatmap > 0)).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     keep = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= min_area * height * width]
-    peaks = ndimage.maximum(heatmap, labels, keep) if keep else []
-    boxes = [(_component_box(stats[i]), float(peak)) for i, peak in zip(keep, peaks, strict=True)]
+    boxes = [(_component_box(stats[i]), _peak(heatmap, labels, i, stats[i])) for i in keep]
     merged = _merge(boxes, gap=merge_gap * max(height, width))
     merged.sort(key=lambda item: (-item[1], -_area(item[0])))
     field = field or (0, 0, width, height)
@@ -145,6 +143,13 @@ def find_regions(
         Region(list(box), score, describe_location(box, field, view_position=view_position))
         for box, score in merged[:max_regions]
     ]
+
+
+def _peak(heatmap: np.ndarray, labels: np.ndarray, label: int, stat: np.ndarray) -> float:
+    """The map's maximum over one component, looked up inside the component's bounding box only."""
+    x0, y0, x1, y1 = _component_box(stat)
+    window = heatmap[y0:y1, x0:x1]
+    return float(window[labels[y0:y1, x0:x1] == label].max())
 
 
 def _component_box(stat: np.ndarray) -> tuple[int, int, int, int]:

@@ -71,6 +71,9 @@ class RuntimeStem:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
         options.enable_cpu_mem_arena = False  # concurrent requests would grow an arena that is never shrunk
+        # Spin between the graph's operators (faster), but not after a run: threads left spinning take the
+        # cores from the PyTorch tail and maps that follow (measured: the tail ran 2x slower behind them).
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         self.path = path
         self.kind = kind
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
