@@ -11,7 +11,10 @@ cli.add_argument("--port", type=int, default=None, help="port (default 7860, or 
 cli.add_argument("--model", default=None, help="model spec, e.g. hf-hub:org/name or local-dir:/path")
 args = cli.parse_args()
 
-from meddx.config import Settings  # noqa: E402  (after argparse, so --help loads nothing heavy)
+from meddx.io.bounded import prestart  # noqa: E402  (after argparse, so --help loads nothing heavy)
+
+prestart()  # the upload reader's fork server imports its readers in its own process while the model loads
+from meddx.config import Settings  # noqa: E402
 from meddx.errors import MeddxError, exit_status  # noqa: E402
 from meddx.pipeline import warm_up  # noqa: E402
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from meddx.config import Settings
 from meddx.errors import BudgetExceeded, InputError
-from meddx.explain.cost import COSTS, measure_units
+from meddx.explain.cost import COSTS, cached_units, measure_units
 from meddx.explain.maps import DEFAULT_METHOD, FAST_METHODS, METHOD_NAMES, METHODS, FilmMap, film_maps
 from meddx.explain.regions import find_regions, location_note
 from meddx.io import Study
@@ -445,7 +445,8 @@ def analyze(
 
 def warm_up(settings: Settings | None = None, *, background: bool = False) -> Encoder:
     """Load the model, compute every finding's text directions, run one film through the chain, measure what
-    a slow method's map costs (before any weights are released: those methods use the whole tower), attach the
+    a slow method's map costs (before any weights are released: those methods use the whole tower; measured
+    once per model and machine, `meddx.explain.cost.cached_units`), attach the
     runtime stem (``background``: one not yet exported is exported by a thread while PyTorch's serves) and
     release the text tower's weights (read back from the checkpoint if a custom label needs them)."""
     settings = settings or Settings.from_env()
@@ -459,7 +460,14 @@ def warm_up(settings: Settings | None = None, *, background: bool = False) -> En
     analyze(buffer.getvalue(), "warm-up: no fever", settings=settings, top_k=1)
     # What each slow method's map costs on this model, before anyone waits for one (`meddx.explain.cost`).
     directions = text_directions(encoder, load_vocabulary().findings, cache_dir=settings.cache_dir)
-    COSTS.set_units(measure_units(encoder, score_image(encoder, film.convert("RGB"), directions)))
+    COSTS.set_units(
+        cached_units(
+            lambda: measure_units(encoder, score_image(encoder, film.convert("RGB"), directions)),
+            model=encoder.fingerprint,
+            threads=torch.get_num_threads(),
+            cache_dir=settings.cache_dir,
+        )
+    )
     from meddx.model.stem import attach_runtime_stem, release_text_tower
 
     release_text_tower(encoder)  # the vocabulary's directions are cached; a custom label reads it back

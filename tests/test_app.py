@@ -199,6 +199,25 @@ def test_warm_up_measures_the_slow_methods_on_the_loaded_model(tiny_settings):
         COSTS.clear()
 
 
+def test_slow_method_units_are_measured_once_per_model_threads_and_machine(tmp_path):
+    from meddx.explain.cost import cached_units
+
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return {"occlusion": 20.0 + len(calls), "integrated_gradients": 40.0}
+
+    first = cached_units(measure, model="abc", threads=2, cache_dir=tmp_path)
+    assert cached_units(measure, model="abc", threads=2, cache_dir=tmp_path) == first and len(calls) == 1
+    assert cached_units(measure, model="abc", threads=1, cache_dir=tmp_path)["occlusion"] == 22.0
+    assert cached_units(measure, model="other", threads=2, cache_dir=tmp_path)["occlusion"] == 23.0
+    for path in (tmp_path / "costs").iterdir():  # a damaged file is measured again, not trusted
+        path.write_text("{not json")
+    assert cached_units(measure, model="abc", threads=2, cache_dir=tmp_path)["occlusion"] == 24.0
+    assert cached_units(measure, model="abc", threads=2, cache_dir=None)["occlusion"] == 25.0
+
+
 def test_a_session_film_is_forgotten_after_its_time_to_live_and_when_dropped(monkeypatch):
     from meddx.app import session
     from meddx.app.session import SessionFilm, SessionFilms

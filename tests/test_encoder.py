@@ -41,13 +41,22 @@ def test_local_dir_loads_and_is_cached(tiny_model_dir):
 
 
 def test_weights_are_the_checkpoint_and_buffers_are_real(tiny_model_dir, tmp_path):
-    """Parameters are made empty and the checkpoint assigned: every tensor must hold the file's values."""
+    """Parameters are made empty and the checkpoint assigned: every tensor must hold the file's values.
+
+    The text tower's parameters are not read at load (its directions are usually cached): its first forward
+    reads them."""
     import shutil
 
     from safetensors.torch import load_file
 
+    from meddx.model.stem import text_tower_resident
+
     saved = load_file(tiny_model_dir / "open_clip_model.safetensors")
     encoder = load_encoder(f"local-dir:{tiny_model_dir}")
+    assert all(p.is_meta for p in encoder.model.text.parameters()) and not text_tower_resident(encoder)
+    assert not any(p.is_meta for p in encoder.model.visual.parameters())
+    encoder.embed_texts(TEXTS)
+    assert text_tower_resident(encoder)
     state = encoder.model.state_dict()
     assert state.keys() == saved.keys()
     for key, value in saved.items():
@@ -61,7 +70,26 @@ def test_weights_are_the_checkpoint_and_buffers_are_real(tiny_model_dir, tmp_pat
     old = dict(saved, **{"text.transformer.embeddings.position_ids": torch.arange(128)[None]})
     torch.save(old, bin_dir / "open_clip_pytorch_model.bin")
     from_bin = load_encoder(f"local-dir:{bin_dir}")
+    assert not text_tower_resident(from_bin)
     torch.testing.assert_close(from_bin.embed_texts(TEXTS), encoder.embed_texts(TEXTS), rtol=0, atol=0)
+    pixels = torch.rand(1, 3, encoder.image_size, encoder.image_size)
+    torch.testing.assert_close(from_bin.embed_images(pixels), encoder.embed_images(pixels), rtol=0, atol=0)
+
+
+def test_a_checkpoint_without_the_text_tower_is_refused_at_load(tiny_model_dir, tmp_path):
+    """The text tower is read later, but whether the file holds it is checked when the model is loaded."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "no-text"
+    shutil.copytree(tiny_model_dir, broken)
+    saved = load_file(broken / "open_clip_model.safetensors")
+    save_file(
+        {k: v for k, v in saved.items() if k != "text.proj.0.weight"}, broken / "open_clip_model.safetensors"
+    )
+    with pytest.raises(ModelError, match="could not be built.*text.proj.0.weight"):
+        load_encoder(f"local-dir:{broken}")
 
 
 def test_hf_hub_from_offline_cache_matches_local_dir(tiny_model_dir, isolated_hf_cache):

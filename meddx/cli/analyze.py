@@ -41,6 +41,9 @@ def _read_notes(args: argparse.Namespace) -> str | None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Analyse one or more films; one JSON object, or JSON lines for several."""
+    from meddx.io.bounded import prestart
+
+    prestart()  # the reader's fork server imports its readers in its own process while the model loads
     from meddx.model.vocabulary import load_vocabulary, parse_labels
     from meddx.pipeline import analyze
 

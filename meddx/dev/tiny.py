@@ -266,9 +266,11 @@ def train_planted_signal(folder: str | Path, *, steps: int = 120, seed: int = 0,
     from meddx.model.encoder import build_encoder
     from meddx.model.spec import ModelSpec, resolve
     from meddx.model.vocabulary import load_vocabulary
+    from meddx.model.weights import restore
 
     folder = Path(folder)
     encoder = build_encoder(resolve(ModelSpec("local-dir", str(folder))))
+    restore(encoder.model.text)  # read now (not at its first forward): the optimiser must hold these tensors
     positives, negatives = load_vocabulary().finding(PLANTED_FINDING).prompts()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)

@@ -9,15 +9,24 @@ Two sources, the better one wins:
   Occlusion with one window). A slow method's first estimate is its number of passes times that unit:
   ``n_steps`` forward+backward passes for Integrated Gradients, ``n_samples`` for Gradient SHAP, one forward
   per window (plus the unoccluded one) for Occlusion. Batching makes the real cost somewhat lower; the page
-  says "estimated" until a real map has been drawn.
+  says "estimated" until a real map has been drawn. `cached_units` measures them at the first warm-up on a
+  machine and keeps them in the cache folder for the next starts (about a second saved), keyed by the model,
+  the thread count, the CPU and the PyTorch build that were measured.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import platform
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from meddx.explain.maps import (
     GradientShapMethod,
@@ -98,6 +107,39 @@ def measure_units(encoder, scored, *, target: int = 0) -> dict[str, float]:
         "gradient_shap": GradientShapMethod().n_samples * backward,
         "occlusion": (windows + 1) * forward,
     }
+
+
+def _machine() -> str:
+    """This machine's CPU model and count, and the PyTorch build: what the measured seconds depend on."""
+    import torch
+
+    model = platform.processor()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:  # Linux
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+        model = names[0] if names else model
+    return f"{platform.machine()}|{model}|{os.cpu_count()}|torch {torch.__version__}"
+
+
+def cached_units(
+    measure: Callable[[], dict[str, float]], *, model: str, threads: int, cache_dir: Path | None
+) -> dict[str, float]:
+    """``measure()``'s units, read from ``cache_dir/costs/`` when this model (its fingerprint), thread count
+    and machine were measured before; else measured now and written there."""
+    if cache_dir is None:
+        return measure()
+    key = hashlib.sha256(f"{model}|{threads}|{_machine()}".encode()).hexdigest()[:24]
+    path = Path(cache_dir) / "costs" / f"{key}.json"
+    with contextlib.suppress(OSError, ValueError):  # not measured here yet, or unreadable: measure again
+        units = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(units, dict) and units and all(isinstance(v, float) and v > 0 for v in units.values()):
+            return units
+    units = measure()
+    with contextlib.suppress(OSError):  # a read-only cache: measured again at the next start
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(units), encoding="utf-8")
+        os.replace(tmp, path)
+    return units
 
 
 def describe(seconds: float) -> str:

@@ -26,6 +26,7 @@ from meddx.model.spec import (
     read_config,
     resolve,
 )
+from meddx.model.weights import checkpoint_path, read_checkpoint, releasable
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,6 @@ def build_encoder(resolved: ResolvedModel) -> Encoder:
         hf_tokenizer_name=str(resolved.text_folder),
         hf_model_pretrained=False,
     )
-    checkpoint = next(resolved.folder / n for n in WEIGHT_NAMES if (resolved.folder / n).is_file())
     try:
         # Parameters are made without memory (buffers for real) and the checkpoint's tensors become them:
         # no random initialisation to overwrite, and never two copies of the weights in memory.
@@ -168,7 +168,7 @@ def build_encoder(resolved: ResolvedModel) -> Encoder:
                 load_weights=False,
                 device=None,  # .to("cpu") cannot move parameters that have no data yet
             )
-        model.load_state_dict(_read_weights(checkpoint, model), strict=True, assign=True)
+        text_weights = _load_weights(checkpoint_path(resolved.folder), model)
         tokenizer = HFTokenizer(str(resolved.text_folder), context_length=text_cfg.get("context_length", 77))
     except Exception as exc:  # any failure to build from files is the user's to fix, with this message
         raise ModelError(
@@ -179,7 +179,7 @@ def build_encoder(resolved: ResolvedModel) -> Encoder:
     preprocess_cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size)
-    return Encoder(
+    encoder = Encoder(
         resolved=resolved,
         model=model,
         tokenizer=tokenizer,
@@ -187,6 +187,9 @@ def build_encoder(resolved: ResolvedModel) -> Encoder:
         mean=tuple(preprocess_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
         std=tuple(preprocess_cfg.get("std", open_clip.OPENAI_DATASET_STD)),
     )
+    if text_weights:  # unread: its first forward reads them (`meddx.model.weights`)
+        releasable(encoder, model.text, lambda: text_weights, model.text, released=True)
+    return encoder
 
 
 class _RandomInitWarning(logging.Filter):
@@ -206,23 +209,33 @@ def _quiet_random_init_warning() -> Iterator[None]:
         root.removeFilter(quiet)
 
 
-def _read_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """An open_clip checkpoint's tensors, read into memory with the keys ``model`` expects.
+def _text_parameters(model: torch.nn.Module) -> list[str]:
+    """The text tower's parameter names (relative to it), or none for a model without a separate one."""
+    text = getattr(model, "text", None)
+    return [] if text is None else [name for name, _ in text.named_parameters()]
 
-    Read, not memory-mapped: the model then never depends on the file staying as it was.
+
+def _load_weights(path: Path, model: torch.nn.Module) -> list[str]:
+    """Make the checkpoint's tensors the model's, all but the text tower's parameters, which are left
+    unread (on the meta device); returns their names (relative to the text tower).
+
+    The checkpoint must hold exactly the model's keys, text tower included.
     """
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(path, backend="pread")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    text = _text_parameters(model)
+    unread = {f"text.{name}" for name in text}
+    state, skipped = read_checkpoint(path, keep=lambda key: key not in unread)
+    expected = set(model.state_dict())
     position_ids = "text.transformer.embeddings.position_ids"  # older transformers saved this buffer
-    if position_ids in state and position_ids not in model.state_dict():
+    if position_ids in state and position_ids not in expected:
         del state[position_ids]
-    return state
+    stored = set(state) | set(skipped)
+    if stored != expected:
+        missing, unexpected = sorted(expected - stored), sorted(stored - expected)
+        raise RuntimeError(
+            f"the checkpoint does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    model.load_state_dict(state, strict=False, assign=True)
+    return text
 
 
 _CACHE: dict[str, Encoder] = {}

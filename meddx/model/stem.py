@@ -21,27 +21,23 @@ methods (Integrated Gradients, Gradient SHAP, Occlusion) always use the whole Py
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import ctypes
 import logging
 import math
 import os
 import threading
 import warnings
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
-from meddx.errors import ModelError
 from meddx.model.encoder import Encoder
-from meddx.model.spec import WEIGHT_NAMES, one_line
+from meddx.model.spec import one_line
 from meddx.model.tower import StemModule, TowerTail, _trunk, stem
+from meddx.model.weights import ReleasableWeights, releasable, resident, restore
 from meddx.model.zero_shot import TextDirections, zero_shot_probabilities
 
 log = logging.getLogger(__name__)
@@ -54,7 +50,6 @@ GATE_FILMS = 6
 GATE_MAX_DELTA = 0.02
 GATE_TOP = 3
 _LOCK = threading.Lock()
-_LOCK_WEIGHTS = threading.Lock()
 
 
 class RuntimeStem:
@@ -274,101 +269,19 @@ def load_runtime_stem(
         return None
 
 
-class _ReleasableWeights:
-    """Parameters of one part of the model that can be dropped and read back from the checkpoint.
-
-    Args:
-        encoder: the loaded model (its checkpoint is where the weights come back from).
-        owner: the module the parameter ``names`` are relative to.
-        names: the parameters to release.
-        entry: the module whose forward needs them: a pre-hook on it reads them back first.
-    """
-
-    def __init__(self, encoder: Encoder, owner: nn.Module, names: list[str], entry: nn.Module) -> None:
-        self.owner = owner
-        self.names = names
-        self.prefix = next(k for k, m in encoder.model.named_modules() if m is owner)  # e.g. "visual.trunk"
-        folder = encoder.resolved.folder
-        self.checkpoint = next(folder / n for n in WEIGHT_NAMES if (folder / n).is_file())
-        self.stamp = _stamp(self.checkpoint)  # the weights come back only from the file they were read from
-        self.released = False
-        self.lock = threading.Lock()
-        entry.register_forward_pre_hook(lambda module, args: self.restore())
-
-    def _set(self, tensors: dict[str, torch.Tensor]) -> None:
-        for name, tensor in tensors.items():
-            path, _, attr = name.rpartition(".")
-            module = self.owner.get_submodule(path) if path else self.owner
-            old = module._parameters[attr]
-            module._parameters[attr] = nn.Parameter(tensor, requires_grad=old.requires_grad)
-
-    def release(self) -> None:
-        with self.lock, torch.inference_mode(False):
-            if not self.released:
-                params = dict(self.owner.named_parameters())
-                self._set({n: torch.empty_like(params[n], device="meta") for n in self.names})
-                self.released = True
-                del params
-                _return_freed_memory()
-
-    def restore(self) -> None:
-        # Read outside inference mode (a caller may be in it): inference tensors cannot be parameters that a
-        # later attribution backpropagates through.
-        with self.lock, torch.inference_mode(False):
-            if not self.released:
-                return
-            if _stamp(self.checkpoint) != self.stamp:
-                raise ModelError(
-                    f"The model's weights file {self.checkpoint.name} changed or disappeared since meddx "
-                    "loaded it, so its released weights cannot be read back: restart meddx."
-                )
-            keys = {f"{self.prefix}.{n}": n for n in self.names}
-            if self.checkpoint.suffix == ".safetensors":
-                from safetensors import safe_open
-
-                with safe_open(str(self.checkpoint), framework="pt") as f:
-                    stored = {k.removeprefix("module."): k for k in f.keys()}  # noqa: SIM118
-                    tensors = {keys[k]: f.get_tensor(stored[k]) for k in keys}
-            else:
-                state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-                state = {k.removeprefix("module."): v for k, v in state.get("state_dict", state).items()}
-                tensors = {keys[k]: state[k] for k in keys}
-            self._set(tensors)
-            self.released = False
-            log.info("%s weights read back from the checkpoint (first use since released)", self.prefix)
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    """Size and modification time of a file (None: gone), to tell that it is still the one read."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_size, stat.st_mtime_ns
-
-
-def _return_freed_memory() -> None:
-    """Hand freed heap memory back to the system (glibc keeps it otherwise: measured, 0.7 GB stayed)."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-_RELEASABLE: weakref.WeakKeyDictionary[nn.Module, _ReleasableWeights] = weakref.WeakKeyDictionary()
-
-
-def _stem_weights(encoder: Encoder) -> _ReleasableWeights:
+def _stem_weights(encoder: Encoder) -> ReleasableWeights:
     trunk = _trunk(encoder)
-    with _LOCK_WEIGHTS:
-        if trunk not in _RELEASABLE:
-            last = len(trunk.blocks) - 1
-            names = [
-                name
-                for name, _ in trunk.named_parameters()
-                if name.startswith(("patch_embed.", "pos_embed", "cls_token", "reg_token"))
-                or (name.startswith("blocks.") and int(name.split(".")[1]) < last)
-            ]
-            _RELEASABLE[trunk] = _ReleasableWeights(encoder, trunk, names, trunk.patch_embed)
-        return _RELEASABLE[trunk]
+    last = len(trunk.blocks) - 1
+
+    def names() -> list[str]:
+        return [
+            name
+            for name, _ in trunk.named_parameters()
+            if name.startswith(("patch_embed.", "pos_embed", "cls_token", "reg_token"))
+            or (name.startswith("blocks.") and int(name.split(".")[1]) < last)
+        ]
+
+    return releasable(encoder, trunk, names, trunk.patch_embed)
 
 
 def release_torch_stem(encoder: Encoder) -> None:
@@ -384,36 +297,26 @@ def release_torch_stem(encoder: Encoder) -> None:
 def release_text_tower(encoder: Encoder) -> None:
     """Drop the text tower's weights once the vocabulary's text directions are cached (about 440 MB on
     BiomedCLIP). A custom label's prompts read them back from the checkpoint first (a forward pre-hook on
-    the text tower): a second or two, once. Not while the text tower may be running (warm-up only)."""
+    the text tower): a second or two, once. Not while the text tower may be running (warm-up only).
+    A model loaded with its text tower unread (`meddx.model.encoder.build_encoder`) has nothing to drop."""
     text = getattr(encoder.model, "text", None)
-    if text is None:
-        return
-    with _LOCK_WEIGHTS:
-        if text not in _RELEASABLE:
-            names = [name for name, _ in text.named_parameters()]
-            _RELEASABLE[text] = _ReleasableWeights(encoder, text, names, text)
-        weights = _RELEASABLE[text]
-    weights.release()
+    if text is not None:
+        releasable(encoder, text, lambda: [name for name, _ in text.named_parameters()], text).release()
 
 
 def torch_stem_resident(encoder: Encoder) -> bool:
     """Whether the PyTorch stem's weights are in memory."""
-    weights = _RELEASABLE.get(_trunk(encoder))
-    return weights is None or not weights.released
+    return resident(_trunk(encoder))
 
 
 def text_tower_resident(encoder: Encoder) -> bool:
     """Whether the text tower's weights are in memory."""
-    text = getattr(encoder.model, "text", None)
-    weights = _RELEASABLE.get(text) if text is not None else None
-    return weights is None or not weights.released
+    return resident(getattr(encoder.model, "text", None))
 
 
 def restore_torch_stem(encoder: Encoder) -> None:
     """Read the PyTorch stem's weights back now, if they were released."""
-    weights = _RELEASABLE.get(_trunk(encoder))
-    if weights is not None:
-        weights.restore()
+    restore(_trunk(encoder))
 
 
 def attach_runtime_stem(
