@@ -11,7 +11,10 @@ cli.add_argument("--port", type=int, default=None, help="port (default 7860, or 
 cli.add_argument("--model", default=None, help="model spec, e.g. hf-hub:org/name or local-dir:/path")
 args = cli.parse_args()
 
-from meddx.io.bounded import prestart  # noqa: E402  (after argparse, so --help loads nothing heavy)
+from meddx.memory import tune_allocator  # noqa: E402  (after argparse, so --help loads nothing heavy)
+
+tune_allocator()  # fewer malloc arenas, big buffers back to the system when freed (`meddx.memory`)
+from meddx.io.bounded import prestart  # noqa: E402
 
 prestart()  # the upload reader's fork server imports its readers in its own process while the model loads
 from meddx.config import Settings  # noqa: E402

@@ -10,8 +10,6 @@ serves the scoring pass, and read back by the first whole-tower method. Both use
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import threading
 import weakref
@@ -23,6 +21,7 @@ import torch
 from torch import nn
 
 from meddx.errors import ModelError
+from meddx.memory import return_freed_memory
 from meddx.model.spec import WEIGHT_NAMES
 
 if TYPE_CHECKING:
@@ -105,7 +104,7 @@ class ReleasableWeights:
                 self._set({n: torch.empty_like(params[n], device="meta") for n in self.names})
                 self.released = True
                 del params
-                _return_freed_memory()
+                return_freed_memory()
 
     def restore(self) -> None:
         """Read the weights back from the checkpoint (a no-op if they are in memory).
@@ -165,9 +164,3 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_size, stat.st_mtime_ns
-
-
-def _return_freed_memory() -> None:
-    """Hand freed heap memory back to the system (glibc keeps it otherwise: measured, 0.7 GB stayed)."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
