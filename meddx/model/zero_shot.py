@@ -66,29 +66,17 @@ def zero_shot_logits(
 
 
 MAX_CUSTOM_DIRECTIONS = 256  # custom labels' text directions kept in memory, least recently used dropped
-PHRASES_PER_BATCH = 8  # phrases of similar length share a batch, so little of it is padding
 
 
 def _ensemble(encoder: Encoder, phrases: list[str], templates: list[str]) -> torch.Tensor:
-    """One unit embedding per phrase, averaged over templates (open_clip's prompt ensembling).
+    """One unit embedding per phrase, averaged over templates: open_clip's prompt ensembling (as its
+    ``build_zero_shot_classifier``: the mean of the prompts' unit embeddings, normalised).
 
-    Phrases go to the text tower shortest first, a few per batch, each batch trimmed to its own longest
-    prompt (``encoder.tokenize``): on BiomedCLIP's 240 prompts that is 3.7 s instead of 4.4 s.
+    Every prompt goes through `Encoder.embed_texts` at once, which batches them by length.
     """
-    from open_clip.zero_shot_classifier import build_zero_shot_classifier
-
-    order = sorted(range(len(phrases)), key=lambda i: encoder.tokenize([phrases[i]]).shape[1])
-    weights = build_zero_shot_classifier(
-        encoder.model,
-        encoder.tokenize,
-        [phrases[i] for i in order],
-        templates,
-        num_classes_per_batch=PHRASES_PER_BATCH,
-        device="cpu",
-    )
-    embeddings = torch.empty_like(weights.T)
-    embeddings[order] = weights.T
-    return embeddings  # (phrases, D), in the order given
+    prompts = [template.format(phrase) for phrase in phrases for template in templates]
+    embeddings = encoder.embed_texts(prompts).reshape(len(phrases), len(templates), -1).mean(dim=1)
+    return embeddings / embeddings.norm(dim=1, keepdim=True)  # (phrases, D), in the order given
 
 
 def _unit_mean(embeddings: torch.Tensor) -> torch.Tensor:
