@@ -2,8 +2,9 @@
 
 import argparse
 import dataclasses
+import os
 import sys
-import threading
+import traceback
 
 cli = argparse.ArgumentParser(description="Serve the meddx chest X-ray triage app (decision support only).")
 cli.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
@@ -17,21 +18,35 @@ tune_allocator()  # fewer malloc arenas, big buffers back to the system when fre
 from meddx.io.bounded import prestart  # noqa: E402
 
 prestart()  # the upload reader's fork server imports its readers in its own process while the model loads
+from meddx.app.loading import MODEL  # noqa: E402
 from meddx.config import Settings  # noqa: E402
 from meddx.errors import MeddxError, exit_status  # noqa: E402
-from meddx.pipeline import warm_up  # noqa: E402
 
-# Gradio's import (pure Python) overlaps the model's load and warm-up (torch, which releases the GIL).
-threading.Thread(target=__import__, args=("meddx.app",), name="meddx-import-app", daemon=True).start()
 settings = Settings.from_env()
 if args.model:
     settings = dataclasses.replace(settings, model=args.model)
-try:
-    warm_up(settings, background=True)  # a missing or broken model, or a head for other weights, stops here
-except MeddxError as exc:
-    print(f"meddx: {exc}", file=sys.stderr)
-    sys.exit(exit_status(exc))
 
+
+def load_model() -> None:
+    """Load and warm up the model (`meddx.pipeline.warm_up`); a missing or broken model, or a head for other
+    weights, raises here."""
+    from meddx.pipeline import warm_up
+
+    warm_up(settings, background=True)
+
+
+def stop(exc: BaseException) -> None:
+    """A model that cannot be loaded stops the app: one line (a meddx error) or the traceback (a bug)."""
+    if isinstance(exc, MeddxError):
+        print(f"meddx: {exc}", file=sys.stderr, flush=True)
+        os._exit(exit_status(exc))
+    traceback.print_exception(exc, file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(1)
+
+
+# The page serves while the model loads (`meddx.app.loading`): analyses wait for it, everything else does not.
+MODEL.start(load_model, on_error=stop)
 from meddx.app import build_demo, launch_kwargs, queue_kwargs  # noqa: E402
 
 try:

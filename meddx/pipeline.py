@@ -19,14 +19,17 @@ from PIL import Image
 from meddx.config import Settings
 from meddx.errors import BudgetExceeded, InputError
 from meddx.explain.cost import COSTS, cached_units, measure_units
-from meddx.explain.maps import DEFAULT_METHOD, FAST_METHODS, METHOD_NAMES, METHODS, FilmMap, film_maps
+from meddx.explain.maps import METHODS, film_maps
+from meddx.explain.methods import DEFAULT_METHOD, FAST_METHODS, MAX_MAPS, METHOD_NAMES
+from meddx.explain.overlay import FilmMap
 from meddx.explain.regions import find_regions, location_note
 from meddx.io import Study
 from meddx.io.bounded import load_study_bounded
 from meddx.model.calibration import Calibration, load_calibration
 from meddx.model.encoder import Encoder, load_encoder
-from meddx.model.head import MODE_RULES, MODES, TrainedHead, combine
+from meddx.model.head import TrainedHead, combine
 from meddx.model.head_store import load_head
+from meddx.model.modes import MODE_RULES, MODES
 from meddx.model.sanity import chest_xray_probability, chest_xray_warnings
 from meddx.model.scored import score_image
 from meddx.model.vocabulary import Finding, load_vocabulary
@@ -50,7 +53,6 @@ from meddx.result import (
 REGION_SIDE = 512
 NO_MAP_FINDINGS = {"no_finding"}  # a map of "nothing is wrong" points at nothing useful
 NO_FINDING = "no_finding"
-MAX_MAPS = 5
 Progress = Callable[[int, int, str], None]
 """``on_progress(step, total, label)``: step 0 is scoring, steps 1..total-1 the maps, ``total`` the end."""
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from meddx import DISCLAIMER, __version__
-from meddx.explain.maps import FilmMap, overlay, to_png_base64
+from meddx.explain.overlay import FilmMap, overlay, to_png_base64
 from meddx.explain.regions import Region
 from meddx.io.study import ImageInfo
 from meddx.notes import Concept, EvidenceItem

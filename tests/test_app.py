@@ -81,6 +81,50 @@ def test_notes_endpoint_returns_concepts(client):
     assert all({"start", "end", "text", "status"} <= set(c) for c in result["concepts"])
 
 
+def test_while_the_model_loads_notes_answer_at_once_and_an_analysis_waits_for_it(client, png, gradio_tmp):
+    """``app.py`` serves the page while `MODEL` loads: here a load held open by the test stands for it."""
+    import threading
+
+    from gradio_client import handle_file
+
+    from meddx.app.loading import MODEL
+
+    release, failures = threading.Event(), []
+    MODEL.start(lambda: release.wait(60), on_error=failures.append)
+    try:
+        assert not MODEL.ready
+        assert client.predict("No fever.", api_name="/notes")["concepts"]  # no model needed: answered now
+        job = client.submit(handle_file(png), "", api_name="/analyze")
+        threading.Event().wait(2.0)
+        assert not job.done()  # waiting for the model, not failed
+        release.set()
+        data = json.loads(json.dumps(job.result(timeout=120)[0]))
+        assert data["findings"] and MODEL.ready and not failures
+    finally:
+        release.set()
+    assert files_under(gradio_tmp) == []
+
+
+def test_model_loading_reports_while_waiting_and_hands_a_failure_to_its_owner():
+    import threading
+
+    from meddx.app.loading import WAIT_STEP_S, ModelLoading
+
+    loading = ModelLoading()
+    assert loading.ready
+    loading.wait()  # nothing started: returns at once
+    release, said = threading.Event(), []
+    loading.start(lambda: release.wait(30), on_error=said.append)
+    threading.Timer(3 * WAIT_STEP_S, release.set).start()
+    loading.wait(said.append)
+    assert loading.ready and said and all(s.startswith("Loading the model (started") for s in said)
+
+    failed = ModelLoading()
+    errors = []
+    failed.start(lambda: 1 / 0, on_error=errors.append).join(10)
+    assert isinstance(errors[0], ZeroDivisionError) and not failed.ready
+
+
 def test_corrupt_file_gives_a_readable_error_and_the_app_keeps_serving(client, tmp_path, png, gradio_tmp):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
@@ -288,3 +332,14 @@ def test_the_findings_table_puts_image_first_with_the_notes_change_and_escapes_l
         assert "segmentation" not in caption
     notes = views.highlighted_notes("No fever.", [(3, 8, "absent")])
     assert notes["entities"][0]["entity"] == "− absent"  # a sign and a word, not only a colour
+
+
+def test_the_page_imports_none_of_the_model_stack():
+    """So that ``app.py`` serves the page in seconds while the model loads (`meddx.app.loading`)."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "captum", "open_clip", "timm", "transformers", "onnxruntime")
+    code = f"import sys, meddx.app; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

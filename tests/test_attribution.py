@@ -14,17 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from meddx.explain.maps import (
-    METHODS,
-    AttributionInputs,
-    FilmMap,
-    film_maps,
-    heatmap_png,
-    normalise,
-    overlay,
-    to_png_base64,
-)
-from meddx.model.encoder import Geometry
+from meddx.explain.maps import METHODS, AttributionInputs, film_maps, normalise
+from meddx.explain.overlay import FilmMap, heatmap_png, overlay, to_png_base64
+from meddx.model.geometry import Geometry
 from meddx.model.scored import ScoredImage
 
 

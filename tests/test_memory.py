@@ -36,9 +36,7 @@ def _kept_mb(mode: str) -> int:
     return int(done.stdout)
 
 
-@pytest.mark.skipif(
-    platform.libc_ver()[0] != "glibc", reason="glibc only"
-)
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_freed_film_sized_buffers_are_returned_to_the_system_once_tuned():
     assert _kept_mb("default") >= 120  # 8 x 16 MB freed, still resident: what the server used to keep
     assert _kept_mb("tuned") <= 24  # the block still in use

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from meddx.explain.figure import BOX_COLOUR, FigureText, band_height, caption, colour_key, figure
-from meddx.explain.maps import png_bytes
+from meddx.explain.overlay import png_bytes
 from meddx.explain.regions import Region, find_regions
 
 ROOT = Path(__file__).resolve().parents[1]

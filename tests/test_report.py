@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from meddx import DISCLAIMER
-from meddx.explain.maps import FilmMap
+from meddx.explain.overlay import FilmMap
 from meddx.explain.regions import Region
 from meddx.io.study import ImageInfo
-from meddx.model.encoder import Geometry
+from meddx.model.geometry import Geometry
 from meddx.notes import Concept, EvidenceItem
 from meddx.report.render import escape_markdown, render_html, render_json, render_markdown, report_context
 from meddx.result import (

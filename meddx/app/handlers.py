@@ -23,7 +23,7 @@ import re
 import shutil
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -34,14 +34,14 @@ import numpy as np
 from gradio.utils import get_upload_folder
 
 from meddx.app import views
+from meddx.app.loading import MODEL
 from meddx.app.uploads import UploadsInUse
 from meddx.config import Limits, Settings
 from meddx.errors import InputError, MeddxError
-from meddx.explain.maps import METHODS
-from meddx.model.head import MODES
+from meddx.explain.methods import MAX_MAPS, METHOD_NAMES
+from meddx.model.modes import MODES
 from meddx.model.vocabulary import MAX_LABEL_CHARS, load_vocabulary, parse_labels
 from meddx.notes import extract_concepts, without_surrogates
-from meddx.pipeline import MAX_MAPS, analyze
 from meddx.report.render import render_html, render_json
 from meddx.result import Analysis
 
@@ -109,7 +109,9 @@ class AnalyzeRequest:
             )
         load_vocabulary().check_known(findings or [])  # "foo" is an error with "did you mean", not free text
         mode = _choice("scoring_mode", self.scoring_mode, MODES, default="zero-shot")
-        method = _choice("attribution_method", self.attribution_method, tuple(METHODS), default="gradcam")
+        method = _choice(
+            "attribution_method", self.attribution_method, tuple(METHOD_NAMES), default="gradcam"
+        )
         maps = _number("maps", self.maps, default=3, low=0, high=MAX_MAPS, whole=True)
         threshold = _number("threshold", self.threshold, default=0.0, low=0.0, high=0.99)
         return AnalyzeRequest(film, notes, findings, custom, mode, method, maps, threshold)
@@ -199,6 +201,15 @@ def _kind(value: Any) -> str:
     }.get(type(value), "a value of another type")
 
 
+def model_ready(report: Callable[[str], None]) -> Callable[..., Analysis]:
+    """`meddx.pipeline.analyze`, once the model loading in the background is ready (`meddx.app.loading`);
+    ``report(sentence)`` says that the request is waiting for it."""
+    MODEL.wait(report)
+    from meddx.pipeline import analyze  # the model's stack: not imported before the page serves
+
+    return analyze
+
+
 @contextmanager
 def shown_errors(action: str) -> Iterator[None]:
     """Show `MeddxError` messages as they are; turn anything else into a generic message.
@@ -253,6 +264,7 @@ class Handlers:
                     "The uploaded file is no longer on the server: uploads are deleted after each analysis. "
                     "Upload it again."
                 )
+            analyze = model_ready(lambda sentence: progress(0.02, desc=sentence))
             progress(0.1, desc="Reading the film and scoring findings")
             analysis = analyze(
                 path,

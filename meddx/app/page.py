@@ -24,10 +24,10 @@ from meddx.app.guards import MeddxBlocks, install_robust_cache_sweep
 from meddx.app.handlers import API_PARAMETERS, Handlers
 from meddx.app.workflow import NO_FILM, REPORT_PLACEHOLDER, PageFlow, method_choices
 from meddx.config import Settings
+from meddx.explain.methods import MAX_MAPS
 from meddx.io.sniff import UPLOAD_SUFFIXES
-from meddx.model.head import MODES
+from meddx.model.modes import MODES
 from meddx.model.vocabulary import load_vocabulary
-from meddx.pipeline import MAX_MAPS
 
 TOP_LABELS = 5
 BANNER = (

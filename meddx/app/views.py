@@ -14,7 +14,7 @@ from PIL import Image
 from meddx import __version__
 from meddx.app.session import FILM_TTL_S
 from meddx.config import Settings
-from meddx.explain.maps import METHOD_NAMES
+from meddx.explain.methods import METHOD_NAMES
 from meddx.report.render import code_span
 from meddx.result import Analysis, FindingResult
 

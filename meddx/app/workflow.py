@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from meddx.app import views
-from meddx.app.handlers import AnalyzeRequest, Handlers, shown_errors
+from meddx.app.handlers import AnalyzeRequest, Handlers, model_ready, shown_errors
 from meddx.app.session import SessionFilm, SessionFilms
 from meddx.errors import InputError
 from meddx.explain.cost import COSTS, describe
-from meddx.explain.maps import FAST_METHODS, METHOD_NAMES, METHODS
+from meddx.explain.methods import FAST_METHODS, METHOD_NAMES
 from meddx.io.bounded import load_study_bounded
 from meddx.io.source import clean_name
-from meddx.pipeline import analyze
 from meddx.report.render import render_html, render_json
 
 if TYPE_CHECKING:
@@ -59,7 +58,7 @@ def method_choices(maps: Any) -> list[tuple[str, str]]:
     except (TypeError, ValueError):
         count = 0
     choices = []
-    for method in METHODS:
+    for method in METHOD_NAMES:
         estimate = COSTS.estimate(method)
         if count == 0:
             cost = "no maps"
@@ -241,6 +240,7 @@ class PageFlow:
                     options = checked.options()
                     if map_findings:
                         options["top_k"] = len(map_findings)
+                    analyze = model_ready(lambda sentence: progress(0.02, desc=sentence))
                     analysis = analyze(
                         held.study,
                         checked.notes or None,

@@ -83,8 +83,8 @@ def check_options(settings: Settings, *, method: str | None, mode: str | None) -
     from meddx.model.spec import resolve
 
     if method is not None or mode is not None:
-        from meddx.explain.maps import METHODS
-        from meddx.model.head import MODES
+        from meddx.explain.methods import METHOD_NAMES as METHODS
+        from meddx.model.modes import MODES
 
         if method is not None and method not in METHODS:
             raise InputError(f"Unknown explanation method {method!r}; choose one of: {', '.join(METHODS)}.")

@@ -100,7 +100,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def _progress_line(name: str, method: str):
     """For a slow method, ``on_progress`` printing one stderr line per map with the seconds so far."""
-    from meddx.explain.maps import FAST_METHODS
+    from meddx.explain.methods import FAST_METHODS
 
     if method in FAST_METHODS:
         return None
@@ -125,7 +125,7 @@ def _write_overlays(analysis: Analysis, film: Path, folder: Path, taken: set[str
     ``taken`` holds the names this run has used.
     """
     from meddx.explain.figure import COLORMAP, FigureText, band_height, caption, figure
-    from meddx.explain.maps import png_bytes
+    from meddx.explain.overlay import png_bytes
 
     stem, n = film.stem, 1
     while stem in taken:

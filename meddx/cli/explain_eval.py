@@ -91,7 +91,7 @@ def _draw(overlay: np.ndarray, boxes, regions) -> np.ndarray:
 
 def evaluate_films(args: argparse.Namespace, films: list[AnnotatedFilm], index: dict[str, Path], methods):
     """Cases per finding and method (floors included), and how many films were not found or unreadable."""
-    from meddx.explain.maps import png_bytes
+    from meddx.explain.overlay import png_bytes
     from meddx.io.bounded import load_study_bounded
     from meddx.model.encoder import load_encoder
     from meddx.pipeline import analyze

@@ -36,7 +36,7 @@ import torch
 
 from meddx import __version__
 from meddx.errors import InputError, MeddxError, exit_status
-from meddx.model.head import MODES
+from meddx.model.modes import MODES
 
 # What `train` and `eval` need beyond requirements.txt (requirements-train.txt): import name -> package.
 TRAIN_EXTRA = {"datasets": "datasets", "matplotlib": "matplotlib", "sklearn": "scikit-learn"}

@@ -48,7 +48,8 @@ from scipy.stats import spearmanr
 
 from meddx.dev.tiny import PLANTED_FINDING, SyntheticFilm, synthetic_film
 from meddx.explain.maps import METHODS, ImageScorer, black_baseline, film_maps
-from meddx.model.encoder import Encoder, Geometry
+from meddx.model.encoder import Encoder
+from meddx.model.geometry import Geometry
 from meddx.model.scored import ScoredImage, score_image
 from meddx.model.vocabulary import load_vocabulary
 from meddx.model.zero_shot import TextDirections, text_directions, zero_shot_logits
@@ -532,7 +533,8 @@ def variant_maps(encoder: Encoder, scored: ScoredImage, variant: str, *, blocks:
     """
     from captum.attr import LayerGradCam, LayerGradientXActivation
 
-    from meddx.explain.maps import FilmMap, normalise
+    from meddx.explain.maps import normalise
+    from meddx.explain.overlay import FilmMap
 
     directions = nodule_directions(encoder)
     pixels = scored.pixels.detach().clone()[None]

@@ -1,13 +1,14 @@
 """Speed and memory of the whole chain, measured in one run (``python -m meddx bench``, see `meddx.cli`).
 
 By default it builds BiomedCLIP's architecture with random weights in a temp folder (no network) and,
-after warm-up, measures: process start to a served app (``ready_s``), one bare image-tower forward (the
-floor), zero-shot scoring, text embeddings cold and cached, full ``analyze`` (maps and regions for the
-top 3, notes, report) p50/p95 and the maps-and-regions share of it, the naive Captum Integrated
-Gradients baseline (50 steps, once), and, against a real ``app.py`` process, the throughput of 8
-concurrent ``gradio_client`` clients against one and that process's peak RSS. Ratios come last,
-because this machine is noisy and only ratios from the same run mean much. ``--quick`` does all of it
-on the tiny model in well under a minute; CI runs that so the harness never rots.
+after warm-up, measures: process start to the app's page answering (``ready_s``; the model loads
+meanwhile) and to its first analysis answered through `gradio_client` (``first_result_s``), one bare
+image-tower forward (the floor), zero-shot scoring, text embeddings cold and cached, full ``analyze``
+(maps and regions for the top 3, notes, report) p50/p95 and the maps-and-regions share of it, the naive
+Captum Integrated Gradients baseline (50 steps, once), and, against a real ``app.py`` process, the
+throughput of 8 concurrent ``gradio_client`` clients against one and that process's peak RSS. Ratios come
+last, because this machine is noisy and only ratios from the same run mean much. ``--quick`` does all of
+it on the tiny model in well under a minute; CI runs that so the harness never rots.
 """
 
 from __future__ import annotations
@@ -41,9 +42,19 @@ TARGETS = {
     "concurrent_throughput_ratio": (">=", 0.8),
     "ready_s": ("<=", 12.0),
     "ready_warm_s": ("<=", 8.0),
+    "first_result_s": ("<=", 12.0),  # the same bounds, for the first analysis answered (the model ready)
+    "first_result_warm_s": ("<=", 8.0),
     "cli_analyze_s": ("<=", 6.0),
     "peak_rss_mb": ("<=", 1600.0),
 }
+TIMED_TARGETS = (
+    "ready_s",
+    "first_result_s",
+    "ready_warm_s",
+    "first_result_warm_s",
+    "cli_analyze_s",
+    "peak_rss_mb",
+)
 STEMS = ("torch", "fp32", "int8")  # the scoring pass's stem variants, measured alternately
 
 
@@ -229,6 +240,15 @@ def measure_concurrency(url: str, film: Path, *, clients: int = 8, per_client: i
     return {"single_rps": single, "concurrent_rps": many, "errors": len(errors), "ratio": many / single}
 
 
+def first_result(url: str, film: Path) -> float:
+    """Seconds for a new `gradio_client` client's first ``/analyze`` of ``film`` (it waits for the model)."""
+    from gradio_client import Client, handle_file
+
+    start = time.perf_counter()
+    Client(url, verbose=False).predict(handle_file(str(film)), NOTES, api_name="/analyze")
+    return time.perf_counter() - start
+
+
 def run(model_spec: str | None, *, quick: bool, threads: int, repeats: int) -> dict:
     """Run every measurement and return the numbers (seconds, MB, ratios)."""
     import torch
@@ -245,11 +265,13 @@ def run(model_spec: str | None, *, quick: bool, threads: int, repeats: int) -> d
         model_spec = f"local-dir:{folder}"
     results["model"] = model_spec
     film = _film(tmp / "film.png")
-    with serve_app(model_spec, threads, tmp / "cache") as (seconds, _, _):  # first start: no caches
-        results["ready_s"] = seconds
+    with serve_app(model_spec, threads, tmp / "cache") as (seconds, url, _):  # first start: no caches
+        results["ready_s"] = seconds  # the page answers (the model may still be loading)
+        results["first_result_s"] = seconds + first_result(url, film)
         _wait_for_stem(tmp / "cache")  # exported in the background while the app serves
     with serve_app(model_spec, threads, tmp / "cache") as (seconds, url, pid):  # restart: caches on disk
         results["ready_warm_s"] = seconds
+        results["first_result_warm_s"] = seconds + first_result(url, film)
         concurrency = measure_concurrency(url, film, per_client=2 if quick else 3)
         # The app's own high-water mark (model, server, 1 + 2k + 8k analyses), not this process's.
         results["peak_rss_mb"] = peak_rss_mb(pid)
@@ -395,8 +417,10 @@ def format_table(results: dict) -> str:
     rows = [
         ("model", results["model"]),
         ("threads", results["threads"]),
-        ("ready, first start (s)", seconds("ready_s", 2)),
-        ("ready, restart with caches (s)", seconds("ready_warm_s", 2)),
+        ("page answers, first start (s)", seconds("ready_s", 2)),
+        ("first analysis answered, first start (s)", seconds("first_result_s", 2)),
+        ("page answers, restart with caches (s)", seconds("ready_warm_s", 2)),
+        ("first analysis answered, restart (s)", seconds("first_result_warm_s", 2)),
         ("python -m meddx analyze one film, wall (s)", seconds("cli_analyze_s", 2)),
         ("load + warm-up, in process (s)", seconds("load_warm_s", 2)),
         ("text embeddings, cold (s)", seconds("text_cold_s")),
@@ -437,7 +461,14 @@ def format_table(results: dict) -> str:
             lines.append(f"{name:<{width}}{shown}   target {op} {bound}  {_verdict(verdict[key])}")
         else:
             lines.append(f"{name:<{width}}{shown}   (reference)")
-    for key in ("ready_s", "ready_warm_s", "cli_analyze_s", "peak_rss_mb"):
+    for key in (
+        "ready_s",
+        "first_result_s",
+        "ready_warm_s",
+        "first_result_warm_s",
+        "cli_analyze_s",
+        "peak_rss_mb",
+    ):
         op, bound = TARGETS[key]
         value = results.get(key)
         shown = "-" if value is None else f"{value:.1f}"

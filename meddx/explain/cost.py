@@ -28,13 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from meddx.explain.maps import (
-    GradientShapMethod,
-    IntegratedGradientsMethod,
-    OcclusionMethod,
-    film_maps,
-)
-
 RECENT = 5
 """Measured maps averaged per method."""
 
@@ -92,6 +85,8 @@ def measure_units(encoder, scored, *, target: int = 0) -> dict[str, float]:
     Returns:
         ``{method: seconds per map}`` for integrated_gradients, gradient_shap and occlusion.
     """
+    from meddx.explain.maps import GradientShapMethod, IntegratedGradientsMethod, OcclusionMethod, film_maps
+
     tick = time.perf_counter()
     film_maps(encoder, scored, [target], method="integrated_gradients", n_steps=1, internal_batch_size=1)
     backward = time.perf_counter() - tick

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from meddx.explain.maps import FilmMap
+from meddx.explain.overlay import FilmMap
 from meddx.explain.regions import find_regions
-from meddx.model.encoder import Geometry
+from meddx.model.geometry import Geometry
 
 EVAL_SIDE = 512
 HIT_IOU = 0.1

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from meddx.explain.maps import COLORMAPS, overlay
+from meddx.explain.overlay import COLORMAPS, overlay
 from meddx.explain.regions import Region
 
 COLORMAP = "inferno"

@@ -29,27 +29,21 @@ belongs to the per-request `TowerTail`; the pixel methods only call autograd on 
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import cv2
 import numpy as np
 import torch
 from captum.attr import GradientShap, IntegratedGradients, LayerGradCam, Occlusion
 from torch import nn
 
-from meddx.model.encoder import Encoder, Geometry
+from meddx.explain.methods import DEFAULT_METHOD
+from meddx.explain.overlay import FilmMap
+from meddx.model.encoder import Encoder
 from meddx.model.scored import ScoredImage
 from meddx.model.zero_shot import zero_shot_logits
 
-COLORMAPS = {
-    "turbo": cv2.COLORMAP_TURBO,
-    "jet": cv2.COLORMAP_JET,
-    "inferno": cv2.COLORMAP_INFERNO,  # perceptual: brightness rises with the value (the CLI's figures)
-    "magma": cv2.COLORMAP_MAGMA,
-}
 _TINY = 1e-8  # a map whose positive peak is below this (in logit units) has no positive evidence
 _RELATIVE_TINY = 1e-6  # ... or below this fraction of its largest magnitude (numerical noise)
 
@@ -211,15 +205,6 @@ METHODS: dict[str, Callable[..., AttributionMethod]] = {
     "gradient_shap": GradientShapMethod,
     "occlusion": OcclusionMethod,
 }
-METHOD_NAMES = {
-    "gradcam": "Grad-CAM",
-    "integrated_gradients": "Integrated Gradients",
-    "gradient_shap": "Gradient SHAP",
-    "occlusion": "Occlusion",
-}
-"""Each method's name in words, as reports and the page show it."""
-DEFAULT_METHOD = "gradcam"
-FAST_METHODS = frozenset({"gradcam"})  # cheap enough to map all targets in one pass (one budget check)
 
 
 def _method(name: str) -> Callable[..., AttributionMethod]:
@@ -233,37 +218,6 @@ def black_baseline(encoder: Encoder) -> torch.Tensor:
     mean = torch.tensor(encoder.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(encoder.std, dtype=torch.float32).view(1, 3, 1, 1)
     return (-mean / std).expand(1, 3, encoder.image_size, encoder.image_size)
-
-
-@dataclass(frozen=True)
-class FilmMap:
-    """One finding's map: positive evidence on the model-input square, and where that square sits on the film.
-
-    Attributes:
-        square: (g, g) float32 in [0, 1], covering the padded model input (1 at the strongest evidence,
-            all zeros when nothing raised the score).
-        geometry: how the film was padded and resized (from `Encoder.preprocess`).
-    """
-
-    square: np.ndarray
-    geometry: Geometry
-
-    def on_film(self, *, max_side: int | None = None) -> np.ndarray:
-        """The map on the film, (H, W) float32 in [0, 1]; or shrunk so that no side exceeds ``max_side``.
-
-        The square is upsampled bilinearly (half-pixel centres, like ``torch.nn.functional.interpolate(...,
-        align_corners=False)``) to the padded square's side and the padding is cropped off: the exact
-        inverse of `meddx.model.encoder.PadToSquare`. Asking for a small size never builds the full-size map.
-        """
-        g = self.geometry
-        scale = 1.0 if max_side is None else min(1.0, max_side / max(g.width, g.height))
-        width, height = max(1, round(g.width * scale)), max(1, round(g.height * scale))
-        if not self.square.any():
-            return np.zeros((height, width), np.float32)
-        side = max(width, height, round(g.side * scale))
-        top, left = min(round(g.pad_top * scale), side - height), min(round(g.pad_left * scale), side - width)
-        square = cv2.resize(self.square, (side, side), interpolation=cv2.INTER_LINEAR)
-        return np.clip(square[top : top + height, left : left + width], 0.0, 1.0).astype(np.float32)
 
 
 def attribute(
@@ -338,48 +292,3 @@ def normalise(maps: torch.Tensor) -> list[np.ndarray]:
         else:
             out.append((positive / peak).astype(np.float32))
     return out
-
-
-def overlay(
-    gray: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.45, colormap: str = "turbo"
-) -> np.ndarray:
-    """The film with the map blended over it, RGB uint8 at the film's full resolution.
-
-    The colour's weight is ``alpha * heatmap`` per pixel: where the map is 0 the film shows unchanged, and
-    the strongest evidence is blended at ``alpha``.
-
-    Args:
-        gray: the film, uint8 (H, W) (or (H, W, 3) RGB).
-        heatmap: a map on the film (`FilmMap.on_film`), (H, W) in [0, 1].
-        alpha: the blend weight at the map's maximum.
-        colormap: a key of `COLORMAPS` (OpenCV colormaps; ``"inferno"`` and ``"magma"`` are perceptual).
-    """
-    if heatmap.shape != gray.shape[:2]:
-        raise ValueError(f"heatmap shape {heatmap.shape} does not match the film's {gray.shape[:2]}")
-    film = gray if gray.ndim == 3 else cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
-    clipped = np.clip(heatmap, 0.0, 1.0)
-    levels = np.round(clipped * 255).astype(np.uint8)
-    colour = cv2.cvtColor(cv2.applyColorMap(levels, COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
-    weight = (alpha * clipped).astype(np.float32)
-    return cv2.blendLinear(np.ascontiguousarray(film), colour, 1.0 - weight, weight)  # rounds, saturates
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """PNG-encode a uint8 image, (H, W) gray or (H, W, 3) RGB."""
-    bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", bgr)
-    if not ok:
-        raise ValueError("could not encode the image as PNG")
-    return encoded.tobytes()
-
-
-def heatmap_png(
-    gray: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.45, colormap: str = "turbo"
-) -> bytes:
-    """The `overlay` of a map on its film, as PNG bytes."""
-    return png_bytes(overlay(gray, heatmap, alpha=alpha, colormap=colormap))
-
-
-def to_png_base64(image: np.ndarray) -> str:
-    """A uint8 image as base64 PNG text (for ``<img src="data:image/png;base64,...">`` or JSON)."""
-    return base64.b64encode(png_bytes(image)).decode("ascii")

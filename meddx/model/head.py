@@ -37,6 +37,7 @@ from torch import nn
 
 from meddx.errors import InputError, ModelError
 from meddx.model.encoder import Encoder
+from meddx.model.modes import MODES
 from meddx.model.spec import CONFIG_NAME, HF_HUB, SOURCE_NAME, WEIGHT_NAMES, ModelSpec
 from meddx.model.zero_shot import TextDirections
 
@@ -44,22 +45,6 @@ log = logging.getLogger(__name__)
 
 HEAD_FORMAT = "meddx-linear-head"
 HEAD_FORMAT_VERSION = 1
-MODES = ("zero-shot", "fine-tuned", "both")
-"""The scoring modes (`combine`); the last two need a trained head."""
-MODE_RULES = {
-    "zero-shot": (
-        "per finding, a two-way softmax of the image's similarity to positive vs negative prompt ensembles, "
-        "scaled by the model's logit scale; not calibrated on clinical data"
-    ),
-    "fine-tuned": (
-        "the trained head's calibrated probability (Platt scaling on its validation split); findings "
-        "the head does not cover fall back to zero-shot"
-    ),
-    "both": (
-        "the mean of the zero-shot and fine-tuned probabilities in log-odds space; findings the head "
-        "does not cover fall back to zero-shot"
-    ),
-}
 """Each mode's rule in words, as a result states it."""
 _EPS = 1e-6
 

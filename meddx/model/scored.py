@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from meddx.model.encoder import Encoder, Geometry
+from meddx.model.encoder import Encoder
+from meddx.model.geometry import Geometry
 from meddx.model.tower import TowerTail, run_stem
 from meddx.model.zero_shot import TextDirections, zero_shot_logits, zero_shot_probabilities
 

@@ -20,7 +20,7 @@ import jinja2
 import numpy as np
 from PIL import Image
 
-from meddx.explain.maps import METHOD_NAMES
+from meddx.explain.methods import METHOD_NAMES
 from meddx.io.study import ImageInfo
 from meddx.notes import STATUS_WORDS, Concept, EvidenceItem
 from meddx.result import MAX_FOLLOW_UPS, Analysis, FindingResult, Flagging, NotesReading
