@@ -2,8 +2,23 @@
 
 The stem is most of a forward and never needs gradients (`meddx.model.tower`), so the scoring pass runs it
 in an inference runtime made for CPUs; the last block, the scores and the Grad-CAM maps stay in PyTorch.
-Chosen by measurement (BiomedCLIP's ViT-B/16, batch 1, 2 threads): PyTorch 0.335 s, ONNX Runtime fp32
-0.203 s (max abs difference 6e-6), ONNX Runtime dynamic int8 0.083 s.
+Chosen by measurement (BiomedCLIP's ViT-B/16 with random weights, batch 1, 2 threads, one quiet 2-core
+x86-64 machine, 2026-12-04; each variant's stem followed by the PyTorch tail, alternated over 12 rounds):
+
+========================================  ==========  ===============================
+stem                                      stem (s)    PyTorch tail after it (s)
+========================================  ==========  ===============================
+PyTorch                                   0.179       0.017
+ONNX Runtime 1.31 fp32, default           0.147       0.033 (its threads still spin)
+ONNX Runtime fp32, no spinning            0.166       0.018
+ONNX Runtime fp32, spinning stopped       0.150       0.020  <- used
+OpenVINO 2026.4 fp32 (from the same ONNX) 0.136       0.027
+ONNX Runtime dynamic int8                 0.069       0.017
+========================================  ==========  ===============================
+
+All fp32 variants match PyTorch's tokens to 1e-5. OpenVINO's fp32 stem is 0.006 s faster end to end than
+ONNX Runtime's with spinning stopped, not enough to carry a second runtime (180 MB installed; ONNX
+Runtime, 68 MB, also runs the int8 stem, which OpenVINO ran at 0.194 s from the same quantised file).
 
 ``MEDDX_STEM`` (`meddx.config.Settings.stem`) picks the kind:
 
