@@ -36,6 +36,7 @@ methods (Integrated Gradients, Gradient SHAP, Occlusion) always use the whole Py
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -367,7 +368,13 @@ def attach_runtime_stem(
 
     if background and not all(stem_path(encoder, cache_dir, k).is_file() for k in needed):
         # Requests may be running the PyTorch stem meanwhile: its weights stay (released at the next start).
-        thread = threading.Thread(target=attach, args=(False,), name="meddx-stem-export", daemon=True)
+        def export_quietly() -> None:
+            # Lowest CPU priority for this thread (Linux sets it per thread): requests come first.
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            attach(False)
+
+        thread = threading.Thread(target=export_quietly, name="meddx-stem-export", daemon=True)
         thread.start()
         return thread
     attach(True)
