@@ -1,4 +1,4 @@
-"""Captum maps of finding scores, mapped back onto the original film, and overlays for display.
+"""Captum maps of finding scores, as `FilmMap`s to put back on the original film (`meddx.explain.overlay`).
 
 What is attributed is a finding's zero-shot logit, ``s * (x.p - x.n)`` (see `meddx.model.zero_shot`). Every
 method is a small class configured in ``__init__`` (MONAI style) whose ``__call__`` builds a Captum

@@ -52,8 +52,9 @@ def read_checkpoint(
 
         with safe_open(str(path), framework="pt", backend="pread") as f:
             stored = {k.removeprefix("module."): k for k in f.keys()}  # noqa: SIM118
-            kept = [k for k in stored if keep is None or keep(k)]
-            return {k: f.get_tensor(stored[k]) for k in kept}, [k for k in stored if k not in set(kept)]
+            kept = {k for k in stored if keep is None or keep(k)}
+            tensors = {k: f.get_tensor(v) for k, v in stored.items() if k in kept}
+            return tensors, [k for k in stored if k not in kept]
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         mapped = True
