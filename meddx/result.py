@@ -218,7 +218,7 @@ class Analysis:
     """Everything meddx says about one film. ``to_dict()`` is the JSON the API and CLI return.
 
     ``preview`` is the windowed grayscale film (uint8 H x W) and ``maps`` holds, per finding id with a map,
-    a `meddx.explain.maps.FilmMap` (``maps[id].on_film(max_side=...)`` gives the float32 map in [0, 1] at
+    a `meddx.explain.overlay.FilmMap` (``maps[id].on_film(max_side=...)`` gives the float32 map in [0, 1] at
     the size a consumer needs); `overlay` blends one on the film. Neither goes into the JSON unless
     ``include_maps`` asked for base64 PNG overlays.
     """

@@ -1,7 +1,7 @@
 """How well maps and regions find expert boxes, with floors: the metrics of ``python -m meddx explain-eval``.
 
 Everything is measured on an **evaluation grid**: the film shrunk so that its longer side is at most
-`EVAL_SIDE` pixels (`meddx.explain.maps.FilmMap.on_film` with ``max_side``); boxes and regions are scaled
+`EVAL_SIDE` pixels (`meddx.explain.overlay.FilmMap.on_film` with ``max_side``); boxes and regions are scaled
 onto it, a box covering every grid pixel it touches. One *case* is one finding on one film; its boxes
 are all that finding's boxes on that film (their union). Per case:
 

@@ -20,7 +20,7 @@ for a grayscale film replicated into RGB is the attribution of the gray value it
 is kept and divided by its maximum over the whole model input (padding included, so a map that peaks in the
 padding does not reach 1 on the film). A map with no positive evidence is all zeros. The square model-input
 map is upsampled bilinearly to the padded square's side and the padding is cropped off: the exact inverse of
-`meddx.model.encoder.PadToSquare`.
+`meddx.model.geometry.PadToSquare`.
 
 Thread safety: nothing here registers a hook on a shared module. Grad-CAM hooks ``tail.grid``, which
 belongs to the per-request `TowerTail`; the pixel methods only call autograd on the shared image tower

@@ -38,7 +38,7 @@ class FilmMap:
 
         The square is upsampled bilinearly (half-pixel centres, like ``torch.nn.functional.interpolate(...,
         align_corners=False)``) to the padded square's side and the padding is cropped off: the exact
-        inverse of `meddx.model.encoder.PadToSquare`. Asking for a small size never builds the full-size map.
+        inverse of `meddx.model.geometry.PadToSquare`. Asking for a small size never builds the full-size map.
         """
         g = self.geometry
         scale = 1.0 if max_side is None else min(1.0, max_side / max(g.width, g.height))

@@ -1,6 +1,6 @@
 """Regions of an attribution map: boxes on the original film, each with a score and its location in words.
 
-A map on the film (`meddx.explain.maps.FilmMap.on_film`: float, original image size, [0, 1], positive
+A map on the film (`meddx.explain.overlay.FilmMap.on_film`: float, original image size, [0, 1], positive
 evidence only) is thresholded, split into connected components (OpenCV, 8-connectivity), and each component
 becomes a box ``[x0, y0, x1, y1]`` in original pixels, end-exclusive (PIL's crop-box convention). Tiny
 components are dropped, boxes that overlap or nearly touch are merged, and the strongest ``max_regions``
