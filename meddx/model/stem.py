@@ -41,6 +41,7 @@ import copy
 import logging
 import math
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -369,9 +370,10 @@ def attach_runtime_stem(
     if background and not all(stem_path(encoder, cache_dir, k).is_file() for k in needed):
         # Requests may be running the PyTorch stem meanwhile: its weights stay (released at the next start).
         def export_quietly() -> None:
-            # Lowest CPU priority for this thread (Linux sets it per thread): requests come first.
-            with contextlib.suppress(OSError, AttributeError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            # Lowest CPU priority for this thread (Linux sets it per thread, by thread id): requests first.
+            if sys.platform == "linux":
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
             attach(False)
 
         thread = threading.Thread(target=export_quietly, name="meddx-stem-export", daemon=True)
