@@ -461,14 +461,7 @@ def format_table(results: dict) -> str:
             lines.append(f"{name:<{width}}{shown}   target {op} {bound}  {_verdict(verdict[key])}")
         else:
             lines.append(f"{name:<{width}}{shown}   (reference)")
-    for key in (
-        "ready_s",
-        "first_result_s",
-        "ready_warm_s",
-        "first_result_warm_s",
-        "cli_analyze_s",
-        "peak_rss_mb",
-    ):
+    for key in TIMED_TARGETS:
         op, bound = TARGETS[key]
         value = results.get(key)
         shown = "-" if value is None else f"{value:.1f}"
