@@ -9,7 +9,9 @@
 #          is installed, the declared dependencies are requirements.txt's, and `train` without the
 #          train extra fails with one line naming it.
 # Both venvs are cached like .venv: re-created from scratch only when requirements.txt changes; meddx is
-# reinstalled into .venv-wheel (--no-deps, seconds) when its source changes. The tiny model and the film
+# reinstalled into .venv-wheel (--no-deps, seconds) when its source changes. Each is seeded with hard links
+# to the dev venv's copies of the very distributions pip resolved for it (scripts/seed_venv.py), then checked
+# to hold exactly those: three venvs cost the disk of one (CI machines can be short of disk). The tiny model and the film
 # are made with the dev venv (.venv, or $DEV_PYTHON). Offline: no Hub, no network once the venvs exist.
 # Usage: scripts/check-runtime.sh [space|wheel|all]    (called by tests/test_runtime.py)
 set -euo pipefail
@@ -17,6 +19,7 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 what="${1:-all}"
 dev_python="${DEV_PYTHON:-$root/.venv/bin/python}"
+dev_venv="$(dirname "$(dirname "$dev_python")")"  # seeds the runtime venvs' packages (scripts/seed_venv.py)
 python="${PYTHON:-python3}"
 pip_quiet=(--quiet --disable-pip-version-check)
 
@@ -104,7 +107,7 @@ stop_app() {
 check_space() {
   local t0 port
   t0="$(now)"
-  scripts/setup-venv.sh --venv .venv-runtime --exact requirements.txt \
+  scripts/setup-venv.sh --venv .venv-runtime --exact --seed-from "$dev_venv" requirements.txt \
     || fail "could not build .venv-runtime from requirements.txt"
   step "space: .venv-runtime (requirements.txt alone) ready in $(since "$t0") s"
   port="$("$dev_python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -209,8 +212,13 @@ check_wheel() {
     rm -rf "$venv"
     "$python" -m venv "$venv"
     "$venv/bin/python" -m pip install "${pip_quiet[@]}" --upgrade pip
-    "$venv/bin/python" -m pip install "${pip_quiet[@]}" "$src" >"$work/pip.log" 2>&1 \
-      || fail "pip install . into a clean venv failed" "$work/pip.log" "pip's output"
+    {
+      "$venv/bin/python" -m pip install "${pip_quiet[@]}" --dry-run --report "$venv/.resolved.json" "$src" \
+        && "$venv/bin/python" scripts/seed_venv.py "$venv/.resolved.json" "$dev_venv" "$venv" \
+        && "$venv/bin/python" -m pip install "${pip_quiet[@]}" "$src" \
+        && "$venv/bin/python" scripts/seed_venv.py --verify "$venv/.resolved.json" "$venv"
+    } >"$work/pip.log" 2>&1 || fail "pip install . into a clean venv failed" "$work/pip.log" "pip's output"
+    grep '^seed_venv:' "$work/pip.log" >&2 || true
     echo "$deps_digest" >"$venv/.installed-deps"
     echo "$src_digest" >"$venv/.installed-meddx"
   elif [ "$(cat "$venv/.installed-meddx" 2>/dev/null)" != "$src_digest" ]; then
@@ -323,25 +331,9 @@ EOF
   step "wheel: ok: $(tr '\n' ' ' <"$work/install.log")train without the extra: $(cat "$work/train.log"); $(since "$t0") s"
 }
 
-# The two venvs hold the same ~6 GB of wheels: once both are built, hard-link their identical files
-# (util-linux hardlink; skipped where it is missing). Files are never rewritten in place (pip removes and
-# recreates them, and a changed requirements.txt re-creates a venv), so the venvs stay independent.
-dedupe_venvs() {
-  local key
-  [ -s .venv-runtime/.installed-requirements ] && [ -s .venv-wheel/.installed-deps ] || return 0
-  command -v hardlink >/dev/null || return 0
-  key="$(cat .venv-runtime/.installed-requirements .venv-wheel/.installed-deps)"
-  [ "$(cat .venv-wheel/.deduplicated 2>/dev/null)" = "$key" ] && return 0
-  local t0
-  t0="$(now)"
-  hardlink --quiet --ignore-time .venv-runtime .venv-wheel >/dev/null 2>&1 || return 0
-  echo "$key" >.venv-wheel/.deduplicated
-  step "hard-linked the identical files of .venv-runtime and .venv-wheel in $(since "$t0") s"
-}
-
 case "$what" in
-  space) make_inputs; check_space; dedupe_venvs ;;
-  wheel) make_inputs; check_wheel; dedupe_venvs ;;
-  all) make_inputs; check_space; check_wheel; dedupe_venvs ;;
+  space) make_inputs; check_space ;;
+  wheel) make_inputs; check_wheel ;;
+  all) make_inputs; check_space; check_wheel ;;
   *) echo "usage: scripts/check-runtime.sh [space|wheel|all]" >&2; exit 2 ;;
 esac

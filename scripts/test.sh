@@ -12,6 +12,6 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
-.venv/bin/ruff check meddx tests app.py
-.venv/bin/ruff format --check meddx tests app.py
+.venv/bin/ruff check meddx tests scripts app.py
+.venv/bin/ruff format --check meddx tests scripts app.py
 exec .venv/bin/python -m pytest "$@"

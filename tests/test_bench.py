@@ -38,7 +38,9 @@ KEYS = [
 @pytest.mark.slow
 def test_bench_quick_writes_every_key(tmp_path):
     out = tmp_path / "bench.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(scratch))
     result = subprocess.run(
         [
             sys.executable,
@@ -60,6 +62,7 @@ def test_bench_quick_writes_every_key(tmp_path):
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert not [p.name for p in scratch.glob("meddx-bench-*")]  # its model and caches are removed
     numbers = json.loads(out.read_text())
     assert set(KEYS) <= set(numbers)
     assert numbers["concurrent_errors"] == 0
