@@ -91,9 +91,9 @@ def app_url(tiny_settings, gradio_tmp) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def client(app_url):
     """A `gradio_client.Client` for the module's live app."""
-    from gradio_client import Client
+    from tests.helpers import api_client
 
-    return Client(app_url, verbose=False)
+    return api_client(app_url)
 
 
 CHROMIUM = Path("/usr/bin/chromium")

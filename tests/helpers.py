@@ -125,6 +125,19 @@ def running_app(settings, gradio_tmp: Path) -> Iterator[str]:
             demo.close()
 
 
+API_TIMEOUT_S = 120
+"""How long a test's `gradio_client` waits for the server to answer one HTTP call (an upload, joining the
+queue). gradio_client passes no timeout to httpx, whose default is 5 s: on a loaded 2-core CI machine, where
+this process runs the server and every client, one stall past that fails a request before it is analysed."""
+
+
+def api_client(url: str):
+    """A `gradio_client.Client` for the live app at ``url``, patient with a busy machine (`API_TIMEOUT_S`)."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, httpx_kwargs={"timeout": API_TIMEOUT_S})
+
+
 def write_png(path: Path) -> Path:
     """A small synthetic grayscale film: dark field, one bright rectangle."""
     film = np.full((256, 224), 60, np.uint8)

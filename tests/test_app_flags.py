@@ -13,7 +13,7 @@ from meddx.cli.train import run_calibrate
 from meddx.config import Settings
 from meddx.model.calibration import clear_calibration_cache
 from meddx.pipeline import analyze
-from tests.helpers import running_app, wait_until_ready, write_film_folder
+from tests.helpers import api_client, running_app, wait_until_ready, write_film_folder
 
 pytestmark = pytest.mark.slow
 
@@ -77,10 +77,10 @@ def calibrated_app(calibrated, tmp_path_factory):
 
 
 def test_calibrated_scores_flag_exactly_at_their_threshold(calibrated_app):
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     url, scored, highest, lowest = calibrated_app
-    client = Client(url, verbose=False)
+    client = api_client(url)
     seen = {}
     for film in (highest, lowest):
         data, markdown = client.predict(handle_file(film), "", maps=0, api_name="/analyze")

@@ -14,7 +14,7 @@ import torch
 from meddx.model.encoder import load_encoder
 from meddx.train.embedding_cache import embed_sources
 from meddx.train.feedback import FIELDS
-from tests.helpers import running_app, write_png
+from tests.helpers import api_client, running_app, write_png
 
 CHROMIUM = Path("/usr/bin/chromium")
 NOTES = "Mr Zebedee Quux, 58, smoker; cough for 3 weeks"
@@ -33,9 +33,7 @@ def feedback_url(tiny_settings, gradio_tmp, feedback_dir):
 
 @pytest.fixture(scope="module")
 def feedback_client(feedback_url):
-    from gradio_client import Client
-
-    return Client(feedback_url, verbose=False)
+    return api_client(feedback_url)
 
 
 def _records(folder: Path) -> list[dict]:
@@ -152,7 +150,7 @@ def test_feedback_through_the_page(feedback_url, feedback_dir, tmp_path):
 @pytest.mark.slow
 def test_analyse_answer_retrain_promote_and_serve_the_better_head(tiny_settings, tmp_path, gradio_tmp):
     """The whole loop, offline on the tiny model: page API -> feedback -> train -> promote -> restart."""
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     from meddx.cli.train import run_promote, run_train
     from meddx.dev.feedback_loop import write_films
@@ -167,7 +165,7 @@ def test_analyse_answer_retrain_promote_and_serve_the_better_head(tiny_settings,
     settings = replace(tiny_settings, probe=f"local-dir:{current}", feedback_dir=records)
 
     with running_app(settings, gradio_tmp) as url:
-        client = Client(url, verbose=False)
+        client = api_client(url)
         for film in sorted(seen.rglob("*.png")):
             result, _ = client.predict(handle_file(str(film)), maps=0, api_name="/analyze")
             answer = "present" if film.parent.name == "nodule" else "absent"
@@ -187,7 +185,7 @@ def test_analyse_answer_retrain_promote_and_serve_the_better_head(tiny_settings,
 
     film = sorted(held_out.rglob("*.png"))[0]
     with running_app(settings, gradio_tmp) as url:  # restarted with the same MEDDX_PROBE
-        result, _ = Client(url, verbose=False).predict(handle_file(str(film)), maps=0, api_name="/analyze")
+        result, _ = api_client(url).predict(handle_file(str(film)), maps=0, api_name="/analyze")
     embedding = embed_sources(load_encoder(tiny_settings.model), [film])
     expected = float(served.probabilities(embedding)[0, served.finding_ids.index("nodule")])
     nodule = next(f for f in result["findings"] if f["id"] == "nodule")
