@@ -17,7 +17,7 @@ from meddx.errors import InputError, MeddxError
 
 def _calibrate_parser() -> argparse.ArgumentParser:
     from meddx.train.calibrate import DEFAULT_SENSITIVITY
-    from meddx.train.fit import MIN_RELIABLE_POSITIVES
+    from meddx.train.sample_size import MIN_PER_CLASS_FOR_CALIBRATION as MINIMUM
 
     parser = argparse.ArgumentParser(
         prog="python -m meddx calibrate",
@@ -35,9 +35,15 @@ def _calibrate_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-positives",
         type=int,
-        default=MIN_RELIABLE_POSITIVES,
-        help=f"fewest positive images to choose a threshold from (default {MIN_RELIABLE_POSITIVES}); "
-        "findings with fewer get none and are never flagged",
+        default=MINIMUM,
+        help=f"fewest positive images to calibrate a finding and choose its threshold (default {MINIMUM}); "
+        "findings with fewer are not calibrated: they keep the uncalibrated score and are never flagged",
+    )
+    parser.add_argument(
+        "--min-negatives",
+        type=int,
+        default=MINIMUM,
+        help=f"fewest negative images to calibrate a finding (default {MINIMUM}); likewise",
     )
     return parser
 
@@ -58,12 +64,21 @@ def _calibrate(args: argparse.Namespace) -> int:
     from meddx.model.zero_shot import text_directions
     from meddx.train.calibrate import fit_calibration
     from meddx.train.embedding_cache import embed_sources
+    from meddx.train.sample_size import counted
 
     if not 0 < args.sensitivity < 1:
         raise InputError("--sensitivity must be between 0 and 1, e.g. 0.9.")
-    if args.min_positives < 1:
-        raise InputError("--min-positives must be at least 1.")
+    if args.min_positives < 1 or args.min_negatives < 1:
+        raise InputError("--min-positives and --min-negatives must be at least 1.")
     settings, data, cache = load_labelled(args)
+    counts = {fid: (c["positive"], c["negative"]) for fid, c in data.counts().items()}
+    if all(p < args.min_positives or n < args.min_negatives for p, n in counts.values()):
+        raise InputError(
+            "No finding has enough labelled images to calibrate ("
+            + "; ".join(f"{fid}: {counted(p, n)}" for fid, (p, n) in counts.items())
+            + f"); each needs at least {args.min_positives} positive and {args.min_negatives} negative "
+            "images. Nothing was written."
+        )
     encoder = load_encoder(args.model or settings.model, threads=settings.threads)
     embeddings = embed_sources(encoder, data.sources, names=data.names, cache=cache, progress=True)
     directions = text_directions(encoder, list(data.findings), cache_dir=settings.cache_dir)
@@ -74,13 +89,16 @@ def _calibrate(args: argparse.Namespace) -> int:
         identity=encoder_identity(encoder),
         sensitivity=args.sensitivity,
         min_positives=args.min_positives,
-    )
-    folder = save_calibration(metadata, args.out)
-    print(
-        f"Calibrated {len(data.findings)} finding(s) on {len(data)} images of {encoder_identity(encoder)}; "
-        f"thresholds for sensitivity {args.sensitivity:g}, measured on this data only (optimistic):"
+        min_negatives=args.min_negatives,
     )
     findings = metadata["findings"]
+    calibrated = [fid for fid, entry in findings.items() if entry["scale"] is not None]
+    folder = save_calibration(metadata, args.out)
+    print(
+        f"Calibrated {len(calibrated)} of {len(findings)} finding(s) on {len(data)} images of "
+        f"{encoder_identity(encoder)}; thresholds for sensitivity {args.sensitivity:g}, measured on this "
+        "data only (optimistic):"
+    )
     print_rows(
         ["finding", "pos", "neg", "threshold", "sens", "95% CI", "spec", "95% CI", "AUROC", "ECE raw", "ECE"],
         [
