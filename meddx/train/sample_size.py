@@ -5,11 +5,11 @@ Two minimums, one per kind of claim:
 - `MIN_PER_CLASS_FOR_INTERVALS` (10 positives *and* 10 negatives): below it, ``eval`` prints "too few
   (n positives, m negatives)" for the finding instead of metrics with 95 % intervals. Why 10:
 
-  * The intervals are percentile bootstraps. Measured here (binormal scores with a true AUROC of 0.8, three
-    negatives per positive, 300 data sets of each size, 300 resamples each), the "95 %" interval of AUROC
-    held the true value in 82 % of data sets with 3 positives and 89 % with 5, and in 92-93 % from 8 to 20:
-    below about 10, the bootstrap interval is too narrow to mean what it says. With 1 positive it collapses
-    outright (a sensitivity of "0.000 (0.00-0.00)").
+  * The intervals are percentile bootstraps. Measured with ``scripts/bootstrap_coverage.py`` (binormal
+    scores with a true AUROC of 0.8, three negatives per positive, 300 data sets of each size, 300
+    resamples each), the "95 %" interval of AUROC held the true value in 82 % of data sets with 3 positives
+    and 89 % with 5, and in 92-93 % from 8 to 20: below about 10, the bootstrap interval is too narrow to
+    mean what it says. With 1 positive it collapses outright (a sensitivity of "0.000 (0.00-0.00)").
   * A proportion measured on n images moves by 1/n per image: under 10, one image moves a sensitivity or
     specificity by more than 10 points. Even a perfect 10 of 10 has a Wilson 95 % interval of 0.72 to 1.00
     (`meddx.train.calibrate.wilson_interval`), and 8 of 10 one of 0.49 to 0.94: at 10 the interval printed
