@@ -26,7 +26,11 @@ from meddx.errors import EXIT_INPUT, MeddxError, exit_status
 DELEGATED = {
     "notes": ("meddx.cli.notes", "run_notes", "extract concepts from clinical notes"),
     "train": ("meddx.cli.train", "run_train", "train a fine-tuned head on labelled films"),
-    "eval": ("meddx.cli.evaluate", "run_eval", "evaluate zero-shot and fine-tuned scores on labelled films"),
+    "eval": (
+        "meddx.cli.evaluate",
+        "run_eval",
+        "measure scores on labelled films, or compare models on the same films (repeat --model)",
+    ),
     "promote": (
         "meddx.cli.promote",
         "run_promote",
