@@ -317,10 +317,13 @@ def _eval(args: argparse.Namespace) -> int:
         raise InputError("--resamples must be at least 100.")
     setups = pair_setups(args.model, args.probe, args.calibration, Settings.from_env())
     settings, data, cache = load_labelled(args, [setup.model for setup in setups])
-    scored = [
-        _score(setup, data, cache, settings, args, number=number, several=len(setups) > 1)
-        for number, setup in enumerate(setups, start=1)
-    ]
+    scored = []
+    for number, setup in enumerate(setups, start=1):
+        scored.append(_score(setup, data, cache, settings, args, number=number, several=len(setups) > 1))
+        if len(setups) > 1:
+            from meddx.model.encoder import clear_cache
+
+            clear_cache()  # one model in memory at a time: the peak is the largest model, not the sum
     common = {
         "ece_rule": ECE_RULE,
         "interval_rule": f"{BOOTSTRAP_RULE}; {args.resamples} resamples, seed {args.seed}; {INTERVALS}",
