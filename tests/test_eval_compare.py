@@ -41,15 +41,21 @@ def _meddx(*args: str, cache: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_trained_model_wins_with_an_interval_that_excludes_zero(
-    films, tmp_path, tiny_model_dir, planted_model_dir
+    films, tmp_path, tiny_model_dir, planted_model_dir, monkeypatch, capsys
 ):
     random, trained = f"local-dir:{tiny_model_dir}", f"local-dir:{planted_model_dir}"
     cache = tmp_path / "cache"
-    calibrated = _meddx(
-        "calibrate", "--data", str(films["enough"]), "--model", trained, "--out", str(tmp_path / "cal"),
-        cache=cache,
-    )  # fmt: skip
-    assert calibrated.returncode == 0, calibrated.stderr
+    monkeypatch.setenv("MEDDX_CACHE_DIR", str(cache))
+    calibrate = [
+        "calibrate",
+        "--data",
+        str(films["enough"]),
+        "--model",
+        trained,
+        "--out",
+        str(tmp_path / "cal"),
+    ]
+    assert main(calibrate) == 0
     report, plots = tmp_path / "compare.json", tmp_path / "plots"
     done = _meddx(
         "eval", "--data", str(films["enough"]), "--model", random, "--model", trained,
@@ -82,10 +88,11 @@ def test_the_trained_model_wins_with_an_interval_that_excludes_zero(
     assert str(films["enough"]) not in report.read_text(), "no local data path is stored"
 
     # Too few positives: no intervals, for each model and for the comparison.
-    done = _meddx("eval", "--data", str(films["few"]), "--model", random, "--model", trained, cache=cache)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.count("nodule: too few (3 positives, 20 negatives): no metrics or intervals") == 3
-    assert "AUROC difference" not in done.stdout and "(0.00-0.00)" not in done.stdout
+    capsys.readouterr()
+    assert main(["eval", "--data", str(films["few"]), "--model", random, "--model", trained]) == 0
+    out = capsys.readouterr().out
+    assert out.count("nodule: too few (3 positives, 20 negatives): no metrics or intervals") == 3
+    assert "AUROC difference" not in out and "(0.00-0.00)" not in out
 
 
 def test_heads_and_calibrations_pair_with_their_model_by_position(
