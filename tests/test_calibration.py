@@ -85,18 +85,25 @@ def test_calibrate_cli_writes_a_calibration_that_reproduces_its_numbers(
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert f"MEDDX_CALIBRATION=local-dir:{out}" in printed
-    assert "calcified_granuloma: no threshold: 3 positive images, fewer than the 20" in printed
+    assert "Calibrated 1 of 2 finding(s)" in printed
+    assert (
+        "calcified_granuloma: not calibrated, no threshold: too few (3 positives, 51 negatives); calibrating "
+        "a finding needs at least 20 positive and 20 negative images" in printed
+    )
+    assert "calibrated probabilities are shown" not in printed
     meta = json.loads((out / CALIBRATION_CONFIG).read_text())
     nodule, granuloma = meta["findings"]["nodule"], meta["findings"]["calcified_granuloma"]
     assert (nodule["positives"], nodule["negatives"]) == (24, 30)
     assert 0 < nodule["threshold"] < 1 and nodule["sensitivity"] >= 0.9
-    assert granuloma["threshold"] is None and granuloma["scale"] > 0
+    assert granuloma["threshold"] is None and granuloma["scale"] is None and granuloma["ece_after"] is None
     assert meta["encoder"]["spec"] == model and meta["target_sensitivity"] == 0.9
     assert str(tmp_path) not in json.dumps(meta), "no local path or file name is stored"
     card = (out / "README.md").read_text()
     assert "CSV, 54 images" in card and "| Lung nodule | 24 | 30 |" in card
     assert "measured on the data named here and on\n> nothing else" in card
-    assert "**calcified granuloma**: no threshold" in card
+    assert "**calcified granuloma**: not calibrated, no threshold: too few (3 positives" in card
+    assert "calibrated probabilities are shown" not in card
+    assert Calibration(meta).finding_ids == ("nodule",)
 
     # Served through the pipeline, the calibration flags exactly the films the card's numbers counted.
     settings = replace(tiny_settings, calibration=f"local-dir:{out}")
@@ -106,10 +113,28 @@ def test_calibrate_cli_writes_a_calibration_that_reproduces_its_numbers(
         assert result.operating_point == "calibration" and result.threshold == round(nodule["threshold"], 4)
         assert result.flagged == (result.image_probability >= result.threshold)
         flagged.append((result.flagged, path.parent.name == "nodule"))
+    granuloma_result = analyze(images[0], settings=settings, labels=["calcified granuloma"], top_k=0)
+    uncalibrated = granuloma_result.findings[0]
+    assert uncalibrated.operating_point is None and uncalibrated.image_probability == uncalibrated.zero_shot
     positives_flagged = sum(f for f, positive in flagged if positive)
     negatives_clear = sum(not f for f, positive in flagged if not positive)
     assert positives_flagged == round(nodule["sensitivity"] * 24)
     assert negatives_clear == round(nodule["specificity"] * 30)
+
+
+def test_calibrate_refuses_when_no_finding_has_enough_images(films, tmp_path, tiny_model_dir, capsys):
+    images = sorted(films.rglob("*.png"))
+    rows = ["path,nodule"] + [f"{p},{int(i < 12)}" for i, p in enumerate(images)]
+    (tmp_path / "few.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "cal"
+    args = ["--data", str(tmp_path / "few.csv"), "--out", str(out), "--model", f"local-dir:{tiny_model_dir}"]
+    assert run_calibrate(args) == 2
+    err = capsys.readouterr().err
+    assert "No finding has enough labelled images to calibrate (nodule: 12 positives, 42 negatives)" in err
+    assert err.count("\n") == 1 and not out.exists()
+    # A lower minimum, asked for explicitly, calibrates it.
+    assert run_calibrate([*args, "--min-positives", "10"]) == 0
+    assert json.loads((out / CALIBRATION_CONFIG).read_text())["findings"]["nodule"]["scale"] > 0
 
 
 def test_calibrate_refuses_bad_options(films, tmp_path, capsys):

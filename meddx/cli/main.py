@@ -1,8 +1,9 @@
 """``python -m meddx``: one parser, one error-to-exit-status map, one module per command family.
 
-- `meddx.cli.analyze`: ``analyze``; `meddx.cli.model`: ``download``; `meddx.cli.train`: ``train``,
-  ``eval``, ``promote``, ``calibrate``; `meddx.cli.notes`: ``notes``, ``notes-eval``; `meddx.batch.cli`:
-  ``batch``, and
+- `meddx.cli.analyze`: ``analyze``; `meddx.cli.model`: ``download``; `meddx.cli.train`: ``train``;
+  `meddx.cli.evaluate`: ``eval``; `meddx.cli.promote`: ``promote``; `meddx.cli.calibrate`: ``calibrate``
+  (`meddx.cli.labelled`: what these four share); `meddx.cli.notes`: ``notes``, ``notes-eval``;
+  `meddx.batch.cli`: ``batch``, and
   `meddx.batch.embed`: ``batch-embed`` (archives on Ray, the ``scale`` extra); `meddx.cli.dev`:
   ``make-tiny-model``, ``attribution-check``, ``bench``, ``feedback-loop``, and ``bench-batch``
   (development tools, from a source checkout only); `meddx.cli.explain_eval`: ``explain-eval``.
@@ -25,14 +26,18 @@ from meddx.errors import EXIT_INPUT, MeddxError, exit_status
 DELEGATED = {
     "notes": ("meddx.cli.notes", "run_notes", "extract concepts from clinical notes"),
     "train": ("meddx.cli.train", "run_train", "train a fine-tuned head on labelled films"),
-    "eval": ("meddx.cli.train", "run_eval", "evaluate zero-shot and fine-tuned scores on labelled films"),
+    "eval": (
+        "meddx.cli.evaluate",
+        "run_eval",
+        "measure scores on labelled films, or compare models on the same films (repeat --model)",
+    ),
     "promote": (
-        "meddx.cli.train",
+        "meddx.cli.promote",
         "run_promote",
         "replace the served head only if a candidate measures better",
     ),
     "calibrate": (
-        "meddx.cli.train",
+        "meddx.cli.calibrate",
         "run_calibrate",
         "calibrate zero-shot scores and choose operating thresholds on labelled films",
     ),

@@ -1,15 +1,17 @@
 """Measure a zero-shot calibration (`meddx.model.calibration`) on labelled films.
 
-Per finding, on every labelled image (no split: the data is the measurement):
+Per finding, on every labelled image (no split: the data is the measurement), and only when the data has
+at least ``min_positives`` positive and ``min_negatives`` negative images
+(`meddx.train.sample_size.MIN_PER_CLASS_FOR_CALIBRATION`, 20 of each, by default; the docstring there says
+why). A finding with fewer is **not calibrated**: no scaling and no threshold, a note saying so in the output
+and the card, and it keeps showing the uncalibrated model score and is never flagged. Otherwise:
 
 1. **Calibrate** with Platt scaling, the method a trained head uses (`meddx.train.fit.fit_platt`): two
    parameters per finding, ``scale > 0`` so the ranking is kept, smoothed targets so separable data keeps
    them finite. Isotonic regression was not chosen: it needs far more positives than a few dozen to be
    stable, gives step-shaped probabilities with ties that blur the ranking, and would make a zero-shot
    calibration behave differently from a trained head's.
-2. **Choose an operating threshold** for a target sensitivity (`THRESHOLD_RULE`), only when the finding has
-   at least ``min_positives`` positives (`meddx.train.fit.MIN_RELIABLE_POSITIVES` by default); otherwise
-   none, and the finding is never flagged.
+2. **Choose an operating threshold** for a target sensitivity (`THRESHOLD_RULE`).
 3. **Measure** at that threshold: sensitivity and specificity with Wilson 95 % intervals, the zero-shot
    AUROC, and the expected calibration error before and after.
 """
@@ -34,13 +36,8 @@ from meddx.model.calibration import (
 from meddx.model.head import EncoderIdentity
 from meddx.model.zero_shot import TextDirections
 from meddx.train.datasets import LabelledImages
-from meddx.train.fit import (
-    ECE_RULE,
-    MIN_RELIABLE_POSITIVES,
-    auroc,
-    expected_calibration_error,
-    fit_platt,
-)
+from meddx.train.fit import ECE_RULE, auroc, expected_calibration_error, fit_platt
+from meddx.train.sample_size import MIN_PER_CLASS_FOR_CALIBRATION, counted
 
 DEFAULT_SENSITIVITY = 0.9
 CALIBRATION_RULE = (
@@ -88,7 +85,12 @@ def _round(value: float | None) -> float | None:
 
 
 def _finding_entry(
-    finding, targets: np.ndarray, zero_shot: np.ndarray, sensitivity: float, min_positives: int
+    finding,
+    targets: np.ndarray,
+    zero_shot: np.ndarray,
+    sensitivity: float,
+    min_positives: int,
+    min_negatives: int,
 ) -> dict:
     positives, negatives = int(targets.sum()), int(len(targets) - targets.sum())
     entry = {
@@ -109,21 +111,16 @@ def _finding_entry(
         "ece_after": None,
         "note": "",
     }
-    if not positives or not negatives:
+    if positives < min_positives or negatives < min_negatives:
         entry["note"] = (
-            f"not calibrated: the data has {positives} positive and {negatives} negative images; calibration "
-            "needs both."
+            f"not calibrated, no threshold: too few ({counted(positives, negatives)}); calibrating a finding "
+            f"needs at least {min_positives} positive and {min_negatives} negative images. It shows the "
+            "uncalibrated model score and is never flagged."
         )
         return entry
     scale, bias = fit_platt(zero_shot_logit(zero_shot), targets)
     calibrated = calibrated_probability(zero_shot, scale, bias)
     entry.update(scale=scale, bias=bias, ece_after=_round(expected_calibration_error(targets, calibrated)))
-    if positives < min_positives:
-        entry["note"] = (
-            f"no threshold: {positives} positive images, fewer than the {min_positives} needed to choose "
-            "one; calibrated probabilities are shown, nothing is flagged."
-        )
-        return entry
     threshold = sensitivity_threshold(targets, calibrated, sensitivity)
     flagged = calibrated >= threshold
     true_pos, false_pos = int((flagged & targets).sum()), int((flagged & ~targets).sum())
@@ -144,23 +141,24 @@ def fit_calibration(
     *,
     identity: EncoderIdentity,
     sensitivity: float = DEFAULT_SENSITIVITY,
-    min_positives: int = MIN_RELIABLE_POSITIVES,
+    min_positives: int = MIN_PER_CLASS_FOR_CALIBRATION,
+    min_negatives: int = MIN_PER_CLASS_FOR_CALIBRATION,
 ) -> dict:
     """The ``calibration.json`` content for ``data``'s images, embedded as ``embeddings`` (N, D).
 
     Raises:
-        InputError: the sensitivity is not in (0, 1) or ``min_positives`` is below 1.
+        InputError: the sensitivity is not in (0, 1), or ``min_positives`` or ``min_negatives`` is below 1.
     """
     if not 0 < sensitivity < 1:
         raise InputError(f"The sensitivity must be between 0 and 1 (exclusive), got {sensitivity:g}.")
-    if min_positives < 1:
-        raise InputError("The minimum number of positives must be at least 1.")
+    if min_positives < 1 or min_negatives < 1:
+        raise InputError("The minimum numbers of positives and negatives must be at least 1.")
     with torch.no_grad():  # float32, as `meddx.model.scored.score_image` serves it
         zero_shot = torch.sigmoid(directions.logits(embeddings.to(torch.float32))).numpy()
     targets = np.asarray(data.targets, bool)
     findings = {
         finding.id: _finding_entry(
-            finding, targets[:, column], zero_shot[:, column], sensitivity, min_positives
+            finding, targets[:, column], zero_shot[:, column], sensitivity, min_positives, min_negatives
         )
         for column, finding in enumerate(data.findings)
     }
@@ -170,6 +168,7 @@ def fit_calibration(
         "encoder": identity.to_dict(),
         "target_sensitivity": sensitivity,
         "min_positives": min_positives,
+        "min_negatives": min_negatives,
         "findings": findings,
         "calibration_rule": CALIBRATION_RULE,
         "threshold_rule": THRESHOLD_RULE,

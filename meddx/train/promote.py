@@ -5,7 +5,8 @@ the data has both classes for), measures:
 
 - AUROC of each head with a bootstrap 95 % interval (``resamples`` resamples of the images, with
   replacement, seeded; the 2.5th and 97.5th percentiles; resamples with one class only are skipped);
-- the paired difference (candidate minus current) on the *same* resamples, with its 95 % interval;
+- the paired difference (candidate minus current) on the *same* resamples, with its 95 % interval
+  (`meddx.train.paired`, which ``eval`` uses to compare models too);
 - the expected calibration error of each head's calibrated probabilities (`meddx.train.fit.ECE_RULE`).
 
 The decision (`RULE`): promote only when no finding is worse beyond its interval (the whole 95 % interval of
@@ -34,7 +35,8 @@ from meddx.model.head import TrainedHead
 from meddx.model.head_store import HEAD_FILES, clear_head_cache, publish_head, read_head, save_head
 from meddx.model.spec import HF_HUB, ModelSpec
 from meddx.train.datasets import LabelledImages
-from meddx.train.fit import auroc, expected_calibration_error
+from meddx.train.fit import expected_calibration_error
+from meddx.train.paired import paired_auroc, resample_indices
 
 RESAMPLES = 1000
 RULE = (
@@ -52,10 +54,6 @@ def head_name(head: TrainedHead) -> str:
     for tensor in (head.linear.weight, head.linear.bias):
         digest.update(tensor.detach().contiguous().numpy().tobytes())
     return f"head trained {head.metadata.get('created', '?')} (weights sha256:{digest.hexdigest()[:12]})"
-
-
-def _interval(values: list[float]) -> list[float]:
-    return [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)]
 
 
 def compare_heads(
@@ -97,36 +95,25 @@ def compare_heads(
         "current": current.probabilities(embeddings).double().numpy(),
     }
     heads = {"candidate": candidate, "current": current}
-    rng = np.random.default_rng(seed)
-    samples = [rng.integers(0, len(data), len(data)) for _ in range(resamples)]
+    samples = resample_indices(len(data), resamples, seed)
     findings = {}
     for fid in compared:
         y = data.targets[:, data.labels.index(fid)].astype(bool)
         scores = {name: probabilities[name][:, heads[name].finding_ids.index(fid)] for name in heads}
-        boot: dict[str, list[float]] = {"candidate": [], "current": [], "difference": []}
-        for index in samples:
-            if not 0 < int(y[index].sum()) < len(index):
-                continue
-            a, b = auroc(y[index], scores["candidate"][index]), auroc(y[index], scores["current"][index])
-            boot["candidate"].append(a)
-            boot["current"].append(b)
-            boot["difference"].append(a - b)
-        point = {name: auroc(y, scores[name]) for name in heads}
+        paired = paired_auroc(y, scores, samples, [("candidate", "current")])
+        difference = paired["differences"][("candidate", "current")]
         findings[fid] = {
             "positives": int(y.sum()),
             "negatives": int((~y).sum()),
             **{
                 name: {
-                    "auroc": round(point[name], 4),
-                    "ci": _interval(boot[name]),
+                    "auroc": paired["auroc"][name],
+                    "ci": paired["ci"][name],
                     "ece": round(expected_calibration_error(y, scores[name]), 4),
                 }
                 for name in heads
             },
-            "difference": {
-                "auroc": round(point["candidate"] - point["current"], 4),
-                "ci": _interval(boot["difference"]),
-            },
+            "difference": {"auroc": difference["auroc"], "ci": difference["ci"]},
         }
     mean = {name: round(float(np.mean([findings[f][name]["auroc"] for f in compared])), 4) for name in heads}
     reasons = []
