@@ -1,4 +1,4 @@
-"""Writing an analysis's SR and FHIR files (``analyze --dicom-sr/--fhir``, the API and the page)."""
+"""Writing an analysis's SR and FHIR files (``analyze --dicom-sr/--fhir``)."""
 
 from __future__ import annotations
 
