@@ -33,6 +33,7 @@ def film(tmp_path) -> Path:
     ds = dcmread(path)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.StudyDate, ds.StudyTime, ds.PatientSex = "20240105", "101500", "F"
+    ds.PatientOrientation = ["L", "F"]
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -50,7 +51,7 @@ def _groups(sr) -> list:
 
 
 def test_sr_and_fhir_from_a_dicom_film(film, tmp_path, tiny_model_dir, capsys) -> None:
-    sr_path, fhir_path = tmp_path / "out.dcm", tmp_path / "out.json"
+    sr_path, fhir_path, sc_path = tmp_path / "out.dcm", tmp_path / "out.json", tmp_path / "overlay.dcm"
     status, out, err = _analyze(
         capsys,
         str(film),
@@ -63,6 +64,8 @@ def test_sr_and_fhir_from_a_dicom_film(film, tmp_path, tiny_model_dir, capsys) -
         str(sr_path),
         "--fhir",
         str(fhir_path),
+        "--overlay-sc",
+        str(sc_path),
     )
     assert status == 0, err
     result = json.loads(out)
@@ -109,6 +112,17 @@ def test_sr_and_fhir_from_a_dicom_film(film, tmp_path, tiny_model_dir, capsys) -
         errors = [line for line in checked.stderr.splitlines() if line.startswith("Error")]
         assert not errors, checked.stderr
 
+    sc = dcmread(sc_path)
+    assert sc.SOPClassUID.name == "Secondary Capture Image Storage" and sc.Modality == "OT"
+    assert sc.StudyInstanceUID == source.StudyInstanceUID and sc.SeriesInstanceUID != sr.SeriesInstanceUID
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert list(sc.PatientOrientation) == ["L", "F"] and sc.PhotometricInterpretation == "RGB"
+    assert sc.Columns == source.Columns and sc.Rows > source.Rows  # the film under a caption band
+    assert str(sc.PatientName) == str(source.PatientName) and "InstitutionName" not in sc
+    if shutil.which("dciodvfy"):
+        checked = subprocess.run(["dciodvfy", str(sc_path)], capture_output=True, text=True)
+        assert not [line for line in checked.stderr.splitlines() if line.startswith("Error")], checked.stderr
+
     text = fhir_path.read_text(encoding="utf-8")
     bundle = Bundle.model_validate_json(text)
     report = bundle.entry[0].resource
@@ -146,6 +160,18 @@ def test_sr_needs_a_dicom_film_and_fhir_does_not(tmp_path, tiny_model_dir, capsy
         capsys, str(png), str(png), "--model", model, "--fhir", str(tmp_path / "y.json")
     )
     assert status == EXIT_INPUT and "single film" in err
+
+
+def test_an_overlay_needs_the_films_patient_orientation(tmp_path, tiny_model_dir, capsys) -> None:
+    path = write_dicom(tmp_path / "film.dcm")
+    ds = dcmread(path)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.save_as(path, enforce_file_format=True)
+    out = tmp_path / "overlay.dcm"
+    status, _, err = _analyze(
+        capsys, str(path), "--model", f"local-dir:{tiny_model_dir}", "--overlay-sc", str(out)
+    )
+    assert status == EXIT_INPUT and "no Patient Orientation" in err and not out.exists()
 
 
 def test_the_source_references_stay_out_of_reprs_and_results(film) -> None:

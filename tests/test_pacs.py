@@ -42,6 +42,7 @@ def film(
     ds = chest_dataset(pixels, bits_stored=12, modality=modality, sop_class=sop_class)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
     ds.BodyPartExamined = body_part
+    ds.PatientOrientation = ["L", "F"]
     ds.StudyDate, ds.StudyTime, ds.StudyID, ds.PatientSex = "20240105", "101500", "S77", "F"
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
@@ -95,7 +96,7 @@ def test_round_trip_stores_srs_in_their_studies_skips_on_rerun_and_reports_a_bad
             upload(url, data)
         sop = {name: dcmread(io.BytesIO(data)).SOPInstanceUID for name, data in sources.items()}
 
-        first = run_pacs(url, tiny_model_dir, "--store-results")
+        first = run_pacs(url, tiny_model_dir, "--store-results", "--overlay")
         assert first.returncode == EXIT_INPUT, first.stderr[-3000:]  # one film failed, the rest were done
         summary = json.loads(first.stdout)["summary"]
         key = json.loads(first.stdout)["results_key"]
@@ -113,6 +114,10 @@ def test_round_trip_stores_srs_in_their_studies_skips_on_rerun_and_reports_a_bad
         client = DICOMwebClient(f"{url}/dicom-web")
         by_study = {study_a: sr_instances(client, study_a, key), study_b: sr_instances(client, study_b, key)}
         assert [len(by_study[study_a]), len(by_study[study_b])] == [2, 1]
+        overlays = client.search_for_instances(
+            study_instance_uid=study_a, series_instance_uid=identity.overlay_series_uid(study_a, key)
+        )
+        assert len(overlays) == 2 and overlays[0]["00080060"]["Value"] == ["OT"]
         for study, srs in by_study.items():
             for ds in srs:
                 sr = hd.sr.ComprehensiveSR.from_dataset(ds)

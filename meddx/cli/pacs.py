@@ -25,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--since", metavar="YYYYMMDD", help="studies dated on or after this day")
     p.add_argument("--store-results", action="store_true", help="store the SR (STOW-RS) into each study")
     p.add_argument(
+        "--overlay",
+        action="store_true",
+        help="store the top finding's overlay too, as a Secondary Capture (needs --store-results)",
+    )
+    p.add_argument(
         "--header",
         action="append",
         default=[],
@@ -86,7 +91,15 @@ def run_pacs(argv: list[str]) -> int:
 
         if results_key_of(analysis) != key:  # the model changed under the run: stop rather than mislabel
             raise InputError("The model changed during the run; run pacs again.")
-        return [build_sr(analysis)]
+        datasets = [build_sr(analysis)]
+        if args.overlay:
+            from meddx.interop.overlay import build_overlay
+
+            try:
+                datasets.append(build_overlay(analysis))
+            except InputError as exc:  # the SR is still stored
+                tell(f"  no overlay: {exc}")
+        return datasets
 
     tell(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} at {pacs.shown}")
     summary = round_trip(

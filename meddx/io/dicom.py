@@ -98,7 +98,9 @@ _SOURCE_TAGS = [
     "StudyID",
     "AccessionNumber",
     "ReferringPhysicianName",
+    "PatientOrientation",
 ]
+_ORIENTATION = re.compile(r"[APRLHF]{1,3}")  # PatientOrientation of a biped, e.g. L\\F
 _UID_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 _AGE_STRING = re.compile(r"\d{3}[DWMY]")  # DICOM's AS value representation
 _RADIOGRAPHY = {"CR", "DX", "DR", "RG"}
@@ -235,6 +237,14 @@ def _source(ds: Dataset) -> DicomSource | None:
             value = str(value)
         if isinstance(value, str) or (keyword == "SpecificCharacterSet" and isinstance(value, list)):
             attributes[keyword] = value if isinstance(value, str) else [str(v) for v in value]
+    attributes.pop("PatientOrientation", None)
+    orientation = ds.get("PatientOrientation")
+    if (
+        orientation is not None
+        and len(orientation) == 2
+        and all(_ORIENTATION.fullmatch(str(v)) for v in orientation)
+    ):
+        attributes["PatientOrientation"] = [str(v) for v in orientation]
     attributes["PatientSex"] = ds.get("PatientSex") if isinstance(ds.get("PatientSex"), str) else ""
     attributes["Modality"] = _code_string(ds, "Modality") or "OT"
     attributes["Rows"], attributes["Columns"] = int(ds.Rows), int(ds.Columns)

@@ -66,8 +66,9 @@ class DicomSource:
     instance UIDs the SR references, and the Patient and General Study module attributes of Type 1 and 2
     that an SR in the same study must repeat (PatientName, PatientID, PatientBirthDate, PatientSex,
     StudyDate, StudyTime, StudyID, AccessionNumber, ReferringPhysicianName), with SpecificCharacterSet to
-    encode them, Modality, Rows and Columns. These are identifiers: only `meddx.interop` reads them, to
-    write DICOM; they never enter a result, a report, a log or a repr.
+    encode them, Modality, Rows, Columns and PatientOrientation (for a Secondary Capture of the overlay).
+    These are identifiers: only `meddx.interop` reads them, to write DICOM; they never enter a result, a
+    report, a log or a repr.
     """
 
     attributes: dict
