@@ -44,7 +44,7 @@ _POINT_WORDS = {
     "calibration": "a calibration measured on labelled films",
     "trained head": "a trained head's threshold measured on labelled films",
     "user": "a threshold set by the user, not measured on any data",
-    None: "no operating point: the score is uncalibrated and never flagged",
+    None: "none (the score is uncalibrated and never flagged)",
 }
 
 
