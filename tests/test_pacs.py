@@ -136,7 +136,19 @@ def test_round_trip_stores_srs_in_their_studies_skips_on_rerun_and_reports_a_bad
             out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True).stderr
             assert not [line for line in out.splitlines() if line.startswith("Error")], out
 
-        again = run_pacs(url, tiny_model_dir, "--store-results", "--study", study_a)
+        token = tmp_path / "token"
+        token.write_text("bearer-secret-42\n")
+        again = run_pacs(
+            url,
+            tiny_model_dir,
+            "--store-results",
+            "--study",
+            study_a,
+            "--token-file",
+            str(token),
+            "--header",
+            "X-Api-Key: header-secret-43",
+        )
         assert again.returncode == 0, again.stderr[-3000:]
         assert json.loads(again.stdout)["summary"] | {"failures": None} == {
             "found": 2,
@@ -149,7 +161,7 @@ def test_round_trip_stores_srs_in_their_studies_skips_on_rerun_and_reports_a_bad
         assert len(sr_instances(client, study_a, key)) == 2
 
         for output in (first.stdout, first.stderr, again.stdout, again.stderr):
-            for value in PLANTED:
+            for value in [*PLANTED, "secret-42", "secret-43"]:
                 assert value not in output
 
 
