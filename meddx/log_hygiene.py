@@ -43,6 +43,10 @@ QUIET_LOGGERS = (
     "groovy",
     "pydicom",
     "PIL",
+    "highdicom",
+    "dicomweb_client",
+    "fhir",
+    "fhir_core",
 )
 """Loggers (and their children) that never reach the application's logs."""
 OFF = logging.CRITICAL + 10

@@ -440,6 +440,7 @@ def analyze(
         ),
         preview=study.pixels,
         maps=maps,
+        source=study.source,
         include_maps=include_maps,
         embedding=embedding[0].to(torch.float32).numpy().copy() if keep_embedding else None,
     )

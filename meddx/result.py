@@ -16,7 +16,7 @@ import numpy as np
 from meddx import DISCLAIMER, __version__
 from meddx.explain.overlay import FilmMap, overlay, to_png_base64
 from meddx.explain.regions import Region
-from meddx.io.study import ImageInfo
+from meddx.io.study import DicomSource, ImageInfo
 from meddx.notes import Concept, EvidenceItem
 
 SCHEMA_VERSION = 2
@@ -239,6 +239,9 @@ class Analysis:
     embedding: np.ndarray | None = field(default=None, repr=False)
     """The film's unit image embedding (D,), float32, when `meddx.pipeline.analyze` was asked to keep it
     (feedback); never in the JSON."""
+    source: DicomSource | None = field(default=None, repr=False)
+    """A DICOM film's references and the header a DICOM SR must repeat (`meddx.interop` writes SR and
+    FHIR from it); identifiers, so never in the JSON, a report or a log."""
     include_maps: bool = False
     disclaimer: str = DISCLAIMER
     version: str = __version__

@@ -30,7 +30,7 @@ def _check_result(data: dict, markdown: str) -> None:
 
 def test_api_lists_the_public_endpoints(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/analyze", "/notes"}
+    assert set(endpoints) == {"/analyze", "/notes", "/fhir"}
     parameters = endpoints["/analyze"]["parameters"]
     assert [p["parameter_name"] for p in parameters] == [
         "film",
@@ -343,3 +343,27 @@ def test_the_page_imports_none_of_the_model_stack():
     code = f"import sys, meddx.app; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_fhir_endpoint_returns_an_r4_bundle_naming_only_the_study(client, tmp_path, gradio_tmp):
+    from fhir.resources.R4B.bundle import Bundle
+    from gradio_client import handle_file
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    path = write_dicom(tmp_path / "film.dcm")
+    ds = dcmread(path)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.save_as(path, enforce_file_format=True)
+
+    answer = client.predict(handle_file(path), "", api_name="/fhir")
+
+    bundle = Bundle.model_validate(answer)
+    report = bundle.entry[0].resource
+    assert report.status == "preliminary" and "not a diagnosis" in report.conclusion
+    assert report.imagingStudy[0].identifier.value == f"urn:oid:{ds.StudyInstanceUID}"
+    assert len(bundle.entry) > 1 and all(e.resource.status == "preliminary" for e in bundle.entry)
+    text = json.dumps(answer)
+    for value in [*PLANTED_IDENTIFIERS.values(), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)]:
+        assert value not in text
+    assert files_under(gradio_tmp) == [] or all(p.suffix != ".dcm" for p in files_under(gradio_tmp))

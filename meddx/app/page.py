@@ -22,6 +22,7 @@ from meddx.app.feedback import FeedbackHandlers, FeedbackPanel, build_panel, ope
 from meddx.app.feedback import wire as wire_feedback
 from meddx.app.guards import MeddxBlocks, install_robust_cache_sweep
 from meddx.app.handlers import API_PARAMETERS, Handlers
+from meddx.app.interop import wire_fhir
 from meddx.app.workflow import NO_FILM, REPORT_PLACEHOLDER, PageFlow, method_choices
 from meddx.config import Settings
 from meddx.explain.methods import MAX_MAPS
@@ -412,6 +413,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             concurrency_id="analyze",
             preprocess=False,
         )
+        wire_fhir(handlers, page)  # /fhir: the result as a FHIR R4 Bundle (API and MCP only)
         page.notes_button.click(  # raw value: a list or number is refused, not turned into its text
             handlers.read_notes, inputs=page.notes, outputs=page.concepts, api_name="notes", preprocess=False
         ).success(

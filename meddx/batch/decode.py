@@ -65,6 +65,7 @@ class Decode:
                 else:
                     source, name = self._file(item["path"])
                 study = load_study(source, filename=name, limits=self.limits)
+                study.source = None  # a DICOM's identifiers are for SR writing only; batch writes none
                 row["study"] = pickle.dumps(study, protocol=pickle.HIGHEST_PROTOCOL)
             except MeddxError as exc:
                 row["error"], row["error_kind"] = str(exc), "decode"

@@ -54,6 +54,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     map_ids = [f.id for f in load_vocabulary().select(to_map)] if to_map else None
     paths = list(_expand(args.paths))
     batch = len(paths) > 1 or any(Path(p).is_dir() for p in args.paths)
+    if batch and (args.dicom_sr or args.fhir or args.overlay_sc):
+        raise InputError("--dicom-sr, --fhir and --overlay-sc write one file each: give a single film.")
     failures = 0
     overlay_names: set[str] = set()
     for path in paths:
@@ -80,6 +82,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             if batch:
                 print(json.dumps({"file": path.name, "error": str(exc)}))
             continue
+        if args.dicom_sr or args.fhir or args.overlay_sc:
+            from meddx.interop.files import write_interop
+
+            write_interop(analysis, dicom_sr=args.dicom_sr, fhir=args.fhir, overlay_sc=args.overlay_sc)
         overlay_files = []
         if args.overlays:
             overlay_files = _write_overlays(analysis, path, Path(args.overlays), overlay_names)
@@ -209,6 +215,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="write each map as DIR/<film>.<finding>.png (finding, image-only score, region boxes) with its "
         "caption and regions in DIR/<film>.<finding>.json",
+    )
+    p.add_argument(
+        "--dicom-sr",
+        metavar="OUT.dcm",
+        help="write a DICOM SR (TID 1500) of the result into the film's study (DICOM input only)",
+    )
+    p.add_argument("--fhir", metavar="OUT.json", help="write a FHIR R4 DiagnosticReport bundle of the result")
+    p.add_argument(
+        "--overlay-sc",
+        metavar="OUT.dcm",
+        help="write the top finding's overlay as a DICOM Secondary Capture in the film's study (DICOM input)",
     )
     p.add_argument("--json", action="store_true", help="print JSON (always on for several files)")
     p.set_defaults(func=cmd_analyze)

@@ -6,7 +6,8 @@
   `meddx.batch.cli`: ``batch``, and
   `meddx.batch.embed`: ``batch-embed`` (archives on Ray, the ``scale`` extra); `meddx.cli.dev`:
   ``make-tiny-model``, ``attribution-check``, ``bench``, ``feedback-loop``, and ``bench-batch``
-  (development tools, from a source checkout only); `meddx.cli.explain_eval`: ``explain-eval``.
+  (development tools, from a source checkout only); `meddx.cli.explain_eval`: ``explain-eval``;
+  `meddx.cli.pacs`: ``pacs`` (DICOMweb round trip).
 
 Imports are lazy so that ``--help`` and the light commands start fast. Errors meant for people
 (`meddx.errors.MeddxError`) print one line on stderr and exit with `meddx.errors.exit_status`; no traceback.
@@ -49,6 +50,7 @@ DELEGATED = {
     "batch": ("meddx.batch.cli", "run_batch", "analyse an archive of films on Ray (meddx[scale])"),
     "batch-embed": ("meddx.batch.embed", "run_batch_embed", "fill train's embedding cache on Ray"),
     "bench-batch": ("meddx.dev.bench_batch", "run_bench_batch", "films/s of analyze FOLDER vs batch (dev)"),
+    "pacs": ("meddx.cli.pacs", "run_pacs", "analyse chest films in a DICOMweb PACS and store DICOM SRs back"),
     "explain-eval": ("meddx.cli.explain_eval", "run_explain_eval", "score the maps against expert boxes"),
 }
 DEV_PACKAGE = "meddx.dev"

@@ -153,8 +153,10 @@ def _study_from(answer: tuple | None, label: str, limits: Limits) -> Study:
         )
     kind, *rest = answer
     if kind == "ok":
-        pixels, info, warnings, demographics = rest
-        return Study(pixels=pixels, info=info, warnings=list(warnings), demographics=demographics)
+        pixels, info, warnings, demographics, source = rest
+        return Study(
+            pixels=pixels, info=info, warnings=list(warnings), demographics=demographics, source=source
+        )
     if kind == "refused":
         raise InputError(rest[0])
     if kind == "memory" or kind == "died":
@@ -168,7 +170,7 @@ def _study_from(answer: tuple | None, label: str, limits: Limits) -> Study:
 
 
 def _read_in_worker(sender: Connection, source: Any, filename: str | None, limits: Limits) -> None:
-    """The worker: limit memory, read, send ("ok", pixels, info, warnings, demographics) or why not.
+    """The worker: limit memory, read, send ("ok", pixels, info, warnings, demographics, source) or why not.
 
     Never raises."""
     try:
@@ -176,7 +178,7 @@ def _read_in_worker(sender: Connection, source: Any, filename: str | None, limit
         from meddx.io import load_study
 
         study = load_study(source, filename=filename, limits=limits)
-        answer: tuple = ("ok", study.pixels, study.info, study.warnings, study.demographics)
+        answer: tuple = ("ok", study.pixels, study.info, study.warnings, study.demographics, study.source)
     except InputError as exc:
         answer = ("refused", str(exc))
     except MemoryError:

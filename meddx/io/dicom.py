@@ -1,8 +1,10 @@
 """DICOM through pydicom: modality LUT, VOI LUT or window, MONOCHROME1 inversion, compressed syntaxes.
 
 Besides the file meta group, only the whitelisted, non-identifying tags (`_DICOM_TAGS`) are parsed from
-the file, so patient names, IDs, dates and the like never reach a `Study`. Of the patient module only age
-and sex are read, into `Study.demographics`, to be compared with the notes; they never enter `ImageInfo`.
+the file, so patient names, IDs, dates and the like never reach `ImageInfo`. Of the patient module age
+and sex are read into `Study.demographics`, to be compared with the notes. The references and the header
+attributes a DICOM SR about the film must repeat (`_SOURCE_TAGS`) go into `Study.source` (`DicomSource`),
+which only `meddx.interop` reads, to write DICOM; they never enter a result, a report or a log.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, pixel_array
 from pydicom.uid import (
+    RE_VALID_UID,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import PersonName
 
 from meddx.config import Limits
 from meddx.errors import InputError
@@ -30,7 +34,7 @@ from meddx.io.colour import colour_warnings
 from meddx.io.dicom_bounds import check_structure, inflate_if_deflated
 from meddx.io.pixels import luminance, robust_window, scale_to_uint8, subsample
 from meddx.io.source import check_dimensions, damaged, decode_errors
-from meddx.io.study import Demographics, ImageInfo, Study
+from meddx.io.study import Demographics, DicomSource, ImageInfo, Study
 
 # pydicom's value validation warns about *and logs* the offending value, and in a damaged file a wrong
 # length can make that value run on into neighbouring tags such as PatientName. meddx reads only a few
@@ -78,6 +82,26 @@ _DICOM_TAGS = [
     "PatientAge",
     "PatientSex",
 ]
+# For `DicomSource` only (an SR in the same study repeats them; PS3.3 Patient and General Study modules,
+# Type 1 and 2): never read into `ImageInfo`, never logged.
+_SOURCE_TAGS = [
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "PatientOrientation",
+]
+_ORIENTATION = re.compile(r"[APRLHF]{1,3}")  # PatientOrientation of a biped, e.g. L\\F
+_UID_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 _AGE_STRING = re.compile(r"\d{3}[DWMY]")  # DICOM's AS value representation
 _RADIOGRAPHY = {"CR", "DX", "DR", "RG"}
 _MODALITY_NAMES = {
@@ -127,7 +151,9 @@ def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -
     check_structure(layout, label, limits)
     with decode_errors(damaged(label)):
         # force=True only for files whose data set `sniff_format` already parsed without a preamble.
-        ds = dcmread(io.BytesIO(layout.data), force=not has_preamble, specific_tags=_DICOM_TAGS)
+        ds = dcmread(
+            io.BytesIO(layout.data), force=not has_preamble, specific_tags=_DICOM_TAGS + _SOURCE_TAGS
+        )
         if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
             raise InputError(
                 "This DICOM file has no image (pixel data); it may be a report, a structured document or "
@@ -148,6 +174,7 @@ def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -
             "pixel_spacing": _pixel_spacing(ds),
         }
         demographics = _demographics(ds)
+        source = _source(ds)
     check_dimensions(width, height, label, limits)
     if frames > limits.max_frames:
         raise InputError(
@@ -185,7 +212,43 @@ def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -
         transfer_syntax=DeflatedExplicitVRLittleEndian.name if layout.deflated else transfer_syntax.name,
         **description,
     )
-    return Study(pixels=pixels, info=info, warnings=warnings, demographics=demographics)
+    return Study(pixels=pixels, info=info, warnings=warnings, demographics=demographics, source=source)
+
+
+def _valid_uid(uid: str) -> bool:
+    return 0 < len(uid) <= 64 and re.fullmatch(RE_VALID_UID, uid) is not None
+
+
+def _source(ds: Dataset) -> DicomSource | None:
+    """The film's references and the header an SR must repeat; None unless all four UIDs are valid.
+
+    Values are kept as the file holds them (person names as their string form); a value of another type
+    (a damaged element) is left out rather than repaired, and nothing is invented.
+    """
+    uids = {keyword: ds.get(keyword) for keyword in _UID_KEYWORDS}
+    if not all(isinstance(uid, str) and _valid_uid(uid.strip()) for uid in uids.values()):
+        return None
+    attributes: dict = {keyword: str(uid).strip() for keyword, uid in uids.items()}
+    for keyword in _SOURCE_TAGS:
+        value = ds.get(keyword)
+        if keyword in attributes or value is None:
+            continue
+        if isinstance(value, PersonName):
+            value = str(value)
+        if isinstance(value, str) or (keyword == "SpecificCharacterSet" and isinstance(value, list)):
+            attributes[keyword] = value if isinstance(value, str) else [str(v) for v in value]
+    attributes.pop("PatientOrientation", None)
+    orientation = ds.get("PatientOrientation")
+    if (
+        orientation is not None
+        and len(orientation) == 2
+        and all(_ORIENTATION.fullmatch(str(v)) for v in orientation)
+    ):
+        attributes["PatientOrientation"] = [str(v) for v in orientation]
+    attributes["PatientSex"] = ds.get("PatientSex") if isinstance(ds.get("PatientSex"), str) else ""
+    attributes["Modality"] = _code_string(ds, "Modality") or "OT"
+    attributes["Rows"], attributes["Columns"] = int(ds.Rows), int(ds.Columns)
+    return DicomSource(attributes)
 
 
 def _demographics(ds: Dataset) -> Demographics | None:

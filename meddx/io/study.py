@@ -58,6 +58,41 @@ class Demographics:
         return "Demographics(...)"
 
 
+@dataclass(frozen=True, eq=False)
+class DicomSource:
+    """What a DICOM Structured Report about this film must carry from it, and nothing else.
+
+    ``attributes`` maps DICOM keywords to the source's values: the SOP class and the study, series and SOP
+    instance UIDs the SR references, and the Patient and General Study module attributes of Type 1 and 2
+    that an SR in the same study must repeat (PatientName, PatientID, PatientBirthDate, PatientSex,
+    StudyDate, StudyTime, StudyID, AccessionNumber, ReferringPhysicianName), with SpecificCharacterSet to
+    encode them, Modality, Rows, Columns and PatientOrientation (for a Secondary Capture of the overlay).
+    These are identifiers: only `meddx.interop` reads them, to write DICOM; they never enter a result, a
+    report, a log or a repr.
+    """
+
+    attributes: dict
+
+    @property
+    def study_uid(self) -> str:
+        return self.attributes["StudyInstanceUID"]
+
+    @property
+    def series_uid(self) -> str:
+        return self.attributes["SeriesInstanceUID"]
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return self.attributes["SOPInstanceUID"]
+
+    @property
+    def sop_class_uid(self) -> str:
+        return self.attributes["SOPClassUID"]
+
+    def __repr__(self) -> str:  # never printed by accident, e.g. in a traceback's locals
+        return "DicomSource(...)"
+
+
 @dataclass
 class Study:
     """One loaded image, ready for the model and for display.
@@ -68,12 +103,15 @@ class Study:
         info: Non-identifying facts only (`ImageInfo`).
         warnings: Human-readable, non-identifying notes about how the file was read.
         demographics: a DICOM's patient age and sex (`Demographics`), to be compared with the notes only.
+        source: a DICOM's references and the header an SR must repeat (`DicomSource`), for
+            `meddx.interop` only; None for other formats or when the file lacks valid UIDs.
     """
 
     pixels: np.ndarray
     info: ImageInfo
     warnings: list[str] = field(default_factory=list)
     demographics: Demographics | None = field(default=None, repr=False)
+    source: DicomSource | None = field(default=None, repr=False)
 
     @property
     def size(self) -> tuple[int, int]:
