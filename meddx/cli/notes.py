@@ -122,7 +122,15 @@ def run_notes_eval(argv: list[str]) -> int:
     """Print `meddx.notes_eval`'s report for the labelled set at ``argv[0]`` (default: the repository's)."""
     from pathlib import Path
 
-    from meddx.dev.notes_eval import DEFAULT_PATH, evaluate, format_report, format_speed, load_examples, speed
+    from meddx.dev.notes_eval import (
+        DEFAULT_PATH,
+        evaluate,
+        format_report,
+        format_speed,
+        load_examples,
+        speed,
+        worst_case,
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m meddx notes-eval", description="Measure the notes reader on a labelled sentence set."
@@ -138,6 +146,11 @@ def run_notes_eval(argv: list[str]) -> int:
         help="also time the reader on N report-length notes made of the set's sentences (budget: "
         "4,000 in 10 s on one core), beside a sentence-regex baseline",
     )
+    parser.add_argument(
+        "--worst-case",
+        action="store_true",
+        help=f'also time the longest note accepted ({MAX_CHARS:,} characters of "no effusion, ")',
+    )
     args = parser.parse_args(argv)
     if not args.path.is_file():
         print(f"meddx: no such file: {args.path}", file=sys.stderr)
@@ -146,4 +159,6 @@ def run_notes_eval(argv: list[str]) -> int:
     print(format_report(evaluate(examples), len(examples)))
     if args.speed > 0:
         print(format_speed(speed(examples, n=args.speed)))
+    if args.worst_case:
+        print(f'{MAX_CHARS:,} characters of "no effusion, ": {worst_case():.3f} s (best of 3)')
     return 0

@@ -61,10 +61,23 @@ class Lexicon:
     inclusive: frozenset[str]
     breakers: frozenset[str]
     negated_history: dict[str, Status]
+    backward_breakers: re.Pattern[str]
+    anticipation: re.Pattern[str]
+    past_tense: re.Pattern[str]
+    headings: re.Pattern[str]
+    heading_status: dict[str, Status]
 
 
 _CATEGORIES = frozenset({"finding", "symptom", "risk_factor", "history", "device", "demographic", "vital"})
-_CUE_CATEGORIES = ("negation", "uncertainty", "historical", "negated_history", "family", "pseudo")
+_CUE_CATEGORIES = (
+    "negation",
+    "uncertainty",
+    "historical",
+    "negated_history",
+    "family",
+    "hypothetical",
+    "pseudo",
+)
 _DIRECTIONS = frozenset({"forward", "backward", "bidirectional", "either"})
 
 
@@ -207,6 +220,15 @@ def _regex(item: DataFile) -> re.Pattern[str]:
         raise item.fail(f"a regular expression ({exc})") from None
 
 
+_HEADING_END = r"[ \t]*(?::|[ \t]-[ \t]|(?=[ \t]*(?:\n|$)))"  # a heading ends with ":", " - " or its line
+
+
+def _words_regex(phrases: Iterable[str]) -> re.Pattern[str]:
+    """Any of ``phrases`` as whole words, any run of spaces between their words."""
+    body = "|".join(_SEP.join(re.escape(w) for w in p.split()) for p in phrases)
+    return re.compile(rf"(?<!{ALNUM})(?:{body})(?!{ALNUM})")
+
+
 @lru_cache(maxsize=1)
 def load_lexicon() -> Lexicon:
     """Load the three vocabularies and compile them into one regex (once per process)."""
@@ -234,7 +256,18 @@ def load_lexicon() -> Lexicon:
     conjunctions = "|".join(re.escape(c) for c in [*plain, *inclusive])
     negated_history = cues["negated_history_status"]
     categories = {k: Status(_choice(negated_history[k], set(Status))) for k in negated_history.mapping()}
+    heading_status = {}
+    for status in cues["sections"].mapping():
+        if status not in set(Status):
+            raise cues["sections"].fail(f"statuses among {', '.join(Status)}")
+        for phrase in cues["sections"][status].items():
+            heading_status[_phrase(phrase)] = Status(status)
     return Lexicon(
+        headings=re.compile(f"({_trie_regex(heading_status)})" + _HEADING_END),
+        heading_status=heading_status,
+        backward_breakers=_words_regex(rules["backward_breakers"].texts()),
+        anticipation=_words_regex(rules["anticipation"].texts()),
+        past_tense=_words_regex(rules["past_tense"].texts()),
         regex=re.compile(f"(?=({_EDGE}{_trie_regex(meanings)}{_EDGE}))"),
         meanings=meanings,
         patterns=patterns,

@@ -25,6 +25,7 @@ class Part:
     start: int
     end: int
     value: float | None = None
+    diastolic: float | None = None
 
 
 @dataclass(frozen=True)
