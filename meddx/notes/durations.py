@@ -24,9 +24,9 @@ _DAYS = {"h": 1 / 24, "d": 1.0, "w": 7.0, "m": 30.4, "y": 365.25}
 _SHORTHAND = {"52": 7.0, "7": 1.0, "12": 30.4}
 # not "m" (male) nor "y" (an age)
 _UNIT = r"(?P<unit>hours?|hrs?|h|days?|d|weeks?|wks?|w|months?|mths?|mos?|years?|yrs?)"
-_NUMBER = (
-    r"(?P<n>\d{1,3}(?:\.\d)?|an?|one|two|three|four|five|six|seven|eight|nine|ten|twelve|several|few"
-    r"|couple\s+of)"
+_NUMBER = (  # a number word needs a space or a hyphen before its unit ("a week"; not "an" + "d" in "and")
+    r"(?:(?P<n>\d{1,3}(?:\.\d)?)|(?P<w>an?|one|two|three|four|five|six|seven|eight|nine|ten|twelve|several"
+    r"|few|couple\s+of)(?:\s++|-))"
 )
 _DURATION_RE = re.compile(
     rf"(?<![\w/.])(?:(?P<pre>x|for|over|since|past|last|the\s+past|the\s+last)\s*+)?{_NUMBER}\s*+-?\s*+{_UNIT}"
@@ -39,7 +39,7 @@ def _days(m: re.Match[str]) -> float:
     if m.group("n2"):
         return float(m.group("n2")) * _SHORTHAND[m.group("base")]
     n = m.group("n")
-    count = float(n) if n[0].isdigit() else float(_WORDS[" ".join(n.split())])
+    count = float(n) if n else float(_WORDS[" ".join(m.group("w").split())])
     unit = m.group("unit")
     key = "m" if unit.startswith(("mo", "mth")) else unit[0]
     return count * _DAYS[key]

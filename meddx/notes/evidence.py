@@ -2,7 +2,8 @@
 
 `fuse` keeps one `EvidenceItem` per (concept, finding), with its log-odds: that is the data (and the
 JSON). A reader wants one line per piece of evidence: "Smoking (stated: “smoker”): raises the odds of
-nodule about 1.6×, mass about 1.6×, emphysema about 2.0×". `by_concept` builds those lines; the words
+nodule about 1.6×, mass about 1.6×, emphysema about 2.0×"; the words read are quoted only when they differ
+from the concept's name ("COPD (in the history): ..."). `by_concept` builds those lines; the words
 never repeat the concept or its status, and carry no log-odds.
 """
 
@@ -82,7 +83,8 @@ def by_concept(items: Iterable[EvidenceItem] | Mapping[str, FusedFinding]) -> li
         first = group[0]
         effects = tuple((e.finding, e.delta_logit) for e in group)
         phrase = STATUS_PHRASES.get(first.status, str(first.status))
-        words = f"{first.display} ({phrase}: “{first.text}”): {_joined(list(effects))}"
+        said = "" if first.text.casefold() == first.display.casefold() else f": “{first.text}”"
+        words = f"{first.display} ({phrase}{said}): {_joined(list(effects))}"
         out.append(
             ConceptEvidence(concept, first.display, first.status, first.span, first.text, effects, words)
         )
