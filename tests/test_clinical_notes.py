@@ -418,7 +418,7 @@ def test_data_files_refer_to_known_findings():
 def test_run_notes_table_and_json(capsys):
     assert run_notes(["No pneumothorax. 58M smoker."]) == 0
     out = capsys.readouterr().out
-    assert "absent" in out and "Pneumothorax" in out and "value=58" in out
+    assert "absent" in out and "Pneumothorax" in out and "(Age 58 years)" in out
     assert run_notes(["--json", "Possible pneumonia."]) == 0
     [concept] = json.loads(capsys.readouterr().out)
     assert concept["name"] == "pneumonia" and concept["status"] == "uncertain"

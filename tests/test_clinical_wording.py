@@ -140,6 +140,16 @@ def test_history_is_past_and_stops_at_the_present(text, expected):
     assert read(text) == expected
 
 
+def test_the_present_ends_a_heading_too():
+    assert read("PMH\nCOPD\nNow cough x3 wk.") == {"copd": "historical", "cough": "present"}
+    assert read("PMH\nCOPD\nPresents with haemoptysis.") == {"copd": "historical", "haemoptysis": "present"}
+
+
+def test_vitals_end_a_sentence():
+    values = {c.name: (c.value, c.diastolic) for c in extract_concepts("BP 100/60. HR 88. RR 16.")}
+    assert values == {"blood_pressure": (100, 60), "heart_rate": (88, None), "respiratory_rate": (16, None)}
+
+
 def test_a_heading_needs_a_line_of_its_own_or_a_colon():
     assert read("The pmh is unknown; cough.") == {"cough": "present"}
     assert read("Plan\ncough") == {"cough": "present"}  # a "present" heading gives nothing

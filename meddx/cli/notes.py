@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m meddx notes",
         description="Find findings, symptoms, risk factors and history in clinical notes, with their status "
-        "(present, absent, uncertain, historical, family).",
+        "(present, absent, uncertain, historical, no_history, family, hypothetical).",
     )
     parser.add_argument("text", nargs="?", help="the notes (default: read standard input)")
     out = parser.add_mutually_exclusive_group()
@@ -51,10 +51,10 @@ def _table(concepts: list[Concept]) -> str:
         return "No concepts found."
     rows = []
     for c in concepts:
-        value = f"  value={c.value:g}" if c.value is not None else ""
+        value = f"  ({c.describe()})" if c.value is not None or c.duration_days is not None else ""
         supports = f"  -> {', '.join(c.supports)}" if c.supports and c.category != "finding" else ""
         rows.append(
-            f"{c.status:<11}{c.category:<12}{c.display:<28}[{c.start}:{c.end}] {c.text!r}{value}{supports}"
+            f"{c.status:<13}{c.category:<12}{c.display:<28}[{c.start}:{c.end}] {c.text!r}{value}{supports}"
         )
     return "\n".join(rows)
 

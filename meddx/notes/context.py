@@ -91,6 +91,11 @@ class Clause:
                 return True
         return False
 
+    def ends_history(self, start: int, target: Match) -> bool:
+        """Whether a word that ends a history ("now", "presents with", "today") stands between ``start``
+        (the clause's) and ``target``."""
+        return self._terminated(start, target.start, "historical")
+
     def _blocked(self, a: int, b: int, cue: Cue, forward: bool) -> bool:
         """Whether the gap low[a:b] between a cue and a concept stops the cue's scope."""
         if b - a > REACH or self._terminated(a, b, cue.category):

@@ -165,8 +165,8 @@ def extract_concepts(text: str, *, max_chars: int = MAX_CHARS) -> list[Concept]:
         clause = Clause(low, end, inside, lex)
         for match in clause.concepts:
             status = Status(match.fixed) if match.fixed else clause.status(match)
-            if status == Status.PRESENT and not match.immune:
-                status = governed.status(match.start) or status
+            if status == Status.PRESENT and not match.immune and not clause.ends_history(start, match):
+                status = governed.status(match.start) or status  # "PMH" then "COPD"; not "now cough"
             if match.anchor and status != Status.ABSENT:
                 continue
             concepts.extend(

@@ -52,16 +52,16 @@ _PACK_YEARS_RE = re.compile(
 
 _RR_RE = re.compile(
     r"(?<![^\W_])(?:rr|resp(?:iratory)?\.?\s*+rate|resps?|respirations?|breathing\s++rate)"
-    r"\s*+(?:[:=]\s*+)?(?:(?:of|was|is|at|to)\s++)?(\d{1,2})(?![\d.])"
+    r"\s*+(?:[:=]\s*+)?(?:(?:of|was|is|at|to)\s++)?(\d{1,2})(?!\d|\.\d)"
     r"(?:\s*+(?:/\s*+min(?:ute)?|bpm|breaths?\s*+(?:/|per)\s*+min(?:ute)?|per\s++min(?:ute)?))?(?![^\W_])"
 )
 _HR_RE = re.compile(
     r"(?<![^\W_])(?:hr|heart\s++rate|pulse(?:\s++rate)?)\s*+(?:[:=]\s*+)?(?:(?:of|was|is|at|to)\s++)?"
-    r"(\d{2,3})(?![\d./])(?:\s*+(?:/\s*+min(?:ute)?|bpm|beats?\s*+(?:/|per)\s*+min(?:ute)?))?(?![^\W_])"
+    r"(\d{2,3})(?!\d|\.\d|/)(?:\s*+(?:/\s*+min(?:ute)?|bpm|beats?\s*+(?:/|per)\s*+min(?:ute)?))?(?![^\W_])"
 )
 _BP_RE = re.compile(
     r"(?<![^\W_])(?:bp|nibp|blood\s++pressure)\s*+(?:[:=]\s*+)?(?:(?:of|was|is|at)\s++)?"
-    r"(\d{2,3})\s*+/\s*+(\d{2,3})(?![\d.])(?:\s*+mm\s*+hg)?(?![^\W_])"
+    r"(\d{2,3})\s*+/\s*+(\d{2,3})(?!\d|\.\d)(?:\s*+mm\s*+hg)?(?![^\W_])"
 )
 TACHYPNOEA_RR = 22
 
