@@ -55,7 +55,7 @@ class Meaning:
 class Lexicon:
     regex: re.Pattern[str]
     meanings: dict[str, Meaning]
-    patterns: tuple[tuple[re.Pattern[str], Meaning], ...]
+    patterns: tuple[tuple[re.Pattern[str], Meaning, tuple[str, ...]], ...]  # regex, meaning, required text
     definitions: dict[str, Definition]
     conjunctions: re.Pattern[str]
     inclusive: frozenset[str]
@@ -245,10 +245,15 @@ def load_lexicon() -> Lexicon:
                     _words(p.get("max_words")),
                 )
             ),
+            p.get("requires", []).texts(),
         )
         for p in cues.get("patterns", []).items()
     ) + tuple(
-        (_regex(p["regex"]), Meaning((definitions[_choice(p["concept"], definitions)],)))
+        (
+            _regex(p["regex"]),
+            Meaning((definitions[_choice(p["concept"], definitions)],)),
+            p.get("requires", []).texts(),
+        )
         for p in notes.get("patterns", []).items()
     )
     rules = cues["list_rules"]

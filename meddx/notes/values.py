@@ -64,6 +64,7 @@ _BP_RE = re.compile(
     r"(\d{2,3})\s*+/\s*+(\d{2,3})(?!\d|\.\d)(?:\s*+mm\s*+hg)?(?![^\W_])"
 )
 TACHYPNOEA_RR = 22
+_DIGIT = re.compile(r"\d")
 
 
 def _vitals(low: str, lex: Lexicon) -> Iterator[Match]:
@@ -87,6 +88,8 @@ def _vitals(low: str, lex: Lexicon) -> Iterator[Match]:
 
 
 def value_matches(text: str, low: str, lex: Lexicon) -> Iterator[Match]:
+    if not _DIGIT.search(low):  # every value has a digit
+        return
     d = lex.definitions
     for m in _AGE_RE.finditer(low):
         age = int(m.group(1) or m.group(2) or m.group(4))
