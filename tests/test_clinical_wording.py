@@ -329,3 +329,14 @@ def test_the_cli_prints_words_and_the_worst_case():
     with redirect_stdout(out):
         assert run_notes_eval(["--worst-case"]) == 0
     assert '20,000 characters of "no effusion, ": ' in out.getvalue()
+
+
+@cases(
+    ("Return to the ED for worsening chest pain.", {"chest_pain": "hypothetical"}),
+    ("On DVT prophylaxis.", {"dvt": "hypothetical"}),
+    ("History of asthma, developed wheeze yesterday.", {"asthma": "historical", "wheeze": "present"}),
+    ("Faint nodular opacity.", {"nodular_opacity": "present"}),
+    ("Felt faint and fainted.", {"syncope": "present"}),
+)
+def test_more_clinic_wording(text, expected):
+    assert read(text) == expected
