@@ -101,8 +101,6 @@ class Clause:
         if b - a > REACH or self._terminated(a, b, cue.category):
             return True
         gap = self.low[a:b]
-        if not forward and self.lex.backward_breakers.search(gap):
-            return True  # "cough, so a film was taken and was unremarkable"
         reach = cue.max_words if forward or cue.max_words_back is None else cue.max_words_back
         if reach is not None and len(WORD_RE.findall(gap)) > reach:
             return True
@@ -149,7 +147,13 @@ class Clause:
         between them), nearest first. Stops at the first concept between: each concept costs a few cues,
         however many cues the clause holds ("no effusion, no effusion, ...")."""
         chain: list[Match] = []
+        if not forward:  # no backward cue reaches over a breaker: "cough, so a film ... was unremarkable"
+            reach = min(self.end, target.end + REACH)
+            breaker = self.lex.backward_breakers.search(self.low, target.end, reach)
+            stop = breaker.end() if breaker else self.end + 1
         for cue in reversed(nearby) if forward else nearby:
+            if not forward and cue.start >= stop:
+                break
             if chain:
                 left, right = (cue.end, chain[-1].start) if forward else (chain[-1].end, cue.start)
                 if self._any_between(self._concept_starts, self.concepts, left, right):
