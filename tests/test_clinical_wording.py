@@ -340,3 +340,8 @@ def test_the_cli_prints_words_and_the_worst_case():
 )
 def test_more_clinic_wording(text, expected):
     assert read(text) == expected
+
+
+def test_the_version_benchmark_refuses_a_folder_without_meddx(tmp_path, capsys):
+    assert run_notes_eval(["--against", str(tmp_path)]) == 2
+    assert "no meddx checkout" in capsys.readouterr().err

@@ -124,6 +124,7 @@ def run_notes_eval(argv: list[str]) -> int:
 
     from meddx.dev.notes_eval import (
         DEFAULT_PATH,
+        against,
         evaluate,
         format_report,
         format_speed,
@@ -151,6 +152,13 @@ def run_notes_eval(argv: list[str]) -> int:
         action="store_true",
         help=f'also time the longest note accepted ({MAX_CHARS:,} characters of "no effusion, ")',
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="DIR",
+        help="also time this checkout against another one, in one run (make one with "
+        "`git archive COMMIT meddx | tar -x -C /tmp/old`)",
+    )
     args = parser.parse_args(argv)
     if not args.path.is_file():
         print(f"meddx: no such file: {args.path}", file=sys.stderr)
@@ -161,4 +169,9 @@ def run_notes_eval(argv: list[str]) -> int:
         print(format_speed(speed(examples, n=args.speed)))
     if args.worst_case:
         print(f'{MAX_CHARS:,} characters of "no effusion, ": {worst_case():.3f} s (best of 3)')
+    if args.against is not None:
+        if not (args.against / "meddx" / "notes").is_dir():
+            print(f"meddx: no meddx checkout at {args.against}", file=sys.stderr)
+            return EXIT_INPUT
+        print(against(args.against, examples))
     return 0

@@ -14,8 +14,11 @@ targets the reader recognised at all and how many of those it gave the right sta
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -238,3 +241,51 @@ def format_speed(result: Speed, *, budget_s: float = 10.0) -> str:
         f"NegEx-lite regex {result.baseline_seconds:.2f} s; "
         f"{verdict} the budget of {budget_s * result.notes / 4000:.1f} s"
     )
+
+
+_VERSION_BENCH = """
+import json, random, time
+from meddx.notes import extract_concepts
+extract_concepts("warm-up")
+rng, sentences = random.Random(0), json.loads(input())
+notes = []
+for _ in range(4000):
+    parts = []
+    while sum(map(len, parts)) < 600:
+        parts.append(rng.choice(sentences))
+    notes.append(" ".join(parts))
+cpu = time.process_time()
+for note in notes:
+    extract_concepts(note)
+cpu = time.process_time() - cpu
+worst = ("no effusion, " * 1600)[:20000]
+start = time.process_time()
+extract_concepts(worst)
+print(json.dumps({"cpu": cpu, "worst": time.process_time() - start}))
+"""
+
+
+def against(other_root: Path, examples: list[Example], *, rounds: int = 2) -> str:
+    """This checkout against another (``git archive COMMIT meddx | tar -x -C /tmp/old``), in one run: CPU
+    seconds for 4,000 report-length notes and for the 20,000-character worst case, each version in its
+    own process, alternating (CPU time, because a shared machine inflates wall time)."""
+    sentences = json.dumps([e.text for e in examples])
+    lines = []
+    for number in range(1, rounds + 1):
+        for name, root in (("other", Path(other_root)), ("this", REPO_ROOT)):
+            env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+            done = subprocess.run(
+                [sys.executable, "-c", _VERSION_BENCH],
+                input=sentences,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=root,
+                check=True,
+            )
+            got = json.loads(done.stdout.splitlines()[-1])
+            lines.append(
+                f"round {number} {name} ({root}): 4,000 notes {got['cpu']:.2f} s CPU; "
+                f'20,000 characters of "no effusion, " {got["worst"]:.3f} s CPU'
+            )
+    return "\n".join(lines)
