@@ -345,3 +345,15 @@ def test_more_clinic_wording(text, expected):
 def test_the_version_benchmark_refuses_a_folder_without_meddx(tmp_path, capsys):
     assert run_notes_eval(["--against", str(tmp_path)]) == 2
     assert "no meddx checkout" in capsys.readouterr().err
+
+
+@cases(
+    (
+        "?PE, SOB, haemoptysis.",
+        {"pulmonary_embolism": "uncertain", "dyspnoea": "present", "haemoptysis": "present"},
+    ),
+    ("?PE or pneumonia.", {"pulmonary_embolism": "uncertain", "pneumonia": "uncertain"}),
+    ("Smoked 30 a day until 2012.", {"smoking": "historical"}),
+)
+def test_a_query_stays_in_its_item_and_until_a_year_is_the_past(text, expected):
+    assert read(text) == expected

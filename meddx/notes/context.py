@@ -101,6 +101,8 @@ class Clause:
         if b - a > REACH or self._terminated(a, b, cue.category):
             return True
         gap = self.low[a:b]
+        if cue.within_item and "," in gap:
+            return True
         reach = cue.max_words if forward or cue.max_words_back is None else cue.max_words_back
         if reach is not None and len(WORD_RE.findall(gap)) > reach:
             return True

@@ -39,6 +39,7 @@ class Cue:
     max_words: int | None = None
     max_words_back: int | None = None  # an "either" cue's reach backward, when it differs
     ends: frozenset[str] | None = None  # a termination: the categories whose scope it ends (None: all)
+    within_item: bool = False  # the cue reaches no farther than the next comma ("?PE, SOB": SOB is stated)
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,7 @@ def load_lexicon() -> Lexicon:
                     _choice(p["category"], _CUE_CATEGORIES),
                     _choice(p["direction"], _DIRECTIONS),
                     _words(p.get("max_words")),
+                    within_item=bool(p.get("within_item", False).value),
                 )
             ),
             p.get("requires", []).texts(),
