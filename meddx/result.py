@@ -19,10 +19,13 @@ from meddx.explain.regions import Region
 from meddx.io.study import DicomSource, ImageInfo
 from meddx.notes import Concept, EvidenceItem
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the JSON that `Analysis.to_dict` returns (the API's ``/analyze`` result and the CLI's).
 2: ``reference`` and ``flagging`` (operating points and the statement about calibration); per finding,
-``threshold`` may be null, ``operating_point``, ``follow_up_tier``, and ``follow_up`` only when flagged."""
+``threshold`` may be null, ``operating_point``, ``follow_up_tier``, and ``follow_up`` only when flagged.
+3: each notes concept has ``diastolic``, ``unit``, ``duration_days`` and ``words`` (the concept in a
+clinician's words); each evidence item has ``source``, and its ``reason`` is words without log-odds; the
+status ``hypothetical`` (advice or a plan)."""
 
 MAX_FOLLOW_UPS = 3
 """Most follow-ups a report lists (`Analysis.follow_ups`): urgent first, then by probability."""

@@ -25,6 +25,7 @@ EVIDENCE = {
     "finding": "str",
     "delta_logit": "float",
     "reason": "str",
+    "source": "str",
 }
 REGION = {"box": ["int"], "location": "str", "score": "float"}
 CONCEPT = {
@@ -37,6 +38,10 @@ CONCEPT = {
     "text": "str",
     "supports": ["str"],
     "value": "float|None",
+    "diastolic": "float|None",
+    "unit": "str|None",
+    "duration_days": "float|None",
+    "words": "str",
 }
 EXPECTED = {
     "schema_version": "int",
@@ -123,7 +128,7 @@ def test_the_json_of_a_real_analysis_has_the_pinned_structure(tmp_path, tiny_set
     analysis = analyze(tmp_path / "film.png", NOTES, settings=settings, top_k=3)
     data = analysis.to_dict()
     json.dumps(data, allow_nan=False)  # plain JSON all the way down
-    assert data["schema_version"] == SCHEMA_VERSION == 2
+    assert data["schema_version"] == SCHEMA_VERSION == 3
     with_evidence = [f for f in data["findings"] if f["evidence"]]
     with_regions = [f for f in data["findings"] if f["regions"]]
     assert with_evidence and with_regions, "the film and notes must exercise evidence and regions"

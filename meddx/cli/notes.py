@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m meddx notes",
         description="Find findings, symptoms, risk factors and history in clinical notes, with their status "
-        "(present, absent, uncertain, historical, family).",
+        "(present, absent, uncertain, historical, no_history, family, hypothetical).",
     )
     parser.add_argument("text", nargs="?", help="the notes (default: read standard input)")
     out = parser.add_mutually_exclusive_group()
@@ -51,10 +51,10 @@ def _table(concepts: list[Concept]) -> str:
         return "No concepts found."
     rows = []
     for c in concepts:
-        value = f"  value={c.value:g}" if c.value is not None else ""
+        value = f"  ({c.describe()})" if c.value is not None or c.duration_days is not None else ""
         supports = f"  -> {', '.join(c.supports)}" if c.supports and c.category != "finding" else ""
         rows.append(
-            f"{c.status:<11}{c.category:<12}{c.display:<28}[{c.start}:{c.end}] {c.text!r}{value}{supports}"
+            f"{c.status:<13}{c.category:<12}{c.display:<28}[{c.start}:{c.end}] {c.text!r}{value}{supports}"
         )
     return "\n".join(rows)
 
@@ -122,7 +122,16 @@ def run_notes_eval(argv: list[str]) -> int:
     """Print `meddx.notes_eval`'s report for the labelled set at ``argv[0]`` (default: the repository's)."""
     from pathlib import Path
 
-    from meddx.dev.notes_eval import DEFAULT_PATH, evaluate, format_report, format_speed, load_examples, speed
+    from meddx.dev.notes_eval import (
+        DEFAULT_PATH,
+        against,
+        evaluate,
+        format_report,
+        format_speed,
+        load_examples,
+        speed,
+        worst_case,
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m meddx notes-eval", description="Measure the notes reader on a labelled sentence set."
@@ -138,6 +147,18 @@ def run_notes_eval(argv: list[str]) -> int:
         help="also time the reader on N report-length notes made of the set's sentences (budget: "
         "4,000 in 10 s on one core), beside a sentence-regex baseline",
     )
+    parser.add_argument(
+        "--worst-case",
+        action="store_true",
+        help=f'also time the longest note accepted ({MAX_CHARS:,} characters of "no effusion, ")',
+    )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="DIR",
+        help="also time this checkout against another one, in one run (make one with "
+        "`git archive COMMIT meddx | tar -x -C /tmp/old`)",
+    )
     args = parser.parse_args(argv)
     if not args.path.is_file():
         print(f"meddx: no such file: {args.path}", file=sys.stderr)
@@ -146,4 +167,11 @@ def run_notes_eval(argv: list[str]) -> int:
     print(format_report(evaluate(examples), len(examples)))
     if args.speed > 0:
         print(format_speed(speed(examples, n=args.speed)))
+    if args.worst_case:
+        print(f'{MAX_CHARS:,} characters of "no effusion, ": {worst_case():.3f} s (best of 3)')
+    if args.against is not None:
+        if not (args.against / "meddx" / "notes").is_dir():
+            print(f"meddx: no meddx checkout at {args.against}", file=sys.stderr)
+            return EXIT_INPUT
+        print(against(args.against, examples))
     return 0

@@ -17,8 +17,11 @@ _CUE_STATUS = {
     "historical": Status.HISTORICAL,
     "negated_history": Status.NO_HISTORY,
     "family": Status.FAMILY,
+    "hypothetical": Status.HYPOTHETICAL,
 }
-_CHAIN_PRECEDENCE = ("family", "negated_history", "negation", "uncertainty", "historical")
+_CHAIN_PRECEDENCE = ("family", "hypothetical", "negated_history", "negation", "uncertainty", "historical")
+_FORWARD = frozenset({"forward", "bidirectional", "either"})
+_BACKWARD = frozenset({"backward", "bidirectional", "either"})
 REACH = 300  # characters: the farthest any cue acts, however long the clause
 _BREAK_RE = re.compile(r"[.!?](?=\s|$)|;|\n")
 _NEXT_RE = re.compile(r"[ \t]*(\S)")
@@ -88,11 +91,18 @@ class Clause:
                 return True
         return False
 
+    def ends_history(self, start: int, target: Match) -> bool:
+        """Whether a word that ends a history ("now", "presents with", "today") stands between ``start``
+        (the clause's) and ``target``."""
+        return self._terminated(start, target.start, "historical")
+
     def _blocked(self, a: int, b: int, cue: Cue, forward: bool) -> bool:
         """Whether the gap low[a:b] between a cue and a concept stops the cue's scope."""
         if b - a > REACH or self._terminated(a, b, cue.category):
             return True
         gap = self.low[a:b]
+        if cue.within_item and "," in gap:
+            return True
         reach = cue.max_words if forward or cue.max_words_back is None else cue.max_words_back
         if reach is not None and len(WORD_RE.findall(gap)) > reach:
             return True
@@ -134,18 +144,34 @@ class Clause:
             self._acts_forward[cue.start] = any(self._forward_covers(cue, c) for c in following)
         return self._acts_forward[cue.start]
 
-    def _chain(self, covering: list[Match], target: Match, forward: bool) -> list[Cue]:
-        """The nearest covering cue, plus farther ones adjacent to it (no concept between them).
-
-        ``covering`` is nearest first. A pseudo cue ends the chain and is not part of it. "No history of"
-        with a word that ends a history before the target ("no history of COPD or new cough") negates it.
-        """
-        chain = covering[:1]
-        for cue in covering[1:]:
-            left, right = (cue.end, chain[-1].start) if forward else (chain[-1].end, cue.start)
-            if self._any_between(self._concept_starts, self.concepts, left, right):
+    def _covering(self, nearby: list[Match], target: Match, forward: bool) -> list[Match]:
+        """The nearest cue that covers ``target`` from one side, plus farther ones adjacent to it (no concept
+        between them), nearest first. Stops at the first concept between: each concept costs a few cues,
+        however many cues the clause holds ("no effusion, no effusion, ...")."""
+        chain: list[Match] = []
+        if not forward:  # no backward cue reaches over a breaker: "cough, so a film ... was unremarkable"
+            reach = min(self.end, target.end + REACH)
+            breaker = self.lex.backward_breakers.search(self.low, target.end, reach)
+            stop = breaker.end() if breaker else self.end + 1
+        for cue in reversed(nearby) if forward else nearby:
+            if not forward and cue.start >= stop:
                 break
-            chain.append(cue)
+            if chain:
+                left, right = (cue.end, chain[-1].start) if forward else (chain[-1].end, cue.start)
+                if self._any_between(self._concept_starts, self.concepts, left, right):
+                    break
+            if self._covers(cue, target, forward):
+                chain.append(cue)
+        return chain
+
+    def _covers(self, cue: Match, target: Match, forward: bool) -> bool:
+        if forward:
+            return cue.cue.direction in _FORWARD and self._forward_covers(cue, target)
+        return cue.cue.direction in _BACKWARD and self._backward_covers(cue, target)
+
+    def _chain(self, chain: list[Match], target: Match, forward: bool) -> list[Cue]:
+        """The cues of a chain. A pseudo cue ends it and is not part of it. "No history of" with a word
+        that ends a history before the target ("no history of COPD or new cough") negates it."""
         cues = [
             _NEGATION
             if c.cue.category == "negated_history"
@@ -157,22 +183,26 @@ class Clause:
         pseudo = next((i for i, c in enumerate(cues) if c.category == "pseudo"), len(cues))
         return cues[:pseudo]
 
+    def _anticipated(self, chain: list[Match], target: Match) -> bool:
+        """ "until the drain is removed", "until the infection has resolved": a negation still to come, so
+        the concept is there now (not "until the line was removed")."""
+        if not chain or chain[0].cue.category != "negation":
+            return False
+        opener = self.lex.anticipation.search(self.low, max(0, target.start - 80), target.start)
+        if opener is None or self._terminated(opener.end, target.start, "negation"):
+            return False
+        return not self.lex.past_tense.match(self.low, chain[0].start)
+
     def status(self, target: Match) -> Status:
         """ConText status of one concept match."""
         lo = bisect.bisect_left(self._cue_starts, target.start - REACH)
+        mid = bisect.bisect_left(self._cue_starts, target.start)
         hi = bisect.bisect_right(self._cue_starts, target.end + REACH)
-        nearby = self.cues[lo:hi]
-        before = [
-            c
-            for c in reversed(nearby)
-            if c.cue.direction in ("forward", "bidirectional", "either") and self._forward_covers(c, target)
-        ]
-        after = [
-            c
-            for c in nearby
-            if c.cue.direction in ("backward", "bidirectional", "either") and self._backward_covers(c, target)
-        ]
-        forward, backward = self._chain(before, target, True), self._chain(after, target, False)
+        after = self._covering(self.cues[mid:hi], target, False)
+        if self._anticipated(after, target):
+            after = []
+        forward = self._chain(self._covering(self.cues[lo:mid], target, True), target, True)
+        backward = self._chain(after, target, False)
         categories = {c.category for c in forward + backward}
         if target.immune:
             return Status.FAMILY if "family" in categories else Status.PRESENT

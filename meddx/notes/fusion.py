@@ -31,6 +31,7 @@ import yaml
 from meddx.data import load
 from meddx.errors import InputError
 from meddx.jsonable import as_json_dict
+from meddx.model.vocabulary import load_vocabulary
 from meddx.notes.reader import Concept
 from meddx.notes.status import PRECEDENCE, Status
 
@@ -42,7 +43,10 @@ class EvidenceItem:
     """One adjustment to one finding, and why.
 
     For a combination rule, ``concept`` is the rule id, ``span`` runs from the first to the last of the
-    mentions it needs, and ``text`` joins their texts with " + ".
+    mentions it needs, and ``text`` joins their texts with " + ". ``reason`` says the effect in words
+    ("raises the odds of pneumonia about 1.6×"), without repeating the concept or its status (shown beside
+    it) and without log-odds (``delta_logit`` holds the number); ``source`` says where the number comes
+    from.
     """
 
     concept: str
@@ -53,6 +57,7 @@ class EvidenceItem:
     finding: str
     delta_logit: float
     reason: str
+    source: str = ""
 
     def to_dict(self) -> dict:
         """JSON-safe dict."""
@@ -215,7 +220,6 @@ def _items(concepts: list[Concept], weights: FusionWeights) -> list[EvidenceItem
         else:
             deltas = weights.concepts.get(name, {}).get(first.status, {})
         for finding, d in deltas.items():
-            effect = "no effect on" if d.delta == 0 else f"{d.delta:+.2f} log-odds on"
             items.append(
                 EvidenceItem(
                     concept=name,
@@ -225,8 +229,8 @@ def _items(concepts: list[Concept], weights: FusionWeights) -> list[EvidenceItem
                     text=first.text,
                     finding=finding,
                     delta_logit=d.delta,
-                    reason=f"{first.display} ({first.status}) in the notes: {effect} {finding}. "
-                    f"Source: {d.source}",
+                    reason=effect_words(d.delta, finding),
+                    source=d.source,
                 )
             )
     for rule in weights.combinations:
@@ -244,11 +248,26 @@ def _items(concepts: list[Concept], weights: FusionWeights) -> list[EvidenceItem
                     text=" + ".join(u.text for u in used),
                     finding=finding,
                     delta_logit=d.delta,
-                    reason=f"{rule.name} in the notes: {d.delta:+.2f} log-odds on {finding}. "
-                    f"Source: {d.source}",
+                    reason="together: " + effect_words(d.delta, finding),
+                    source=d.source,
                 )
             )
     return items
+
+
+def effect_words(delta: float, finding: str) -> str:
+    """A log-odds change in words: "raises the odds of pneumonia about 1.6×"."""
+    name = _finding_names().get(finding, finding.replace("_", " "))
+    if delta > 0:
+        return f"raises the odds of {name} about {math.exp(delta):.1f}×"
+    if delta < 0:
+        return f"lowers the odds of {name} about {math.exp(-delta):.1f}×"
+    return f"read and shown; moves nothing for {name}"
+
+
+@lru_cache(maxsize=1)
+def _finding_names() -> dict[str, str]:
+    return {f.id: f.name.lower() for f in load_vocabulary().findings}
 
 
 def _satisfying(mentions: list[Concept], condition: Condition) -> Concept | None:
@@ -320,4 +339,13 @@ def fuse(
     return fused
 
 
-__all__ = ["Combination", "Condition", "Delta", "EvidenceItem", "FusedFinding", "FusionWeights", "fuse"]
+__all__ = [
+    "Combination",
+    "Condition",
+    "Delta",
+    "EvidenceItem",
+    "FusedFinding",
+    "FusionWeights",
+    "effect_words",
+    "fuse",
+]

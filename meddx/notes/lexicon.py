@@ -39,6 +39,7 @@ class Cue:
     max_words: int | None = None
     max_words_back: int | None = None  # an "either" cue's reach backward, when it differs
     ends: frozenset[str] | None = None  # a termination: the categories whose scope it ends (None: all)
+    within_item: bool = False  # the cue reaches no farther than the next comma ("?PE, SOB": SOB is stated)
 
 
 @dataclass(frozen=True)
@@ -55,16 +56,29 @@ class Meaning:
 class Lexicon:
     regex: re.Pattern[str]
     meanings: dict[str, Meaning]
-    patterns: tuple[tuple[re.Pattern[str], Meaning], ...]
+    patterns: tuple[tuple[re.Pattern[str], Meaning, tuple[str, ...]], ...]  # regex, meaning, required text
     definitions: dict[str, Definition]
     conjunctions: re.Pattern[str]
     inclusive: frozenset[str]
     breakers: frozenset[str]
     negated_history: dict[str, Status]
+    backward_breakers: re.Pattern[str]
+    anticipation: re.Pattern[str]
+    past_tense: re.Pattern[str]
+    headings: re.Pattern[str]
+    heading_status: dict[str, Status]
 
 
 _CATEGORIES = frozenset({"finding", "symptom", "risk_factor", "history", "device", "demographic", "vital"})
-_CUE_CATEGORIES = ("negation", "uncertainty", "historical", "negated_history", "family", "pseudo")
+_CUE_CATEGORIES = (
+    "negation",
+    "uncertainty",
+    "historical",
+    "negated_history",
+    "family",
+    "hypothetical",
+    "pseudo",
+)
 _DIRECTIONS = frozenset({"forward", "backward", "bidirectional", "either"})
 
 
@@ -207,6 +221,15 @@ def _regex(item: DataFile) -> re.Pattern[str]:
         raise item.fail(f"a regular expression ({exc})") from None
 
 
+_HEADING_END = r"[ \t]*(?::|[ \t]-[ \t]|(?=[ \t]*(?:\n|$)))"  # a heading ends with ":", " - " or its line
+
+
+def _words_regex(phrases: Iterable[str]) -> re.Pattern[str]:
+    """Any of ``phrases`` as whole words, any run of spaces between their words."""
+    body = "|".join(_SEP.join(re.escape(w) for w in p.split()) for p in phrases)
+    return re.compile(rf"(?<!{ALNUM})(?:{body})(?!{ALNUM})")
+
+
 @lru_cache(maxsize=1)
 def load_lexicon() -> Lexicon:
     """Load the three vocabularies and compile them into one regex (once per process)."""
@@ -221,12 +244,18 @@ def load_lexicon() -> Lexicon:
                     _choice(p["category"], _CUE_CATEGORIES),
                     _choice(p["direction"], _DIRECTIONS),
                     _words(p.get("max_words")),
+                    within_item=bool(p.get("within_item", False).value),
                 )
             ),
+            p.get("requires", []).texts(),
         )
         for p in cues.get("patterns", []).items()
     ) + tuple(
-        (_regex(p["regex"]), Meaning((definitions[_choice(p["concept"], definitions)],)))
+        (
+            _regex(p["regex"]),
+            Meaning((definitions[_choice(p["concept"], definitions)],)),
+            p.get("requires", []).texts(),
+        )
         for p in notes.get("patterns", []).items()
     )
     rules = cues["list_rules"]
@@ -234,7 +263,18 @@ def load_lexicon() -> Lexicon:
     conjunctions = "|".join(re.escape(c) for c in [*plain, *inclusive])
     negated_history = cues["negated_history_status"]
     categories = {k: Status(_choice(negated_history[k], set(Status))) for k in negated_history.mapping()}
+    heading_status = {}
+    for status in cues["sections"].mapping():
+        if status not in set(Status):
+            raise cues["sections"].fail(f"statuses among {', '.join(Status)}")
+        for phrase in cues["sections"][status].items():
+            heading_status[_phrase(phrase)] = Status(status)
     return Lexicon(
+        headings=re.compile(f"({_trie_regex(heading_status)})" + _HEADING_END),
+        heading_status=heading_status,
+        backward_breakers=_words_regex(rules["backward_breakers"].texts()),
+        anticipation=_words_regex(rules["anticipation"].texts()),
+        past_tense=_words_regex(rules["past_tense"].texts()),
         regex=re.compile(f"(?=({_EDGE}{_trie_regex(meanings)}{_EDGE}))"),
         meanings=meanings,
         patterns=patterns,

@@ -25,6 +25,7 @@ class Part:
     start: int
     end: int
     value: float | None = None
+    diastolic: float | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,12 @@ def clean(text: str) -> tuple[str, str]:
 
 def phrase_matches(low: str, lex: Lexicon) -> Iterator[Match]:
     found = ((m.span(1), lex.meanings[phrase_key(m.group(1))]) for m in lex.regex.finditer(low))
-    patterned = ((m.span(), meaning) for pattern, meaning in lex.patterns for m in pattern.finditer(low))
+    patterned = (
+        (m.span(), meaning)
+        for pattern, meaning, requires in lex.patterns
+        if not requires or any(r in low for r in requires)
+        for m in pattern.finditer(low)
+    )
     for (start, end), meaning in itertools.chain(found, patterned):
         parts = tuple(Part(d, start, end) for d in meaning.definitions)
         yield Match(start, end, parts, meaning.cue, meaning.fixed, meaning.anchor)

@@ -25,8 +25,10 @@ from meddx.errors import InputError
 from meddx.jsonable import as_json_dict
 from meddx.model.vocabulary import load_vocabulary
 from meddx.notes.context import Clause, clauses
+from meddx.notes.durations import with_durations
 from meddx.notes.lexicon import Lexicon, load_lexicon
 from meddx.notes.matches import clean, longest_first, phrase_matches
+from meddx.notes.sections import sections
 from meddx.notes.status import Status, strongest
 from meddx.notes.values import value_matches
 
@@ -48,7 +50,14 @@ class Concept:
         end: offset just past the span (``text[start:end] == concept.text``).
         text: the matched span as written.
         supports: the image finding ids the concept bears on.
-        value: a number read with it: age in years, temperature in °C, SpO2 in %, pack-years.
+        value: a number read with it: age in years, temperature in °C, SpO2 in %, respiratory and heart
+            rate per minute, systolic blood pressure in mmHg, pack-years.
+        diastolic: the second number of a blood pressure, in mmHg.
+        unit: the unit of ``value`` ("years", "°C", "%", "/min", "mmHg", "pack-years"), None without one.
+        duration_days: how long a present symptom has lasted ("cough for 3 weeks": 21.0), None if not said.
+
+    Demographics and vitals are values, not findings: their status is ``present`` unless a family cue
+    makes them someone else's; show them with `describe` ("Age 68 years", "Male", "RR 30/min").
     """
 
     name: str
@@ -60,10 +69,55 @@ class Concept:
     text: str
     supports: tuple[str, ...]
     value: float | None = None
+    diastolic: float | None = None
+    unit: str | None = None
+    duration_days: float | None = None
+
+    @property
+    def is_value(self) -> bool:
+        """A demographic or a vital sign: a value to show, not something present or absent."""
+        return self.category in ("demographic", "vital")
+
+    def describe(self) -> str:
+        """The concept in a clinician's words, without its status: "Age 68 years", "Male",
+        "Respiratory rate 30/min", "Blood pressure 90/60 mmHg", "Fever 38.6 °C", "Cough for 3 weeks"."""
+        words = self.display
+        if self.value is not None:
+            number = f"{self.value:g}" + (f"/{self.diastolic:g}" if self.diastolic is not None else "")
+            unit = self.unit or ""
+            words += f" {number}{unit}" if unit in ("%", "/min") else f" {number} {unit}".rstrip()
+            if self.name == "smoking":
+                words = f"Smoking, {self.value:g} pack-years"
+        if self.duration_days is not None:
+            words += f" for {_duration_words(self.duration_days)}"
+        return words
 
     def to_dict(self) -> dict:
-        """JSON-safe dict."""
-        return as_json_dict(self)
+        """JSON-safe dict; ``words`` is `describe`."""
+        return {**as_json_dict(self), "words": self.describe()}
+
+
+_UNITS = {
+    "age": "years",
+    "temperature": "°C",
+    "fever": "°C",
+    "spo2": "%",
+    "respiratory_rate": "/min",
+    "tachypnoea": "/min",
+    "heart_rate": "/min",
+    "blood_pressure": "mmHg",
+    "smoking": "pack-years",
+}
+
+
+def _duration_words(days: float) -> str:
+    for unit, size in (("year", 365.25), ("month", 30.4), ("week", 7.0), ("day", 1.0)):
+        n = days / size
+        if n >= 1 and (unit == "day" or abs(n - round(n)) < 0.05):
+            n = round(n, 1)
+            return f"{n:g} {unit}{'' if n == 1 else 's'}"
+    hours = round(days * 24)
+    return f"{hours:g} hour{'' if hours == 1 else 's'}"
 
 
 def without_surrogates(text: str) -> str:
@@ -98,9 +152,11 @@ def extract_concepts(text: str, *, max_chars: int = MAX_CHARS) -> list[Concept]:
     lex = load_lexicon()
     cleaned, low = clean(text)
     matches = longest_first([*phrase_matches(low, lex), *value_matches(text, low, lex)], len(low))
+    governed = sections(low, lex.headings, lex.heading_status)
     concepts: list[Concept] = []
     index = 0
-    for start, end in clauses(cleaned, low):
+    spans = clauses(cleaned, low)
+    for start, end in spans:
         inside = []
         while index < len(matches) and matches[index].start < end:
             if matches[index].start >= start:
@@ -109,6 +165,8 @@ def extract_concepts(text: str, *, max_chars: int = MAX_CHARS) -> list[Concept]:
         clause = Clause(low, end, inside, lex)
         for match in clause.concepts:
             status = Status(match.fixed) if match.fixed else clause.status(match)
+            if status == Status.PRESENT and not match.immune and not clause.ends_history(start, match):
+                status = governed.status(match.start) or status  # "PMH" then "COPD"; not "now cough"
             if match.anchor and status != Status.ABSENT:
                 continue
             concepts.extend(
@@ -122,10 +180,12 @@ def extract_concepts(text: str, *, max_chars: int = MAX_CHARS) -> list[Concept]:
                     text=text[p.start : p.end],
                     supports=p.definition.supports,
                     value=p.value,
+                    diastolic=p.diastolic,
+                    unit=_UNITS.get(p.definition.name) if p.value is not None else None,
                 )
                 for p in match.parts
             )
-    return _settle_pack_years(concepts)
+    return with_durations(_settle_pack_years(concepts), low, spans)
 
 
 def _for_category(status: Status, category: str, lex: Lexicon) -> Status:

@@ -16,6 +16,8 @@ class Status(StrEnum):
     NO_HISTORY = "no_history"
     """"no history of X": no past X. Says nothing about now, so it never counts as X absent."""
     FAMILY = "family"
+    HYPOTHETICAL = "hypothetical"
+    """Advice, a plan or a condition ("call if fever develops", "watch for haemoptysis"): not evidence."""
 
 
 PRECEDENCE: tuple[Status, ...] = (
@@ -24,6 +26,7 @@ PRECEDENCE: tuple[Status, ...] = (
     Status.HISTORICAL,
     Status.ABSENT,
     Status.NO_HISTORY,
+    Status.HYPOTHETICAL,
     Status.FAMILY,
 )
 """How several mentions of one concept become one status: the first that occurs wins (a finding stated
@@ -43,9 +46,10 @@ STATUS_WORDS: dict[Status, str] = {
     Status.PRESENT: "present",
     Status.ABSENT: "absent (negated)",
     Status.UNCERTAIN: "uncertain",
-    Status.HISTORICAL: "historical",
+    Status.HISTORICAL: "in the history",
     Status.NO_HISTORY: "no past history (says nothing about now)",
     Status.FAMILY: "family history",
+    Status.HYPOTHETICAL: "hypothetical (advice or a plan: not evidence)",
 }
 """How the report and the page name each status."""
 

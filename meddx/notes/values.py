@@ -1,4 +1,6 @@
-"""Numbers read from a note: age (and a sex letter), temperature in °C, SpO2 in %, pack-years."""
+"""Numbers read from a note: age (and a sex letter), temperature in °C, SpO2 in %, respiratory rate and heart
+rate per minute, blood pressure in mmHg, pack-years. A temperature of 38 °C or more is also a fever, and
+a respiratory rate of 22/min or more also tachypnoea (the qSOFA threshold: Seymour et al., JAMA 2016)."""
 
 from __future__ import annotations
 
@@ -20,13 +22,17 @@ _AGE_SEX_RE = re.compile(  # "58M"; not "28F chest drain"
 )
 _UNIT = r"(celsius|fahrenheit|c|f)"
 _DEGREE = r"(?:[°º˚]|deg(?:rees?)?\.?)"
-_TEMP_RE = re.compile(  # possessive \s*+ everywhere: a long run of spaces must not backtrack
-    r"(?<![^\W_'])(?:temperature|temp|tmax|t|febrile|pyrexial|fevers?)"
+# Possessive \s*+ everywhere: a long run of spaces must not backtrack. A pattern starts with a literal and
+# checks what comes before it with fixed-width look-behinds after it: Python's re skips ahead to a
+# literal first character, but tries a leading look-behind at every position (about 20x slower).
+_TEMP_RE = re.compile(
+    r"(?:temperature|temp|tmax|t|febrile|pyrexial|fevers?)"  # each word not inside a longer one:
+    r"(?<![^\W_']temperature)(?<![^\W_']temp)(?<![^\W_']tmax)(?<![^\W_']t)(?<![^\W_']febrile)"
+    r"(?<![^\W_']pyrexial)(?<![^\W_']fever)(?<![^\W_']fevers)"
     r"\s*+(?:[:=]\s*+)?(?:(?:of|was|is|at|to|with)\s++)?"
     + _NUM
     + rf"(?:\s*+{_DEGREE})?(?:\s*+{_UNIT})?(?![^\W_])"
-    + r"|(?<![\w.])"
-    + _NUM
+    + r"|(\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,2})?)"  # _NUM, not inside a longer number or word
     + rf"\s*+(?:[°º˚](?:\s*+{_UNIT})?|deg(?:rees?)?\.?\s*+{_UNIT}|(c|f))(?![^\W_])"
 )
 _SPO2_RE = re.compile(
@@ -44,7 +50,46 @@ _PACK_YEARS_RE = re.compile(
 )
 
 
+_RR_RE = re.compile(
+    r"(?<![^\W_])(?:rr|resp(?:iratory)?\.?\s*+rate|resps?|respirations?|breathing\s++rate)"
+    r"\s*+(?:[:=]\s*+)?(?:(?:of|was|is|at|to)\s++)?(\d{1,2})(?!\d|\.\d)"
+    r"(?:\s*+(?:/\s*+min(?:ute)?|bpm|breaths?\s*+(?:/|per)\s*+min(?:ute)?|per\s++min(?:ute)?))?(?![^\W_])"
+)
+_HR_RE = re.compile(
+    r"(?<![^\W_])(?:hr|heart\s++rate|pulse(?:\s++rate)?)\s*+(?:[:=]\s*+)?(?:(?:of|was|is|at|to)\s++)?"
+    r"(\d{2,3})(?!\d|\.\d|/)(?:\s*+(?:/\s*+min(?:ute)?|bpm|beats?\s*+(?:/|per)\s*+min(?:ute)?))?(?![^\W_])"
+)
+_BP_RE = re.compile(
+    r"(?<![^\W_])(?:bp|nibp|blood\s++pressure)\s*+(?:[:=]\s*+)?(?:(?:of|was|is|at)\s++)?"
+    r"(\d{2,3})\s*+/\s*+(\d{2,3})(?!\d|\.\d)(?:\s*+mm\s*+hg)?(?![^\W_])"
+)
+TACHYPNOEA_RR = 22
+_DIGIT = re.compile(r"\d")
+
+
+def _vitals(low: str, lex: Lexicon) -> Iterator[Match]:
+    d = lex.definitions
+    for m in _RR_RE.finditer(low) if ("rr" in low or "resp" in low or "breathing" in low) else ():
+        rate = float(m.group(1))
+        if 4 <= rate <= 80:
+            parts = [Part(d["respiratory_rate"], m.start(), m.end(), rate)]
+            if rate >= TACHYPNOEA_RR:
+                parts.append(Part(d["tachypnoea"], m.start(), m.end(), rate))
+            yield Match(m.start(), m.end(), tuple(parts), immune=True)
+    for m in _HR_RE.finditer(low) if ("hr" in low or "heart" in low or "pulse" in low) else ():
+        rate = float(m.group(1))
+        if 20 <= rate <= 250:
+            yield Match(m.start(), m.end(), (Part(d["heart_rate"], m.start(), m.end(), rate),), immune=True)
+    for m in _BP_RE.finditer(low) if ("bp" in low or "pressure" in low) else ():
+        systolic, diastolic = float(m.group(1)), float(m.group(2))
+        if 40 <= systolic <= 300 and 20 <= diastolic < systolic:
+            part = Part(d["blood_pressure"], m.start(), m.end(), systolic, diastolic)
+            yield Match(m.start(), m.end(), (part,), immune=True)
+
+
 def value_matches(text: str, low: str, lex: Lexicon) -> Iterator[Match]:
+    if not _DIGIT.search(low):  # every value has a digit
+        return
     d = lex.definitions
     for m in _AGE_RE.finditer(low):
         age = int(m.group(1) or m.group(2) or m.group(4))
@@ -81,6 +126,7 @@ def value_matches(text: str, low: str, lex: Lexicon) -> Iterator[Match]:
         value = float(m.group(1)) if m.group(1) else float(m.group(2)) * float(m.group(3))
         part = Part(d["smoking"], m.start(), m.end(), value)
         yield Match(m.start(), m.end(), (part,), fixed=None if value > 0 else "absent")
+    yield from _vitals(low, lex)
 
 
 def _celsius(value: float, unit: str) -> float | None:
