@@ -4,7 +4,7 @@ measurement behind `meddx.train.sample_size.MIN_PER_CLASS_FOR_INTERVALS`.
     python scripts/bootstrap_coverage.py [--sizes 3 5 8 10 15 20] [--datasets 300] [--resamples 300]
 
 Per size n: ``--datasets`` data sets of n positives and 3n negatives with binormal scores (unit variances,
-true AUROC 0.8), each with `meddx.train.fit.bootstrap_intervals`' interval of AUROC (``--resamples``
+true AUROC 0.8), each with `meddx.train.metrics.bootstrap_intervals`' interval of AUROC (``--resamples``
 resamples); prints the share of intervals holding 0.8, their median width, and the Wilson 95 % interval of
 a perfect n of n (`meddx.train.calibrate.wilson_interval`). NumPy only; about 80 s of CPU.
 """
@@ -18,7 +18,7 @@ from statistics import NormalDist
 import numpy as np
 
 from meddx.train.calibrate import wilson_interval
-from meddx.train.fit import bootstrap_intervals
+from meddx.train.metrics import bootstrap_intervals
 
 TRUE_AUROC = 0.8
 

@@ -29,17 +29,8 @@ from meddx.model.spec import download_model
 from meddx.model.zero_shot import text_directions
 from meddx.train.datasets import load_data
 from meddx.train.embedding_cache import EmbeddingCache, embed_sources
-from meddx.train.fit import (
-    TrainingConfig,
-    auroc,
-    average_precision,
-    expected_calibration_error,
-    fit_head,
-    fit_platt,
-    split_indices,
-    train_head,
-    youden_threshold,
-)
+from meddx.train.fit import TrainingConfig, fit_head, fit_platt, split_indices, train_head
+from meddx.train.metrics import auroc, average_precision, expected_calibration_error, youden_threshold
 from tests.helpers import FakeHubApi, write_film_folder
 
 

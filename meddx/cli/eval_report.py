@@ -135,7 +135,7 @@ def _need_matplotlib() -> None:
 def plot_modes(curves: dict, folder: Path) -> list[Path]:
     """``roc_<finding>.png`` and ``reliability_<finding>.png`` per finding with both classes; the paths."""
     _need_matplotlib()
-    from meddx.train.fit import auroc, reliability, roc_curve
+    from meddx.train.metrics import auroc, reliability, roc_curve
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -168,7 +168,7 @@ def plot_modes(curves: dict, folder: Path) -> list[Path]:
 def plot_models(curves: list[dict], report: dict, folder: Path) -> list[Path]:
     """``roc_<finding>.png`` per finding with both classes: one line per model (its served score)."""
     _need_matplotlib()
-    from meddx.train.fit import auroc, roc_curve
+    from meddx.train.metrics import auroc, roc_curve
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []

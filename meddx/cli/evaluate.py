@@ -7,8 +7,8 @@
 
 For each model, per finding: zero-shot, (with ``--calibration``) calibrated zero-shot, and (with ``--probe``)
 fine-tuned and combined ("both") AUROC, AUPRC, sensitivity, specificity and F1 at the operating threshold,
-and ECE (`meddx.train.fit.ECE_RULE`), with bootstrap 95 % intervals. Zero-shot uses the vocabulary's default
-thresholds; a calibration and a head use their own. A finding with fewer than
+and ECE (`meddx.train.metrics.ECE_RULE`), with bootstrap 95 % intervals. Zero-shot uses the vocabulary's
+default thresholds; a calibration and a head use their own. A finding with fewer than
 `meddx.train.sample_size.MIN_PER_CLASS_FOR_INTERVALS` positive or negative images gets "too few (n positives,
 m negatives)" instead of numbers that would look exact.
 
@@ -151,7 +151,7 @@ def _metrics(targets, probabilities, threshold, *, resamples, seed, enough, unca
     """`finding_metrics` with its 95 % intervals (``ci``; None unless ``enough``; `INTERVALS`); a None
     threshold gives no sensitivity, specificity or F1."""
     from meddx.train.calibrate import wilson_interval
-    from meddx.train.fit import bootstrap_intervals, finding_metrics
+    from meddx.train.metrics import bootstrap_intervals, finding_metrics
 
     cut = 0.5 if threshold is None else threshold
     metrics = finding_metrics(targets, probabilities, cut, uncalibrated=uncalibrated)
@@ -269,7 +269,7 @@ def _score(setup: Setup, data, cache, settings, args, *, number: int, several: b
 
 def compare(data, entries: list[dict], curves: list[dict], *, resamples: int, seed: int) -> dict:
     """The models' served AUROC per finding and every pair's paired difference (`meddx.train.paired`)."""
-    from meddx.train.fit import auroc
+    from meddx.train.metrics import auroc
     from meddx.train.paired import PAIRED_RULE, paired_auroc, resample_indices
     from meddx.train.sample_size import too_few
 
@@ -311,7 +311,7 @@ def compare(data, entries: list[dict], curves: list[dict], *, resamples: int, se
 
 def _eval(args: argparse.Namespace) -> int:
     from meddx.config import Settings
-    from meddx.train.fit import BOOTSTRAP_RULE, ECE_RULE
+    from meddx.train.metrics import BOOTSTRAP_RULE, ECE_RULE
 
     if args.resamples < 100:
         raise InputError("--resamples must be at least 100.")

@@ -36,7 +36,8 @@ from meddx.model.calibration import (
 from meddx.model.head import EncoderIdentity
 from meddx.model.zero_shot import TextDirections
 from meddx.train.datasets import LabelledImages
-from meddx.train.fit import ECE_RULE, auroc, expected_calibration_error, fit_platt
+from meddx.train.fit import fit_platt
+from meddx.train.metrics import ECE_RULE, auroc, expected_calibration_error
 from meddx.train.sample_size import MIN_PER_CLASS_FOR_CALIBRATION, counted
 
 DEFAULT_SENSITIVITY = 0.9

@@ -27,9 +27,7 @@ The recipe (`train_head`):
 Validation metrics are measured on the split that also chose the epoch, calibration and thresholds, so
 they are optimistic; measure on held-out data with ``python -m meddx eval``.
 
-Metrics (NumPy only): AUROC (Mann-Whitney, ties counted half), AUPRC (average precision, as
-scikit-learn), F1, sensitivity and specificity at a threshold (flag when ``p >= threshold``), and the
-expected calibration error (`ECE_RULE`).
+The metrics, and the threshold rule of step 4, are in `meddx.train.metrics`.
 """
 
 from __future__ import annotations
@@ -57,6 +55,14 @@ from meddx.model.head import (
 from meddx.model.zero_shot import TextDirections, text_directions
 from meddx.train.datasets import LabelledImages
 from meddx.train.embedding_cache import EmbeddingCache, embed_sources
+from meddx.train.metrics import (
+    ECE_RULE,
+    THRESHOLD_RULE,
+    auroc,
+    finding_metrics,
+    round_metric,
+    youden_threshold,
+)
 from meddx.train.training_set import TrainingSet
 
 MIN_PER_CLASS = 2
@@ -64,17 +70,6 @@ MIN_RELIABLE_POSITIVES = 20
 """Fewest positives on which meddx chooses or trusts an operating threshold: below 20, one image moves the
 measured sensitivity by more than 5 points and its 95 % interval is over 25 points wide (Wilson: 18 of 20
 is 0.70 to 0.97). ``calibrate`` gives no threshold below it; ``train`` warns when validation has fewer."""
-ECE_BINS = 10
-ECE_RULE = (
-    "expected calibration error over 10 equal-width bins of the predicted probability of the finding "
-    "([0, 0.1), ..., [0.9, 1.0]): sum over bins of (images in bin / all images) * |mean predicted "
-    "probability - fraction positive|"
-)
-THRESHOLD_RULE = (
-    "per finding, maximise Youden's J (sensitivity + specificity - 1) on the validation split; threshold "
-    "halfway between neighbouring validation scores; ties go to the lowest threshold; flag when "
-    "p >= threshold"
-)
 CALIBRATION_RULE = (
     "Platt scaling per finding on the validation split: p = sigmoid(scale * logit + bias), scale > 0, "
     "fitted by L-BFGS on Platt's smoothed targets"
@@ -93,148 +88,6 @@ class TrainingConfig:
     validation_fraction: float = 0.2
     patience: int = 30
     seed: int = 0
-
-
-# --- metrics --------------------------------------------------------------------------------------------
-
-
-def _both_classes(targets: np.ndarray) -> bool:
-    return 0 < int(targets.sum()) < len(targets)
-
-
-def auroc(targets: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the ROC curve (None unless both classes are present)."""
-    targets = np.asarray(targets, bool)
-    if not _both_classes(targets):
-        return None
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]
-    positives, negatives = int(targets.sum()), int((~targets).sum())
-    return float((ranks[targets].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def _cumulative(targets: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct scores (descending) and true/false positives when flagging at each."""
-    order = np.argsort(-np.asarray(scores, float), kind="stable")
-    sorted_scores, sorted_targets = np.asarray(scores, float)[order], np.asarray(targets, bool)[order]
-    last = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
-    true_pos = np.cumsum(sorted_targets)[last]
-    return sorted_scores[last], true_pos, last + 1 - true_pos
-
-
-def roc_curve(targets: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False and true positive rates, from (0, 0) to (1, 1)."""
-    targets = np.asarray(targets, bool)
-    _, true_pos, false_pos = _cumulative(targets, scores)
-    return (
-        np.r_[0.0, false_pos / max(int((~targets).sum()), 1)],
-        np.r_[0.0, true_pos / max(int(targets.sum()), 1)],
-    )
-
-
-def average_precision(targets: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the precision-recall curve as average precision (None without positives)."""
-    targets = np.asarray(targets, bool)
-    if not _both_classes(targets):
-        return None
-    _, true_pos, false_pos = _cumulative(targets, scores)
-    recall = true_pos / targets.sum()
-    precision = true_pos / (true_pos + false_pos)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def expected_calibration_error(targets: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Expected calibration error (`ECE_RULE`)."""
-    counts, predicted, observed = reliability(targets, probabilities, bins)
-    used = counts > 0
-    return float(np.sum(counts[used] / counts.sum() * np.abs(predicted[used] - observed[used])))
-
-
-def reliability(
-    targets: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per equal-width bin: image count, mean predicted probability, fraction positive (NaN when empty)."""
-    probabilities = np.asarray(probabilities, float)
-    index = np.minimum((probabilities * bins).astype(int), bins - 1)
-    counts = np.bincount(index, minlength=bins).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        predicted = np.bincount(index, probabilities, bins) / counts
-        observed = np.bincount(index, np.asarray(targets, float), bins) / counts
-    return counts, predicted, observed
-
-
-def youden_threshold(targets: np.ndarray, probabilities: np.ndarray) -> float:
-    """The operating threshold of `THRESHOLD_RULE` (0.5 when the scores cannot separate anything)."""
-    targets = np.asarray(targets, bool)
-    scores, true_pos, false_pos = _cumulative(targets, probabilities)
-    if len(scores) < 2 or not _both_classes(targets):
-        return 0.5
-    youden = true_pos[:-1] / targets.sum() - false_pos[:-1] / (~targets).sum()
-    best = len(youden) - 1 - int(np.argmax(youden[::-1]))
-    return float((scores[best] + scores[best + 1]) / 2)
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 4)
-
-
-def finding_metrics(
-    targets: np.ndarray,
-    probabilities: np.ndarray,
-    threshold: float,
-    *,
-    uncalibrated: np.ndarray | None = None,
-) -> dict:
-    """AUROC, AUPRC, sensitivity, specificity and F1 at the threshold, ECE; counts. JSON-safe."""
-    targets = np.asarray(targets, bool)
-    flagged = np.asarray(probabilities) >= threshold
-    true_pos = int((flagged & targets).sum())
-    positives, negatives = int(targets.sum()), int((~targets).sum())
-    false_pos = int((flagged & ~targets).sum())
-    metrics = {
-        "positives": positives,
-        "negatives": negatives,
-        "auroc": _round(auroc(targets, probabilities)),
-        "auprc": _round(average_precision(targets, probabilities)),
-        "threshold": _round(threshold),
-        "sensitivity": _round(true_pos / positives) if positives else None,
-        "specificity": _round(1 - false_pos / negatives) if negatives else None,
-        "f1": _round(2 * true_pos / (positives + true_pos + false_pos)) if positives else None,
-        "ece": _round(expected_calibration_error(targets, probabilities)),
-    }
-    if uncalibrated is not None:
-        metrics["ece_uncalibrated"] = _round(expected_calibration_error(targets, uncalibrated))
-    return metrics
-
-
-BOOTSTRAP_RULE = (
-    "95 % bootstrap intervals: images resampled with replacement (seeded), the 2.5th and 97.5th percentiles "
-    "of each metric over the resamples; resamples with one class only are skipped for the metrics that need "
-    "both"
-)
-INTERVAL_METRICS = ("auroc", "auprc", "sensitivity", "specificity", "f1", "ece")
-
-
-def bootstrap_intervals(
-    targets: np.ndarray, probabilities: np.ndarray, threshold: float, *, resamples: int = 1000, seed: int = 0
-) -> dict[str, list[float] | None]:
-    """`BOOTSTRAP_RULE` intervals of `finding_metrics`' metrics at ``threshold`` (None: never defined)."""
-    targets, probabilities = np.asarray(targets, bool), np.asarray(probabilities, float)
-    rng = np.random.default_rng(seed)
-    values: dict[str, list[float]] = {name: [] for name in INTERVAL_METRICS}
-    for _ in range(resamples):
-        pick = rng.integers(0, len(targets), len(targets))
-        metrics = finding_metrics(targets[pick], probabilities[pick], threshold)
-        for name in INTERVAL_METRICS:
-            if metrics[name] is not None:
-                values[name].append(metrics[name])
-    return {
-        name: [round(float(np.percentile(v, 2.5)), 4), round(float(np.percentile(v, 97.5)), 4)] if v else None
-        for name, v in values.items()
-    }
-
-
-# --- the recipe ----------------------------------------------------------------------------------------
 
 
 def split_indices(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -409,7 +262,7 @@ def fit_head(
         metrics[finding.id] = finding_metrics(
             y, calibrated, thresholds[finding.id], uncalibrated=_sigmoid(logits)
         )
-        metrics[finding.id]["zero_shot_auroc"] = _round(auroc(y, zero_shot[rows, column]))
+        metrics[finding.id]["zero_shot_auroc"] = round_metric(auroc(y, zero_shot[rows, column]))
     train_positives = (data.targets[train] * mask[train]).sum(axis=0)
     train_labelled = mask[train].sum(axis=0)
     metadata = {

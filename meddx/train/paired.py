@@ -7,15 +7,15 @@ bootstrap). The interval of the difference is then much narrower than the two se
 suggest, because what the images share (how hard they are) cancels out.
 
 `PAIRED_RULE` states it; `paired_auroc` computes it. Resamples holding one class only are skipped (AUROC
-needs both). Percentile intervals, as `meddx.train.fit.bootstrap_intervals` draws them: the same seed gives
-the same resamples there and here.
+needs both). Percentile intervals, as `meddx.train.metrics.bootstrap_intervals` draws them: the same seed
+gives the same resamples there and here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from meddx.train.fit import auroc
+from meddx.train.metrics import auroc
 
 PAIRED_RULE = (
     "paired bootstrap: the images resampled with replacement (seeded), every score measured on the same "

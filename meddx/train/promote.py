@@ -7,7 +7,7 @@ the data has both classes for), measures:
   replacement, seeded; the 2.5th and 97.5th percentiles; resamples with one class only are skipped);
 - the paired difference (candidate minus current) on the *same* resamples, with its 95 % interval
   (`meddx.train.paired`, which ``eval`` uses to compare models too);
-- the expected calibration error of each head's calibrated probabilities (`meddx.train.fit.ECE_RULE`).
+- the expected calibration error of each head's calibrated probabilities (`meddx.train.metrics.ECE_RULE`).
 
 The decision (`RULE`): promote only when no finding is worse beyond its interval (the whole 95 % interval of
 the difference below zero) and the mean AUROC over the compared findings is higher for the candidate. A
@@ -35,7 +35,7 @@ from meddx.model.head import TrainedHead
 from meddx.model.head_store import HEAD_FILES, clear_head_cache, publish_head, read_head, save_head
 from meddx.model.spec import HF_HUB, ModelSpec
 from meddx.train.datasets import LabelledImages
-from meddx.train.fit import expected_calibration_error
+from meddx.train.metrics import expected_calibration_error
 from meddx.train.paired import paired_auroc, resample_indices
 
 RESAMPLES = 1000
