@@ -23,6 +23,7 @@ RANKS = {
     "meddx.pipeline": 6,
     "meddx.report": 7,
     "meddx.train": 7,
+    "meddx.interop": 7,
     "meddx.app": 8,
     "meddx.cli": 8,
     "meddx.batch": 8,
