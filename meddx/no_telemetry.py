@@ -7,8 +7,8 @@ upload next to it. The environment switch ``ORT_DISABLE_TELEMETRY=1``, set befor
 three (measured with onnxruntime 1.31.1: nothing is written). The API call,
 ``onnxruntime.disable_telemetry_events()``, only stops events logged after it, once the environment exists;
 it is called as well, for a process that imported onnxruntime before meddx could set the switch.
-Gradio's analytics and the Hugging Face Hub's telemetry are off by their own switches (``app.py``,
-``GRADIO_ANALYTICS_ENABLED``; `meddx.app.page`'s ``analytics_enabled=False``).
+Gradio's analytics are off by their own switches (`meddx.app.page` builds the page with
+``analytics_enabled=False``; ``scripts/app.sh`` sets ``GRADIO_ANALYTICS_ENABLED=False``).
 """
 
 from __future__ import annotations
