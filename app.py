@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import tempfile
 import traceback
 
 cli = argparse.ArgumentParser(description="Serve the meddx chest X-ray triage app (decision support only).")
@@ -11,6 +12,9 @@ cli.add_argument("--host", default=None, help="interface to listen on (default 1
 cli.add_argument("--port", type=int, default=None, help="port (default 7860, or GRADIO_SERVER_PORT)")
 cli.add_argument("--model", default=None, help="model spec, e.g. hf-hub:org/name or local-dir:/path")
 args = cli.parse_args()
+
+# Before Gradio is imported: its files in a folder of meddx's own, swept at start and stop (meddx.app.stop).
+os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), "meddx-gradio"))
 
 from meddx.memory import tune_allocator  # noqa: E402  (after argparse, so --help loads nothing heavy)
 
@@ -48,6 +52,7 @@ def stop(exc: BaseException) -> None:
 # The page serves while the model loads (`meddx.app.loading`): analyses wait for it, everything else does not.
 MODEL.start(load_model, on_error=stop)
 from meddx.app import build_demo, launch_kwargs, queue_kwargs  # noqa: E402
+from meddx.app.stop import exit_after_stop  # noqa: E402
 
 try:
     demo = build_demo(settings).queue(**queue_kwargs())  # with MEDDX_FEEDBACK_REPO, reaches the Hub dataset
@@ -55,3 +60,4 @@ except MeddxError as exc:
     print(f"meddx: {exc}", file=sys.stderr)
     sys.exit(exit_status(exc))
 demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(settings))
+exit_after_stop()  # stopped by SIGINT or SIGTERM and closed: nothing it wrote is left (`meddx.app.stop`)

@@ -27,6 +27,7 @@ from meddx.io.source import clean_name
 from meddx.pipeline import analyze
 from meddx.report.render import render_html, render_json
 from tests import corpus as c
+from tests import corpus_real_world as r
 from tests.helpers import files_under
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ IMAGE_CASES = [
     ("dicom_plain",       "plain.dcm",   c.dicom_plain,             ok()),
     ("dicom_monochrome1", "mono1.dcm",   c.dicom_monochrome1,       ok()),
     ("dicom_no_preamble", "bare",        c.dicom_without_preamble,  ok()),
-    ("dicom_no_pixels",   "sr.dcm",      c.dicom_no_pixel_data,     error("has no image (pixel data)")),
+    ("dicom_no_pixels",   "sr.dcm",      c.dicom_no_pixel_data,     error("'sr.dcm' has no image (pixel")),
     ("dicom_rgb",         "rgb.dcm",     c.dicom_rgb,               ok("The image is in colour")),
     ("dicom_ybr_full",    "ybr.dcm",     c.dicom_ybr_full,          ok("The image is in colour")),
     ("dicom_jpeg2000",    "j2k.dcm",     c.dicom_jpeg2000,          ok()),
@@ -100,6 +101,19 @@ IMAGE_CASES = [
     ("dicom_double",      "double.dcm",  c.dicom_double_pixels,     ok()),
     ("dicom_name_in_tags", "view.dcm",   c.dicom_name_in_view_position, ok()),
     ("bidi_file_name",    c.BIDI_NAME,   c.random_bytes(4),         error("'xraygnp.exe' is not an image")),
+    # real-world files (issue 27): read right, or refused in words that say what is wrong
+    ("dicom_low_window",  "lowwin.dcm",  r.dicom_window_below_pixels, ok("stored in the file shows this")),
+    ("dicom_empty_mlut",  "mlut.dcm",    r.dicom_empty_modality_lut_item, ok("modality LUT stored")),
+    ("bigtiff",           "big.tif",     r.bigtiff,                 ok()),
+    ("gif_wide_frame",    "wide.gif",    r.gif_second_frame_beyond_canvas, ok("Animated GIF: only")),
+    ("dicom_be_bare",     "bebare",      r.dicom_big_endian_no_meta, ok()),
+    ("dicom_png_preamble", "pngpre.dcm", r.dicom_png_preamble,      ok()),
+    ("dicom_new_syntax",  "dif.dcm",     r.dicom_unknown_syntax,    error("with Deflated Image Frame")),
+    ("jpeg_12bit_ll",     "ll12.jpg",    r.jpeg_lossless_12bit,     error("lossless JPEG with 12-bit")),
+    ("bmp_billions",      "huge.bmp",    r.bmp_claims_billions,     error("'huge.bmp' has a corrupt header")),
+    ("gif_huge_frame",    "bomb.gif",    r.gif_frame_claims_65535_square, error("65535x65535 pixels")),
+    ("dicom_100k_frames", "frames.dcm",  r.dicom_claims_100k_frames, error("header disagrees with the data")),
+    ("dicom_no_rows",     "rowless.dcm", r.dicom_without_rows,      error("it lacks Rows (0028,0010)")),
 ]
 TEXT_CASES = [  # all on a good film (`c.good_png`); labels None means every finding
     # name                notes             labels               expected outcome
@@ -129,6 +143,9 @@ CHECKS: dict[str, Callable[[dict], bool]] = {
     "dicom_multiframe": lambda data: data["image"]["frames"] == 3,
     "dicom_deflated": lambda data: data["image"]["transfer_syntax"] == "Deflated Explicit VR Little Endian",
     "png_dicm_at_128": lambda data: data["image"]["source_format"] == "png",
+    "bigtiff": lambda data: data["image"]["source_format"] == "tiff",
+    "gif_wide_frame": lambda data: (data["image"]["width"], data["image"]["height"]) == (64, 48),
+    "dicom_png_preamble": lambda data: data["image"]["source_format"] == "dicom",
     "dicom_float": lambda data: data["image"]["bits_stored"] == 32,
     "dicom_double": lambda data: data["image"]["bits_stored"] == 64,
     "dicom_name_in_tags": lambda data: (

@@ -413,8 +413,8 @@ def test_a_panicking_rle_decoder_becomes_input_error() -> None:
 def test_dicom_without_pixel_data() -> None:
     ds = make_dataset(two_level(0, 200, dtype=np.uint8))
     del ds.PixelData
-    with pytest.raises(InputError, match=r"This DICOM file has no image \(pixel data\)"):
-        load_study(to_bytes(ds))
+    with pytest.raises(InputError, match=r"The file 'sr\.dcm' has no image \(pixel data\)"):
+        load_study(to_bytes(ds), filename="sr.dcm")
 
 
 def test_dicom_header_claiming_a_huge_image_is_refused_before_decoding() -> None:

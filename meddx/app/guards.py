@@ -28,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import re
-import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -42,11 +40,9 @@ from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from meddx import log_hygiene
+from meddx.app.stop import claim_folders, delete_written_since, stop_signals
 from meddx.app.uploads import PrivateUploads
 from meddx.notes import without_surrogates
-
-HASH_FOLDER = re.compile(r"[0-9a-f]{40,64}(-[0-9a-f]{32})?")
-"""Gradio names upload and cache folders by a hex digest of the content (`PrivateUploads` adds a token)."""
 
 _mcp_saved: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("meddx_mcp_saved", default=None)
 
@@ -55,8 +51,10 @@ class MeddxBlocks(gr.Blocks):
     """``gr.Blocks`` with the guards above."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Before Gradio writes anything: sweep what a hard-killed meddx app left (`meddx.app.stop`).
+        self.meddx_claims = claim_folders()
+        self.meddx_built = time.time()
         super().__init__(*args, **kwargs)
-        self.meddx_started = time.time()
         self.meddx_on_close: list[Callable[[], None]] = []
 
     def validate_inputs(self, block_fn: Any, inputs: list[Any]) -> None:
@@ -88,7 +86,6 @@ class MeddxBlocks(gr.Blocks):
         """Launch, then guard what the launch set up (loggers, the MCP server); block if asked to."""
         block = not kwargs.get("prevent_thread_lock", False)
         kwargs["prevent_thread_lock"] = True
-        self.meddx_started = time.time()
         app_kwargs = dict(kwargs.get("app_kwargs") or {})
         private = Middleware(PrivateUploads, root=Path(get_upload_folder()), renamed=self._upload_renamed)
         app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), private]
@@ -97,8 +94,11 @@ class MeddxBlocks(gr.Blocks):
         log_hygiene.install()
         if self.mcp_server_obj is not None:
             delete_mcp_files(self.mcp_server_obj)
-        if block:
-            self.block_thread()
+        if block:  # until SIGINT or SIGTERM, then close: nothing written is left (`meddx.app.stop`)
+            with stop_signals() as stopped:
+                while self.is_running and not stopped.wait(0.1):
+                    pass
+                self.close()
         return result
 
     def _upload_renamed(self, old: str, new: str) -> None:
@@ -107,15 +107,20 @@ class MeddxBlocks(gr.Blocks):
         self.upload_file_set.add(new)
 
     def close(self, verbose: bool = True) -> None:
-        """Close the server (Gradio then deletes the files it served), then whatever the app wrote since it
-        started to Gradio's upload folder: uploads never analysed, the MCP layer's copies, served files."""
+        """Close the server (Gradio waits at most 5 s for it), then delete, whether or not it has finished,
+        every file Gradio cached for the app and whatever the app wrote since it was built to Gradio's
+        upload folder: uploads never analysed, the MCP layer's copies, served films and reports."""
         try:
             super().close(verbose=verbose)
         finally:
             for callback in self.meddx_on_close:
                 with contextlib.suppress(Exception):
                     callback()
-            delete_written_since(Path(get_upload_folder()), self.meddx_started)
+            with contextlib.suppress(Exception):
+                route_utils.delete_files_created_by_app(self, None)
+            delete_written_since(Path(get_upload_folder()), self.meddx_built)
+            for claim in self.meddx_claims:
+                claim.close()
 
 
 def _preprocess_message(exc: Exception, block_fn: Any) -> str:
@@ -232,20 +237,3 @@ def delete_saved_file(path: Path, root: Path) -> None:
     target.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         target.parent.rmdir()
-
-
-def delete_written_since(root: Path, since: float) -> None:
-    """Delete the content-named folders and stray temporary files in ``root`` changed since ``since``."""
-    try:
-        entries = list(root.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        with contextlib.suppress(OSError):
-            info = entry.lstat()
-            if info.st_mtime < since - 1:
-                continue
-            if stat.S_ISDIR(info.st_mode) and HASH_FOLDER.fullmatch(entry.name):
-                shutil.rmtree(entry, ignore_errors=True)
-            elif stat.S_ISREG(info.st_mode) and entry.name.startswith("tmp"):
-                entry.unlink(missing_ok=True)

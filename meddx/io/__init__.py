@@ -62,9 +62,24 @@ def load_study(
         raise InputError(
             f"{label} is not an image meddx can read{other_format_hint(data)}. {ACCEPTED_FORMATS}"
         )
+    has_preamble = data[128:132] == b"DICM"
     if source_format == "dicom":
-        study = load_dicom(data, label, limits, has_preamble=data[128:132] == b"DICM")
+        study = load_dicom(data, label, limits, has_preamble=has_preamble)
     else:
-        study = load_raster(data, source_format, label, limits)
+        try:
+            study = load_raster(data, source_format, label, limits)
+        except InputError:
+            study = _dicom_behind_signature(data, label, limits) if has_preamble else None
+            if study is None:
+                raise  # the image's own refusal
     study.warnings.extend(contrast_warnings(study.pixels))
     return study
+
+
+def _dicom_behind_signature(data: bytes, label: str, limits: Limits) -> Study | None:
+    """A DICOM file whose 128-byte preamble (free content) starts with PNG's, JPEG's or GIF's signature:
+    read as DICOM when the image does not read and "DICM" follows the preamble; None if that fails too."""
+    try:
+        return load_dicom(data, label, limits, has_preamble=True)
+    except InputError:
+        return None

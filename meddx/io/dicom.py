@@ -1,5 +1,20 @@
 """DICOM through pydicom: modality LUT, VOI LUT or window, MONOCHROME1 inversion, compressed syntaxes.
 
+How a monochrome film is displayed (`meddx.io.dicom_display`), in order:
+
+1. Modality LUT: the first item of the Modality LUT Sequence, else RescaleSlope and RescaleIntercept. An
+   item that is empty, incomplete or cannot be applied is ignored with a warning (the film is still read:
+   the stored values are what the modality measured).
+2. VOI: the file's first VOI LUT, else its first window (WindowCenter, WindowWidth, VOILUTFunction). The
+   file's choice is kept whenever it shows the film: a radiographer chose it. It is replaced by an automatic
+   window, with a warning, when it cannot be applied (a zero width, a damaged LUT), or when it turns the
+   film into (nearly) one shade (fewer than 8 gray levels between the 0.5th and 99.5th percentile) while an
+   automatic window would not: a stored window far from the pixel values (centre 2725, width 5310 on values
+   32,744-65,535) would otherwise send a blank image to the model.
+3. Automatic window (no VOI in the file, or one of the cases above): the 0.5th to 99.5th percentile of the
+   frame's modality values.
+4. MONOCHROME1 is inverted, so that bone is bright.
+
 Besides the file meta group, only the whitelisted, non-identifying tags (`_DICOM_TAGS`) are parsed from
 the file, so patient names, IDs, dates and the like never reach `ImageInfo`. Of the patient module age
 and sex are read into `Study.demographics`, to be compared with the notes. The references and the header
@@ -17,7 +32,7 @@ import numpy as np
 from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, pixel_array
+from pydicom.pixels import pixel_array
 from pydicom.uid import (
     RE_VALID_UID,
     UID,
@@ -32,7 +47,9 @@ from meddx.config import Limits
 from meddx.errors import InputError
 from meddx.io.colour import colour_warnings
 from meddx.io.dicom_bounds import check_structure, inflate_if_deflated
-from meddx.io.pixels import luminance, robust_window, scale_to_uint8, subsample
+from meddx.io.dicom_checks import check_frames_in_data, check_pixel_module, check_transfer_syntax
+from meddx.io.dicom_display import monochrome_to_uint8
+from meddx.io.pixels import luminance, scale_to_uint8
 from meddx.io.source import check_dimensions, damaged, decode_errors
 from meddx.io.study import Demographics, DicomSource, ImageInfo, Study
 
@@ -121,7 +138,6 @@ _OTHER_PHOTOMETRICS = {  # named in messages; any other value from the file is n
     "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT",
 }  # fmt: skip
 _CODE_STRING = re.compile(r"[A-Z0-9 _]{1,16}")
-_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # The values each whitelisted code string may take (PS3.3 defined terms); anything else from the file is
 # dropped, so a name typed into a tag ("DOE JANE" as ViewPosition) never reaches a result or report.
 _DEFINED_TERMS = {
@@ -154,12 +170,9 @@ def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -
         ds = dcmread(
             io.BytesIO(layout.data), force=not has_preamble, specific_tags=_DICOM_TAGS + _SOURCE_TAGS
         )
-        if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
-            raise InputError(
-                "This DICOM file has no image (pixel data); it may be a report, a structured document or "
-                "a presentation state. Please upload the image itself."
-            )
+        check_pixel_module(ds, label)
         transfer_syntax = _transfer_syntax(ds)
+        check_transfer_syntax(transfer_syntax, label)
         decode_failed = _decode_failure(label, transfer_syntax)
         width, height, frames = int(ds.Columns), int(ds.Rows), _frame_count(ds)
         samples = int(ds.get("SamplesPerPixel", 1))
@@ -176,6 +189,8 @@ def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -
         demographics = _demographics(ds)
         source = _source(ds)
     check_dimensions(width, height, label, limits)
+    with decode_errors(damaged(label)):
+        check_frames_in_data(ds, transfer_syntax, frames, label)
     if frames > limits.max_frames:
         raise InputError(
             f"{label} holds {frames:,} frames, more than the {limits.max_frames:,} meddx reads, so it was "
@@ -199,7 +214,7 @@ def load_dicom(data: bytes, label: str, limits: Limits, *, has_preamble: bool) -
             pixels = _rgb_to_uint8(frame, bits_stored)
             warnings.extend(colour_warnings(frame, full_scale=2.0**bits_stored - 1))
         else:
-            pixels = _monochrome_to_uint8(frame, ds, invert=photometric == "MONOCHROME1", warnings=warnings)
+            pixels = monochrome_to_uint8(frame, ds, invert=photometric == "MONOCHROME1", warnings=warnings)
     if frames > 1:
         warnings.append(f"Multi-frame DICOM: only the first of {frames} frames was analysed.")
     warnings.extend(_modality_warnings(any_modality))
@@ -274,8 +289,9 @@ def _transfer_syntax(ds: Dataset) -> UID:
 
 
 def _decode_failure(label: str, transfer_syntax: UID) -> str:
-    """The message for pixel data that cannot be decoded: name the compression, if any."""
-    if not transfer_syntax.is_encapsulated:  # raises ValueError for a UID that is no transfer syntax
+    """The message for pixel data that cannot be decoded: name the compression, if any (the transfer syntax
+    is one pydicom knows: `check_transfer_syntax`)."""
+    if not transfer_syntax.is_encapsulated:
         return damaged(label)
     return (
         f"{label} is compressed with {transfer_syntax.name}, which could not be decoded. Please export it "
@@ -285,80 +301,6 @@ def _decode_failure(label: str, transfer_syntax: UID) -> str:
 
 def _frame_count(ds: Dataset) -> int:
     return max(1, int(ds.get("NumberOfFrames") or 1))
-
-
-def _monochrome_to_uint8(frame: np.ndarray, ds: Dataset, *, invert: bool, warnings: list[str]) -> np.ndarray:
-    """Modality LUT, then the file's VOI LUT or window (else a robust window), then MONOCHROME1 inversion.
-
-    Every step depends only on the stored value, so for up to 16-bit integers the steps run once per
-    value between the frame's minimum and maximum, and the frame is then looked up in that table.
-    """
-    if frame.dtype.kind in "iu" and frame.dtype.itemsize <= 2:
-        low = int(frame.min())
-        table = _display_values(np.arange(low, int(frame.max()) + 1), frame, ds, invert, warnings)
-        return table[np.subtract(frame, low, dtype=np.int32)]
-    return _display_values(frame, frame, ds, invert, warnings)
-
-
-def _display_values(
-    stored: np.ndarray, frame: np.ndarray, ds: Dataset, invert: bool, warnings: list[str]
-) -> np.ndarray:
-    """The 8-bit display value of each of `stored`; `frame` supplies the statistics of a robust window."""
-    values = apply_modality_lut(stored, ds)
-    try:
-        displayed = _apply_file_voi(values, ds, frame)
-    except (ValueError, TypeError, LookupError, AttributeError, NotImplementedError):
-        # The display settings are untrusted file content: fall back rather than fail.
-        displayed = None
-        warnings.append(
-            "The display window stored in the file could not be used; an automatic window was applied."
-        )
-    if displayed is None:
-        window = robust_window(apply_modality_lut(subsample(frame), ds), fallback=_nominal_range(ds, frame))
-        pixels = scale_to_uint8(values, *window)
-    else:
-        pixels = scale_to_uint8(*displayed)
-    if invert:
-        pixels = 255 - pixels
-    return pixels
-
-
-def _apply_file_voi(
-    values: np.ndarray, ds: Dataset, frame: np.ndarray
-) -> tuple[np.ndarray, float, float] | None:
-    """The file's VOI LUT (preferred) or window applied to `values`, with the range of its output.
-
-    Returns None when the file has neither. This is pydicom's `apply_voi_lut` split in its two halves so
-    that the output range is known: the LUT's own range, or the range pydicom's windowing maps onto.
-    """
-    lut_items = ds.get("VOILUTSequence")
-    if lut_items and "LUTDescriptor" in lut_items[0] and "LUTData" in lut_items[0]:
-        entries, first_mapped, _ = (int(v) for v in lut_items[0].LUTDescriptor)
-        table = apply_voi(np.arange(first_mapped, first_mapped + (entries or 65536)), ds)
-        indices = np.rint(values).astype(np.int64) if values.dtype.kind == "f" else values
-        return apply_voi(indices, ds), float(table.min()), float(table.max())
-    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
-        return apply_windowing(values, ds), *_nominal_range(ds, frame)
-    return None
-
-
-def _nominal_range(ds: Dataset, frame: np.ndarray) -> tuple[float, float]:
-    """The value range BitsStored allows after the modality LUT (the range pydicom's windowing targets);
-    for Float and Double Float Pixel Data, which have no BitsStored, the frame's own range."""
-    if frame.dtype.kind == "f":
-        return float(frame.min()), float(frame.max())
-    modality_lut = ds.get("ModalityLUTSequence")
-    if modality_lut:
-        return 0.0, 2.0 ** int(modality_lut[0].LUTDescriptor[2]) - 1
-    bits = int(ds.BitsStored)
-    if ds.get("PixelRepresentation", 0) == 0:
-        low, high = 0.0, 2.0**bits - 1
-    else:
-        low, high = -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
-    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
-    if slope is not None and intercept is not None:
-        low, high = low * float(slope) + float(intercept), high * float(slope) + float(intercept)
-    return low, high
 
 
 def _rgb_to_uint8(frame: np.ndarray, bits_stored: int) -> np.ndarray:

@@ -33,9 +33,15 @@ def scale_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.rint(np.clip(scaled, 0, 255, out=scaled)).astype(np.uint8)
 
 
-def contrast_warnings(pixels: np.ndarray) -> list[str]:
+def has_contrast(pixels: np.ndarray) -> bool:
+    """Whether an 8-bit image spans at least `_MIN_CONTRAST` gray levels between its 0.5th and 99.5th
+    percentiles (else it is, to the eye, one flat shade)."""
     low, high = robust_window(subsample(pixels), fallback=(0.0, 0.0))
-    if high - low >= _MIN_CONTRAST:
+    return high - low >= _MIN_CONTRAST
+
+
+def contrast_warnings(pixels: np.ndarray) -> list[str]:
+    if has_contrast(pixels):
         return []
     message = (
         "The image has almost no contrast (it is nearly one flat shade); check that this is the right "

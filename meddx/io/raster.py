@@ -20,6 +20,7 @@ from PIL import (
 from meddx.config import Limits
 from meddx.errors import InputError
 from meddx.io.colour import colour_warnings
+from meddx.io.headers import corrupt_bmp_header, undecodable_jpeg
 from meddx.io.pixels import luminance, robust_window, scale_to_uint8, subsample
 from meddx.io.source import check_dimensions, damaged, decode_errors
 from meddx.io.study import ImageInfo, Study
@@ -60,23 +61,34 @@ _RASTER_FRAME_LABELS = {
 
 
 def load_raster(data: bytes, source_format: str, label: str, limits: Limits) -> Study:
-    """Decode a Pillow-readable image, checking its declared size before decoding any pixel."""
+    """Decode a Pillow-readable image, checking its declared size before decoding any pixel.
+
+    A JPEG whose encoding Pillow does not decode (12-bit, lossless, JPEG-LS) is refused in those words,
+    and a BMP whose header claims far more pixel data than the file holds as a corrupt header.
+    Frames are counted on a second reader, so the first frame is read at its own size (a GIF frame that
+    extends the canvas grows the size of the reader that walked to it).
+    """
     opener = _PIL_OPENERS[source_format]
-    with decode_errors(damaged(label)):
+    failure = (undecodable_jpeg(data, label) if source_format == "jpeg" else None) or damaged(label)
+    with decode_errors(failure):
         # The plugin class reads the header only; Image.open would also apply Pillow's own global
         # decompression-bomb limit, which cannot say the image size in its message.
         image = opener(io.BytesIO(data))
+    if isinstance(image, BmpImagePlugin.BmpImageFile) and (
+        corrupt := corrupt_bmp_header(image, len(data), label)
+    ):
+        raise InputError(corrupt)
     check_dimensions(*image.size, label, limits)
-    with decode_errors(damaged(label)):
+    with decode_errors(failure):
         opener(io.BytesIO(data)).verify()  # PNG: every chunk's CRC; the object is unusable afterwards
-        frames = _count_frames(image, limits.max_frames)
+        frames = _count_frames(opener(io.BytesIO(data)), label, limits)
     if frames is None:
         _, unit = _RASTER_FRAME_LABELS.get(source_format, ("", "frames"))
         raise InputError(
             f"{label} holds more than {limits.max_frames:,} {unit}, so meddx did not read it; please upload "
             "the chest film on its own."
         )
-    with decode_errors(damaged(label)):
+    with decode_errors(failure):
         image.load()
         mode = image.mode
         image = ImageOps.exif_transpose(image)
@@ -97,12 +109,17 @@ def load_raster(data: bytes, source_format: str, label: str, limits: Limits) -> 
     return Study(pixels=pixels, info=info, warnings=warnings)
 
 
-def _count_frames(image: ImageFile.ImageFile, most: int) -> int | None:
-    """The number of pages or frames, walking at most ``most`` of them; None if there are more.
+def _count_frames(image: ImageFile.ImageFile, label: str, limits: Limits) -> int | None:
+    """The number of pages or frames, walking at most ``limits.max_frames`` of them; None if there are more.
 
-    Pillow's ``n_frames`` walks every page of a TIFF (100,000 tiny pages: about a minute) and every frame of
-    a GIF; WebP and APNG know their count from the header. The image is left at its first frame.
+    ``image`` is a reader of its own: walking moves it (and a GIF frame reaching beyond the canvas grows
+    its size). Pillow's ``n_frames`` walks every page of a TIFF (100,000 tiny pages: about a minute) and
+    every frame of a GIF; WebP and APNG know their count from the header.
+
+    Raises:
+        InputError: a frame claims more pixels than ``limits.max_pixels`` (too large, in those words).
     """
+    most = limits.max_frames
     if not getattr(image, "is_animated", False) and not isinstance(image, TiffImagePlugin.TiffImageFile):
         return 1
     if isinstance(image, WebPImagePlugin.WebPImageFile | PngImagePlugin.PngImageFile):
@@ -112,12 +129,23 @@ def _count_frames(image: ImageFile.ImageFile, most: int) -> int | None:
     try:
         while count <= most:
             image.seek(count)
+            if image.size[0] * image.size[1] > limits.max_pixels:
+                raise InputError(_frame_too_large(image.size, count, label, limits))
             count += 1
     except EOFError:
         return count
-    finally:
-        image.seek(0)
+    except Image.DecompressionBombError:  # Pillow's own check on a frame's extent (the size is set first)
+        raise InputError(_frame_too_large(image.size, count, label, limits)) from None
     return None
+
+
+def _frame_too_large(size: tuple[int, int], index: int, label: str, limits: Limits) -> str:
+    width, height = size
+    return (
+        f"{label} has a frame (number {index + 1}) that claims {width}x{height} pixels "
+        f"({width * height:,} pixels), too large: meddx reads at most {limits.max_pixels:,} pixels. "
+        "Please upload the chest film on its own, as a single image."
+    )
 
 
 def _pil_to_gray(image: Image.Image) -> tuple[np.ndarray, bool, np.ndarray | None]:

@@ -21,8 +21,9 @@ _MAGIC = (  # formats whose signature no DICOM preamble carries in practice: the
     (b"GIF87a", "gif"),
     (b"GIF89a", "gif"),
 )
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
-"""TIFF loses to "DICM" at 128: dual-personality files put a TIFF header in the DICOM preamble on purpose."""
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+"""TIFF and BigTIFF (``+``: 64-bit offsets), in either byte order. TIFF loses to "DICM" at 128:
+dual-personality files put a TIFF header in the DICOM preamble on purpose."""
 _BMP_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}
 _OTHER_FORMATS = (  # content people upload by mistake: name it in the message
     (re.compile(rb"\A%PDF-"), "a PDF document"),
@@ -34,6 +35,9 @@ _OTHER_FORMATS = (  # content people upload by mistake: name it in the message
 _EXPLICIT_VRS = frozenset(vr.encode() for vr in STANDARD_VR)
 _LONG_VRS = frozenset(vr.encode() for vr in EXPLICIT_VR_LENGTH_32)  # VRs with a 4-byte length
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+_BARE_FIRST_GROUPS = frozenset({0x0002, 0x0008, 0x0010, 0x0018, 0x0020, 0x0028})
+"""The groups a data set without preamble may start with: file meta, identification, patient, acquisition,
+relationship, image pixel (a data set stripped of its first groups still starts at one of these)."""
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -44,6 +48,8 @@ def sniff_format(head: bytes) -> str | None:
 
     The file's own signature is read first: a PNG, JPEG, GIF, WebP or BMP that happens to hold "DICM" at
     byte 128 is that image, not a DICOM file; a TIFF header there is a DICOM preamble (dual-format files).
+    (A DICOM preamble may also start with an image's signature: `meddx.io.load_study` reads such a file as
+    DICOM when it does not read as the image.)
 
     Returns:
         "dicom", "png", "jpeg", "bmp", "tiff", "webp" or "gif"; None for anything else (SVG, PDF, text).
@@ -74,30 +80,39 @@ def other_format_hint(data: bytes) -> str:
 
 
 def _looks_like_bare_dicom(head: bytes) -> bool:
-    """True for a DICOM data set without the 128-byte preamble and 'DICM' marker.
+    """True for a DICOM data set without the 128-byte preamble and 'DICM' marker (pydicom reads it with
+    ``force=True``).
 
-    The first element must be in group 0002 or 0008 (little endian, explicit or implicit VR), and the
-    element headers that fit in `head` must parse with ascending tags; at least two are required.
+    The first element must be in one of `_BARE_FIRST_GROUPS` (little endian, explicit or implicit VR, or
+    explicit VR big endian), and the element headers that fit in `head` must parse with ascending tags; at
+    least two are required.
     """
-    if len(head) < 8 or struct.unpack_from("<H", head)[0] not in (0x0002, 0x0008):
+    return any(_parses_as_data_set(head, endian) for endian in "<>")
+
+
+def _parses_as_data_set(head: bytes, endian: str) -> bool:
+    pair, single, long = endian + "HH", endian + "H", endian + "I"
+    if len(head) < 8 or struct.unpack_from(single, head)[0] not in _BARE_FIRST_GROUPS:
         return False
     explicit = head[4:6] in _EXPLICIT_VRS
+    if endian == ">" and not explicit:  # implicit VR is always little endian
+        return False
     offset, previous, parsed = 0, -1, 0
     while offset + 8 <= len(head):
-        group, element = struct.unpack_from("<HH", head, offset)
+        group, element = struct.unpack_from(pair, head, offset)
         tag = group << 16 | element
         if tag <= previous:
             return False
         if not explicit:
-            header, length = 8, struct.unpack_from("<I", head, offset + 4)[0]
+            header, length = 8, struct.unpack_from(long, head, offset + 4)[0]
         elif head[offset + 4 : offset + 6] not in _EXPLICIT_VRS:
             return False
         elif head[offset + 4 : offset + 6] in _LONG_VRS:
             if offset + 12 > len(head):
                 break
-            header, length = 12, struct.unpack_from("<I", head, offset + 8)[0]
+            header, length = 12, struct.unpack_from(long, head, offset + 8)[0]
         else:
-            header, length = 8, struct.unpack_from("<H", head, offset + 6)[0]
+            header, length = 8, struct.unpack_from(single, head, offset + 6)[0]
         parsed += 1
         if length == _UNDEFINED_LENGTH:
             break

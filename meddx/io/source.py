@@ -58,7 +58,7 @@ def read_source(source: bytes | str | os.PathLike | BinaryIO, label: str, limits
 
 
 def format_bytes(count: int) -> str:
-    for unit, size in (("MB", 2**20), ("KB", 2**10)):
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
         if count >= size:
             return f"{count / size:.3g} {unit}"
     return f"{count} bytes"

@@ -56,6 +56,7 @@ from meddx.model.spec import one_line
 from meddx.model.tower import StemModule, TowerTail, _trunk, stem
 from meddx.model.weights import ReleasableWeights, releasable, resident, restore
 from meddx.model.zero_shot import TextDirections, zero_shot_probabilities
+from meddx.no_telemetry import disable_onnxruntime_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class RuntimeStem:
     """
 
     def __init__(self, path: Path, kind: str, threads: int) -> None:
+        disable_onnxruntime_telemetry()  # before the import: no session file, device id or event queue
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -156,6 +158,7 @@ class _QuantizerNotes(logging.Filter):
 
 def quantize_stem(fp32: Path, path: Path) -> Path:
     """Dynamic int8 quantisation of the exported stem's weights (ONNX Runtime's `quantize_dynamic`)."""
+    disable_onnxruntime_telemetry()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
