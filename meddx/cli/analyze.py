@@ -31,8 +31,9 @@ def _expand(paths: list[str]) -> Iterator[Path]:
 
 
 ONE_PATIENT = (
-    "--notes and --notes-file describe one patient: give them with one film only. For several films, use "
-    "`python -m meddx batch` with a manifest whose notes column (--notes-column) gives each film its own notes."
+    "--notes and --notes-file describe one patient: give them with one film only. For several films, "
+    "use `python -m meddx batch` with a manifest whose notes column (--notes-column) gives each film its "
+    "own notes."
 )
 """Why one set of notes is never applied to several films."""
 
