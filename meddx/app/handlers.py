@@ -353,7 +353,7 @@ class Handlers:
         """After "Check notes": the notes highlighted with the concepts ``/notes`` returned."""
         page = self.page
         text, found = values[page.notes], values[page.concepts]
-        spans = [(c["start"], c["end"], c["status"]) for c in found["concepts"]]
+        spans = [(c["start"], c["end"], views.notes_label(c)) for c in found["concepts"]]
         value = views.highlighted_notes(text, spans)
         return {page.notes_view: gr.HighlightedText(value, visible=value is not None)}
 

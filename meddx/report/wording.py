@@ -66,17 +66,18 @@ def fold(ratio: float) -> str:
     return f"{size:.1f}-fold" if size < 9.95 else f"{size:.0f}-fold"
 
 
-def notes_change(finding: FindingResult) -> str | None:
+def notes_change(finding: FindingResult, *, reasons: bool = True) -> str | None:
     """What the notes did to the finding, in one clause: "the notes raise the odds about 1.6-fold: fever,
-    productive cough"; None when the notes bear on nothing here."""
+    productive cough" (without the reasons when not ``reasons``); None when the notes bear on nothing here."""
     if not finding.evidence:
         return None
     ratio = finding.odds_ratio
-    reasons = ", ".join(dict.fromkeys(_evidence_name(e) for e in finding.evidence))
+    names = ", ".join(dict.fromkeys(_evidence_name(e) for e in finding.evidence)) if reasons else ""
     if abs(math.log(ratio)) < math.log1p(NO_CHANGE):
-        return f"the notes change nothing here ({reasons})"
+        return f"the notes change nothing here ({names})" if names else "the notes change nothing here"
     way = "raise" if ratio > 1 else "lower"
-    return f"the notes {way} the odds about {fold(ratio)}: {reasons}"
+    clause = f"the notes {way} the odds about {fold(ratio)}"
+    return f"{clause}: {names}" if names else clause
 
 
 def _evidence_name(item: EvidenceItem) -> str:
@@ -87,8 +88,9 @@ def _evidence_name(item: EvidenceItem) -> str:
     return f"{name} ({STATUS_WORDS[status]})"
 
 
-def evidence_line(item: EvidenceItem) -> str:
-    """One piece of evidence in one line: “hx COPD”: COPD, past history: raises the odds 1.3-fold (source)."""
+def evidence_line(item: EvidenceItem, *, with_source: bool = True) -> str:
+    """One piece of evidence in one line: “hx COPD”: COPD, past history: raises the odds 1.3-fold (source);
+    the source of the weight only ``with_source``."""
     ratio = math.exp(item.delta_logit)
     if abs(item.delta_logit) < math.log1p(NO_CHANGE):
         effect = "no change"
@@ -96,7 +98,7 @@ def evidence_line(item: EvidenceItem) -> str:
         effect = f"{'raises' if ratio > 1 else 'lowers'} the odds {fold(ratio)}"
     status = STATUS_WORDS.get(str(item.status), str(item.status))
     line = f"“{item.text}”: {item.display or item.concept}, {status}: {effect}"
-    source = source_of(item)
+    source = source_of(item) if with_source else ""
     return f"{line} ({source})" if source else line
 
 
