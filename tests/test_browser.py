@@ -241,7 +241,9 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
     expect(link).to_contain_text("map 3 of 3, in “Where the model looked” below")
     link.click()
     expect(shown).to_have_attribute("alt", captions[2])
-    expect(page.locator("#meddx-maps caption")).to_contain_text(f"Attribution map (Grad-CAM) of {third}")
+    listed = page.locator("#meddx-map-captions li")
+    expect(listed).to_have_count(3)
+    expect(listed.nth(2)).to_have_text(captions[2])  # the full caption on the page, not only as alt text
 
     # The downloaded report ranks by the image too.
     href = page.locator("#meddx-downloads a[href*='.html']").first.get_attribute("href")

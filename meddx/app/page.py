@@ -53,6 +53,7 @@ class Page:
     status: gr.HTML
     stale: gr.HTML
     gallery: gr.Gallery
+    map_notes: gr.HTML
     map_controls: gr.Row
     map_for: gr.Dropdown
     map_button: gr.Button
@@ -89,6 +90,7 @@ class Page:
             self.status,
             self.stale,
             self.gallery,
+            self.map_notes,
             self.map_controls,
             self.map_for,
             self.findings_table,
@@ -228,6 +230,7 @@ def _layout(settings: Settings, examples: dict[str, Path]) -> Page:
                 buttons=["fullscreen"],
                 elem_id="meddx-maps",
             )
+            map_notes = gr.HTML("", elem_id="meddx-map-captions")
             with gr.Row(equal_height=True, visible=False, elem_id="meddx-map-controls") as map_controls:
                 map_for = gr.Dropdown(
                     choices=[(f.name, f.id) for f in vocabulary.findings],
@@ -271,6 +274,7 @@ def _layout(settings: Settings, examples: dict[str, Path]) -> Page:
         status=status,
         stale=stale,
         gallery=gallery,
+        map_notes=map_notes,
         map_controls=map_controls,
         map_for=map_for,
         map_button=map_button,

@@ -34,8 +34,9 @@ CSS = """
 .meddx-report { overflow-x: auto; }
 .meddx-report th, .meddx-report td { word-break: normal; overflow-wrap: normal; padding: 4px 8px; }
 footer { flex-wrap: wrap; }
-#meddx-maps .caption { max-width: 100%; white-space: normal; text-align: left; font-size: 0.85rem;
-  line-height: 1.35; }
+#meddx-maps .caption { display: none; }  /* each map's full caption is listed under the gallery */
+.meddx-captions { margin: 4px 0 0 1.2rem; padding: 0; font-size: 0.88rem; line-height: 1.4; }
+.meddx-captions li { margin-bottom: 4px; }
 .meddx-random { background: #ffe3e3; border-left-color: #e03131; color: #5c0011; margin-top: 6px; }
 .dark .meddx-random { background: #4a1414; color: #ffe3e3; }
 .meddx-stale { border-left: 6px solid #c92a2a; background: #fff5f5; color: #5c0011; padding: 8px 12px;

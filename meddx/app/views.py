@@ -4,6 +4,7 @@ colour), the model panel. Pure functions of typed values; no event wiring here."
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -79,6 +80,14 @@ def map_gallery(analysis: Analysis) -> list[tuple[np.ndarray, str]]:
         for fid in analysis.explanation.mapped
         if fid in analysis.maps
     ]
+
+
+def captions_html(gallery: list[tuple[np.ndarray, str]]) -> str:
+    """Every map's full caption under the gallery, numbered as the findings table numbers the maps."""
+    if not gallery:
+        return ""
+    items = "".join(f"<li>{html.escape(caption)}</li>" for _, caption in gallery)
+    return f'<ol class="meddx-captions" aria-label="What each map shows">{items}</ol>'
 
 
 def random_weights(settings: Settings) -> bool:

@@ -108,6 +108,7 @@ class PageFlow:
             page.map_controls: gr.Row(visible=False),
             page.findings_table: "",
             page.gallery: gr.Gallery(value=None, visible=False),
+            page.map_notes: "",
             page.preview: gr.Image(value=None, visible=False),
             page.report: REPORT_PLACEHOLDER,
             page.result: None,
@@ -327,6 +328,7 @@ class PageFlow:
             page.case: views.case_markdown(held.name, held.received, analysis),
             page.status: "".join(_warn(w) for w in analysis.warnings),
             page.map_controls: gr.Row(visible=True),
+            page.map_notes: views.captions_html(gallery),
             page.findings_table: views.findings_html(analysis),
             page.gallery: gr.Gallery(
                 value=gallery or None, visible=bool(gallery), selected_index=0 if gallery else None
