@@ -258,7 +258,7 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
     notes_box.press("End")
     notes_box.type(" Now haemoptysis.")
     expect(page.locator("#meddx-stale")).to_contain_text("Out of date: the notes have changed")
-    page.screenshot(path=str(shots / "desktop-stale.png"), full_page=False)
+    page.screenshot(path=str(shots / "desktop-stale.png"), full_page=True)
 
     # Another method, 5 maps, Analyze again: no new upload; the progress moves map by map; over the
     # budget the finished maps stay and the others are named.

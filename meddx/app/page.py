@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from meddx import log_hygiene
-from meddx.app import views
+from meddx.app import mcp_json, views
 from meddx.app.examples import find_examples
 from meddx.app.feedback import FeedbackHandlers, FeedbackPanel, build_panel, open_desk
 from meddx.app.feedback import wire as wire_feedback
@@ -205,6 +205,7 @@ def _layout(settings: Settings, examples: dict[str, Path]) -> Page:
                 new_patient = gr.Button("New patient", variant="secondary", size="md", elem_id="meddx-new")
                 notes_button = gr.Button("Check notes", variant="secondary", size="md")
                 analyze_button = gr.Button("Analyze", variant="primary", size="md", elem_id="meddx-analyze")
+            stale = gr.HTML("", elem_id="meddx-stale")  # under the notes being edited, above the results
             notes_view = gr.HighlightedText(
                 label="What meddx read in the notes",
                 color_map=views.STATUS_COLOURS,
@@ -215,7 +216,6 @@ def _layout(settings: Settings, examples: dict[str, Path]) -> Page:
             )
             concepts = gr.JSON(label="Concepts (JSON)", visible=False)
         with gr.Column(scale=3, min_width=300, elem_id="meddx-results"):
-            stale = gr.HTML("", elem_id="meddx-stale")
             status = gr.HTML("", elem_id="meddx-status")
             findings_table = gr.HTML("", elem_id="meddx-findings")
             gallery = gr.Gallery(
@@ -293,6 +293,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     settings = settings or Settings.from_env()
     log_hygiene.install()
     install_robust_cache_sweep()
+    mcp_json.install()  # MCP answers as JSON text, not Python reprs
     examples = find_examples(settings.examples)
     with MeddxBlocks(
         title="meddx · chest X-ray triage support", analytics_enabled=False, delete_cache=views.CACHE_SWEEP
