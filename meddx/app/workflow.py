@@ -53,7 +53,7 @@ class UploadGone(InputError):
     """The upload was deleted before this request could read it (another event read it first)."""
 
 
-# What the deletion/insertion check (docs/evaluation.md, "Explanations") found, where a user should know it when choosing.
+# What the deletion/insertion check (docs/evaluation.md) found, where a user should know it when choosing.
 METHOD_CAVEATS = {"gradcam": "a quick pointer: it did not beat random order in the deletion test"}
 
 
