@@ -215,8 +215,9 @@ def _map_targets(results: list[FindingResult], findings: list[Finding], top_k: i
             raise InputError(f"Maps were requested for findings that were not scored: {', '.join(unknown)}.")
         chosen = list(dict.fromkeys(requested))
     else:
-        # The image decides which findings get a map: notes move probabilities, not where the model looked.
-        by_image = sorted(results, key=lambda r: r.image_probability, reverse=True)
+        # The image decides which findings get a map, in the order every surface lists them (flagged first,
+        # then by the image's value): notes move probabilities, not where the model looked.
+        by_image = sorted(results, key=lambda r: (r.flagged, r.image_probability), reverse=True)
         chosen = [r.id for r in by_image if r.id not in NO_MAP_FINDINGS][:top_k]
     return [index[fid] for fid in chosen[:MAX_MAPS]]
 

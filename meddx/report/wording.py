@@ -34,6 +34,7 @@ STATUS_WORDS = {
 VALUE_UNITS = {
     "age": ("age", "{:g}"),
     "temperature": ("temperature", "{:g} °C"),
+    "fever": ("fever", "{:g} °C"),
     "spo2": ("SpO2", "{:g} %"),
     "respiratory_rate": ("RR", "{:g}/min"),
     "heart_rate": ("HR", "{:g}/min"),
