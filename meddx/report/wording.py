@@ -121,4 +121,4 @@ def concept_words(name: str, display: str, status: str, number: float | None) ->
         label, unit = VALUE_UNITS.get(name, (display.lower(), "{:g}"))
         shown = unit.format(round(number, 1))
         return f"{label} {shown}".strip()
-    return f"{display.lower() or name}: {STATUS_WORDS.get(str(status), str(status))}"
+    return f"{display or name}: {STATUS_WORDS.get(str(status), str(status))}"
