@@ -84,7 +84,7 @@ def app_url(tiny_settings, gradio_tmp, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def calibrated_url(tiny_settings, tiny_model_dir, gradio_tmp, tmp_path_factory):
+def calibrated_url(tiny_settings, tiny_model_dir, tmp_path_factory):
     """A second server: every finding calibrated (identity scaling, threshold 0.95), no examples."""
     from meddx.model.vocabulary import load_vocabulary
     from tests.helpers import write_calibration
@@ -92,7 +92,7 @@ def calibrated_url(tiny_settings, tiny_model_dir, gradio_tmp, tmp_path_factory):
     ids = {f.id: 0.95 for f in load_vocabulary().findings}
     calibration = write_calibration(tmp_path_factory.mktemp("calibration"), tiny_model_dir, ids)
     settings = dataclasses.replace(tiny_settings, calibration=str(calibration))
-    with running_app(settings, gradio_tmp) as url:
+    with running_app(settings, tmp_path_factory.mktemp("gradio-calibrated")) as url:  # its own upload folder
         yield url
 
 
