@@ -41,8 +41,12 @@ def load_model() -> None:
 
 def stop(exc: BaseException) -> None:
     """A model that cannot be loaded stops the app: one line (a meddx error) or the traceback (a bug)."""
-    if isinstance(exc, MeddxError):
-        print(f"meddx: {exc}", file=sys.stderr, flush=True)
+    if isinstance(exc, MeddxError):  # one line; Gradio may already have printed the page's address
+        print(
+            f"meddx: {exc} The app has stopped: the address above no longer answers.",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(exit_status(exc))
     traceback.print_exception(exc, file=sys.stderr)
     sys.stderr.flush()

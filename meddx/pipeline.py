@@ -37,6 +37,8 @@ from meddx.model.zero_shot import text_directions
 from meddx.notes import extract_concepts, finding_statuses, fuse
 from meddx.notes.demographics import demographic_warnings
 from meddx.result import (
+    PROBABILITY,
+    SCORE,
     UNCALIBRATED,
     Analysis,
     Explanation,
@@ -93,6 +95,7 @@ class _Cut:
     probability: float
     threshold: float | None
     source: str | None
+    kind: str = SCORE
 
 
 def _cut(
@@ -108,12 +111,18 @@ def _cut(
     if head is not None and fine_tuned is not None and mode != "zero-shot":
         cut = head.threshold(finding.id, mode)
         return _Cut(
-            float(combine(zero_shot, fine_tuned, mode)), cut, "trained head" if cut is not None else None
+            float(combine(zero_shot, fine_tuned, mode)),
+            cut,
+            "trained head" if cut is not None else None,
+            PROBABILITY,
         )
     if calibration is not None and calibration.covers(finding):
         cut = calibration.threshold(finding.id)
         return _Cut(
-            calibration.probability(finding.id, zero_shot), cut, None if cut is None else "calibration"
+            calibration.probability(finding.id, zero_shot),
+            cut,
+            None if cut is None else "calibration",
+            PROBABILITY,
         )
     return _Cut(zero_shot, None, None)
 
@@ -206,14 +215,25 @@ def _map_targets(results: list[FindingResult], findings: list[Finding], top_k: i
             raise InputError(f"Maps were requested for findings that were not scored: {', '.join(unknown)}.")
         chosen = list(dict.fromkeys(requested))
     else:
-        # The image decides which findings get a map: notes move probabilities, not where the model looked.
-        by_image = sorted(results, key=lambda r: r.image_probability, reverse=True)
+        # The image decides which findings get a map, in the order every surface lists them (flagged first,
+        # then by the image's value): notes move probabilities, not where the model looked.
+        by_image = sorted(results, key=lambda r: (r.flagged, r.image_probability), reverse=True)
         chosen = [r.id for r in by_image if r.id not in NO_MAP_FINDINGS][:top_k]
     return [index[fid] for fid in chosen[:MAX_MAPS]]
 
 
 def _over_budget(start: float, budget_s: float | None) -> bool:
     return budget_s is not None and time.perf_counter() - start > budget_s
+
+
+def _fits(start: float, budget_s: float | None, method: str, maps: int) -> bool:
+    """Whether ``maps`` more maps of ``method`` end within the budget, by their measured cost
+    (`meddx.explain.cost.COSTS`): a map that would pass the request limit is not started."""
+    if budget_s is None:
+        return True
+    estimate = COSTS.estimate(method)
+    expected = estimate.seconds_per_map * maps if estimate is not None else 0.0
+    return time.perf_counter() - start + expected <= budget_s
 
 
 def _tell(on_progress: Progress | None, step: int, total: int, label: str) -> None:
@@ -373,6 +393,7 @@ def analyze(
                 flagged=False,
                 follow_up=f.follow_up,
                 custom=f.custom,
+                kind=cut.kind,
                 operating_point="user" if user_set else cut.source,
                 fine_tuned=_round(fine_tuned[f.id]) if f.id in fine_tuned else None,
                 note_adjustment=_round(combined.adjustment),
@@ -380,7 +401,7 @@ def analyze(
             )
         )
     _flag(results, findings)
-    results.sort(key=lambda r: (r.flagged, r.probability), reverse=True)
+    results.sort(key=lambda r: (r.flagged, r.image_probability), reverse=True)  # image first, always
     warnings = [
         *study.warnings,
         *chest_xray_warnings(chest_xray),
@@ -395,7 +416,7 @@ def analyze(
     total = len(batches) + 1
     heatmaps: list[FilmMap] = []
     for step, batch in enumerate(batches, start=1):
-        if _over_budget(start, time_budget_s):
+        if not _fits(start, time_budget_s, method, len(batch)):
             skipped = ", ".join(findings[i].name for i in targets[len(heatmaps) :])
             warnings.append(
                 f"The time budget ({time_budget_s:g} s) ran out after {len(heatmaps)} of {len(targets)} "

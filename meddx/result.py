@@ -7,6 +7,7 @@ The JSON schema (``"schema_version"``, documented in the README under "Result JS
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -23,12 +24,20 @@ SCHEMA_VERSION = 3
 """Version of the JSON that `Analysis.to_dict` returns (the API's ``/analyze`` result and the CLI's).
 2: ``reference`` and ``flagging`` (operating points and the statement about calibration); per finding,
 ``threshold`` may be null, ``operating_point``, ``follow_up_tier``, and ``follow_up`` only when flagged.
-3: each notes concept has ``diastolic``, ``unit``, ``duration_days`` and ``words`` (the concept in a
-clinician's words); each evidence item has ``source``, and its ``reason`` is words without log-odds; the
-status ``hypothetical`` (advice or a plan)."""
+3: per finding ``kind`` (`SCORE` or `PROBABILITY`: what ``probability`` and ``image_probability`` are) and
+``notes_odds_ratio`` (what the notes did to the odds, 1.0 for nothing); findings are listed image first
+(flagged first, then by ``image_probability``), never by the value with the notes. Each notes concept has
+``diastolic``, ``unit``, ``duration_days`` and ``words`` (the concept in a clinician's words); each evidence
+item has ``source``, and its ``reason`` is words without log-odds; the status ``hypothetical`` (advice or a
+plan)."""
+SCORE = "score"
+"""A finding's ``kind`` without a calibration or trained head: an uncalibrated model score in [0, 1] that
+ranks findings; it is not a probability of disease and is never shown as a percentage."""
+PROBABILITY = "probability"
+"""A finding's ``kind`` when a calibration or a trained head, fitted on labelled films, made the value."""
 
 MAX_FOLLOW_UPS = 3
-"""Most follow-ups a report lists (`Analysis.follow_ups`): urgent first, then by probability."""
+"""Most follow-ups a report lists (`Analysis.follow_ups`): urgent first, then by image value."""
 UNCALIBRATED = (
     "The scores are uncalibrated model outputs: no operating point has been measured for them, so no finding "
     "is flagged and no follow-up is suggested. Findings are ranked by score only; a score is not a "
@@ -172,8 +181,10 @@ class Explanation:
 
 @dataclass
 class FindingResult:
-    """One finding's result. ``probability`` (image and notes) is what the finding is ranked by; the flag
-    compares ``image_probability`` with ``threshold``, the operating point measured on images alone.
+    """One finding's result. ``image_probability`` (the image alone) is what the finding is ranked by and
+    what the flag compares with ``threshold``, the operating point measured on images alone;
+    ``probability`` adds the notes. ``kind`` says what both values are: `SCORE` (uncalibrated) or
+    `PROBABILITY` (a calibration or a trained head made them).
 
     ``threshold`` is None when no operating point covers the finding (never flagged); ``operating_point``
     names its source ("calibration", "trained head", "user") or is None. ``follow_up`` (and its tier,
@@ -189,6 +200,7 @@ class FindingResult:
     flagged: bool
     follow_up: str
     custom: bool = False
+    kind: str = SCORE
     operating_point: str | None = None
     follow_up_tier: str | None = None
     fine_tuned: float | None = None
@@ -196,10 +208,16 @@ class FindingResult:
     evidence: list[EvidenceItem] = field(default_factory=list)
     regions: list[Region] = field(default_factory=list)
 
+    @property
+    def odds_ratio(self) -> float:
+        """What the notes did to the finding's odds: e^(log-odds adjustment); 1.0 when nothing."""
+        return math.exp(self.note_adjustment)
+
     def to_dict(self) -> dict:
         return {
             "id": self.id,
             "label": self.label,
+            "kind": self.kind,
             "probability": self.probability,
             "image_probability": self.image_probability,
             "zero_shot": self.zero_shot,
@@ -211,6 +229,7 @@ class FindingResult:
             "custom": self.custom,
             "fine_tuned": self.fine_tuned,
             "note_adjustment": self.note_adjustment,
+            "notes_odds_ratio": round(self.odds_ratio, 3),
             "evidence": [e.to_dict() for e in self.evidence],
             "regions": [r.to_dict() for r in self.regions],
         }
@@ -269,7 +288,7 @@ class Analysis:
     def follow_ups(self, limit: int = MAX_FOLLOW_UPS) -> list[FindingResult]:
         """Flagged findings with a follow-up, urgent first, then most probable first; at most ``limit``."""
         with_step = [f for f in self.findings if f.flagged and f.follow_up]
-        return sorted(with_step, key=lambda f: (f.follow_up_tier != "urgent", -f.probability))[:limit]
+        return sorted(with_step, key=lambda f: (f.follow_up_tier != "urgent", -f.image_probability))[:limit]
 
     def to_dict(self) -> dict:
         """The JSON object (schema `SCHEMA_VERSION`); maps only if ``include_maps`` (base64 PNG overlays).

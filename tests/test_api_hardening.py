@@ -313,7 +313,7 @@ def mcp_call(app_url: str, tool: str, arguments: dict) -> dict:
     [
         ({"findings": "effusion"}, "is not of type 'array'"),  # the MCP layer's own schema check
         ({"maps": 99}, "maps must be a whole number"),
-        ({"notes": SURROGATE_NOTES}, "'name': 'cough'"),
+        ({"notes": SURROGATE_NOTES}, r"\"name\": \"cough\""),  # the result as JSON text
     ],
     ids=["findings_string", "maps_range", "surrogates"],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -314,8 +315,11 @@ def test_the_findings_table_puts_image_first_with_the_notes_change_and_escapes_l
     table = views.findings_html(analysis)
     assert "<b>odd</b>" not in table and "&lt;b&gt;odd&lt;/b&gt;" in table
     pneumonia = next(f for f in analysis.findings if f.id == "pneumonia")
-    assert pneumonia.evidence and "points</strong>" in table and "Fever" in table
+    assert pneumonia.evidence and "the odds about" in table and "Fever" in table
+    assert "log-odds" not in table, "log-odds stay in the JSON"
     assert "scores are uncalibrated model outputs" in table and "⚑ flagged" not in table
+    assert not re.search(r"\d %", table), "an uncalibrated score is never shown as a percentage"
+    assert "uncalibrated model scores from 0 to 1" in table
     assert views.download_name(analysis, "html") == f"meddx-{analysis.reference}.html"
     order = [f.id for f in views.image_first(analysis)]
     assert [f.image_probability for f in views.image_first(analysis)] == sorted(
@@ -328,8 +332,9 @@ def test_the_findings_table_puts_image_first_with_the_notes_change_and_escapes_l
     for (image, caption), fid in zip(gallery, analysis.explanation.mapped, strict=True):
         assert image.ndim == 3 and image.dtype.name == "uint8"
         label = next(f.label for f in analysis.findings if f.id == fid)
-        assert caption.startswith(f"{label}: Grad-CAM map over the film, image score ")
-        assert "segmentation" not in caption
+        assert caption.startswith(f"Attribution map (Grad-CAM) of {label}, image-only score ")
+        assert "box 1:" in caption or "no region stood out" in caption
+        assert image.shape[0] > analysis.preview.shape[0], "the figure has its title band and key"
     notes = views.highlighted_notes("No fever.", [(3, 8, "absent")])
     assert notes["entities"][0]["entity"] == "− absent"  # a sign and a word, not only a colour
 

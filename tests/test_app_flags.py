@@ -111,6 +111,8 @@ def _report_on_the_page(browser, url: str, film: Path) -> str:
     page.locator("#meddx-film input[type=file]").set_input_files(str(film))
     page.get_by_text(film.name).first.wait_for()
     page.get_by_role("button", name="Analyze", exact=True).click()
+    page.locator("#meddx-findings table").first.wait_for()
+    page.get_by_role("button", name="Report (what the downloads hold)").click()  # folded under the results
     report = page.locator("#meddx-report")
     try:
         report.get_by_role("heading", name="Findings").wait_for()

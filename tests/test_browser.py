@@ -4,8 +4,12 @@
   changed and Analyze pressed again without a new upload (a slow method: the progress moves map by map,
   and over the time budget the finished maps stay); a new upload clears everything; a bad file, then a good
   one; New patient; Ctrl+Enter.
+- desktop, what a clinician reads: uncalibrated scores never as percentages, the findings and the downloaded
+  report ranked by the image, the map figure (inferno with its key) with its full caption, the results
+  marked out of date when the notes change, notes typed for the next patient kept through the upload.
 - phone: hostile notes stay text, the results are scrolled into view, nothing is clipped sideways, the
-  findings stack into cards.
+  findings stack into cards and fold to the top ones, the page at most `MAX_PHONE_HEIGHT` px high; this
+  server has a calibration, so its values are probabilities (percentages), and no examples.
 
 The server is the real app with the tiny model, warmed up as ``app.py`` does, a folder of generated
 example films (``MEDDX_EXAMPLES``) and a time budget of `BUDGET_S`. On the tiny model every method takes
@@ -35,6 +39,9 @@ HOSTILE = "<img src=x onerror=alert(1)> 67M, productive cough and fever for 3 da
 VIEWPORTS = {"desktop": {"width": 1400, "height": 900}, "phone": {"width": 390, "height": 844}}
 BUDGET_S = 9.0
 SLOW_MAP_S = 2.5
+MAX_PHONE_HEIGHT = 13_460 // 2
+"""Half the page's height on a phone before the page was shortened (13,460 px)."""
+PERCENT = re.compile(r"\d\s?%")
 
 
 def write_film(path: Path, *, seed: int) -> Path:
@@ -74,6 +81,26 @@ def app_url(tiny_settings, gradio_tmp, tmp_path_factory):
         with running_app(settings, gradio_tmp) as url:
             yield url
     COSTS.clear()
+
+
+@pytest.fixture(scope="module")
+def calibrated_url(tiny_settings, tiny_model_dir, tmp_path_factory):
+    """A second server: every finding calibrated (identity scaling, threshold 0.95), no examples."""
+    from meddx.model.vocabulary import load_vocabulary
+    from tests.helpers import write_calibration
+
+    ids = {f.id: 0.95 for f in load_vocabulary().findings}
+    calibration = write_calibration(tmp_path_factory.mktemp("calibration"), tiny_model_dir, ids)
+    settings = dataclasses.replace(tiny_settings, calibration=str(calibration))
+    with running_app(settings, tmp_path_factory.mktemp("gradio-calibrated")) as url:  # its own upload folder
+        yield url
+
+
+def table_values(page) -> list[str]:
+    """The "Image" column of the findings table, top rows first, then the folded ones."""
+    return page.locator('#meddx-findings td[data-label="Image"]').evaluate_all(
+        "cells => cells.map(c => c.textContent.trim())"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +162,13 @@ def assert_cleared(page) -> None:
 
     expect(page.locator("#meddx-maps")).to_be_hidden()
     expect(page.locator("#meddx-notes")).to_be_hidden()
+    expect(page.locator("#meddx-map-controls")).to_be_hidden()
     assert page.locator("#meddx-findings table").count() == 0
-    assert page.locator("#meddx-top").get_by_text("%").count() == 0
     assert page.get_by_text(".html").count() == 0, "the previous report is still offered for download"
+    panel = page.get_by_role("button", name="Report (what the downloads hold)")
+    panel.click()  # the report folds away (the page stays short); open it to read it
     expect(page.locator("#meddx-report")).to_contain_text("the report appears here")
+    panel.click()
 
 
 def no_error_badges(page) -> None:
@@ -162,6 +192,9 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
 
     page, dialogs = open_page(browser, app_url, "desktop")
     failure_shot(page)
+    expect(page.locator("body")).to_contain_text("Test model with random weights")  # its scores mean nothing
+    expect(page.locator("#meddx-case")).to_contain_text("or pick an example")
+    expect(page.locator("#meddx-map-controls")).to_be_hidden()  # nothing to map before an analysis
     # An example loads like an upload (generated films, from MEDDX_EXAMPLES).
     page.get_by_text("example-b.png").first.click()
     page.locator("#meddx-case").get_by_text("example-b.png").wait_for()
@@ -174,22 +207,58 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
     analyze(page)
     expect(page.locator("#meddx-case")).to_contain_text("patient-one.png")
     expect(page.locator("#meddx-case")).to_contain_text("Grad-CAM (3 maps")
-    table = page.locator("#meddx-findings table")
-    expect(table).to_contain_text("Image alone")
+    table = page.locator("#meddx-findings table").first
+    expect(table).to_contain_text("Image")
     expect(table).to_contain_text("With notes")
-    expect(table).to_contain_text("points")  # a change the notes made, with its reason beside it
+    findings = page.locator("#meddx-findings")
+    expect(findings).to_contain_text("the odds about")  # the notes' change in words, beside the finding
+    expect(findings).to_contain_text("uncalibrated model scores from 0 to 1")
+    assert not PERCENT.search(findings.inner_text()), "an uncalibrated score shown as a percentage"
+    assert "log-odds" not in page.locator("body").inner_text(), "log-odds belong in the JSON only"
+    # Image first: the rows run from the highest image score down (nothing is flagged without calibration).
+    page.locator("#meddx-findings summary").click()  # "Show all 15 findings"
+    values = [float(v) for v in table_values(page)]
+    assert len(values) == 15 and values == sorted(values, reverse=True)
     expect(page.locator("#meddx-notes")).to_contain_text("present")  # the status in words, not colour only
+    expect(page.locator("#meddx-notes")).to_contain_text("age 67")  # a value as a value, not "present"
+    expect(page.locator("#meddx-map-controls")).to_be_visible()
     assert map_count(page) == 3
     page.screenshot(path=str(shots / "desktop-analysed.png"), full_page=True)
 
-    # Clicking a finding in the top list shows its map.
+    # The map figure: inferno with its key and numbered boxes; its full caption is its alt text.
     shown = page.locator("#meddx-maps [data-testid=detailed-image]")
     captions = map_captions(page)
     expect(shown).to_have_attribute("alt", captions[0])
-    third = captions[2].split(":")[0]
-    page.locator("#meddx-top").get_by_text(third, exact=True).first.click()
+    assert all(c.startswith("Attribution map (Grad-CAM) of ") for c in captions)
+    assert all("Brighter, yellower areas raised the score most" in c for c in captions)
+    assert "…" not in page.locator("#meddx-maps").inner_text()
+    size = shown.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert size[1] > size[0] * 256 / 224, f"no title band with the key above the film: {size}"
+    shown.screenshot(path=str(shots / "desktop-map-figure.png"))
+    # The table's link says where the map is, and shows it.
+    third = re.search(r"of (.+?), image-only score", captions[2]).group(1)
+    link = page.locator("#meddx-findings tr", has_text=third).locator(".meddx-maplink")
+    expect(link).to_contain_text("map 3 of 3, in “Where the model looked” below")
+    link.click()
     expect(shown).to_have_attribute("alt", captions[2])
-    expect(page.locator("#meddx-maps caption")).to_contain_text(f"{third}: Grad-CAM map")
+    listed = page.locator("#meddx-map-captions li")
+    expect(listed).to_have_count(3)
+    expect(listed.nth(2)).to_have_text(captions[2])  # the full caption on the page, not only as alt text
+
+    # The downloaded report ranks by the image too.
+    href = page.locator("#meddx-downloads a[href*='.html']").first.get_attribute("href")
+    report = page.request.get(href).text()
+    shown_values = [float(v) for v in re.findall(r'<td class="num image">(\d\.\d\d)</td>', report)]
+    assert len(shown_values) == 15 and shown_values == sorted(shown_values, reverse=True), shown_values
+    body = report.split("</style>")[1].split("<h2>Limitations")[0]
+    assert "uncalibrated model score" in body and not PERCENT.search(body), "a score shown as a percentage"
+
+    # Editing the notes marks every result out of date until Analyze runs again.
+    notes_box = page.get_by_label("Clinical notes (optional)")
+    notes_box.press("End")
+    notes_box.type(" Now haemoptysis.")
+    expect(page.locator("#meddx-stale")).to_contain_text("Out of date: the notes have changed")
+    page.screenshot(path=str(shots / "desktop-stale.png"), full_page=True)
 
     # Another method, 5 maps, Analyze again: no new upload; the progress moves map by map; over the
     # budget the finished maps stay and the others are named.
@@ -216,6 +285,7 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
     kept = map_count(page)
     assert 1 <= kept < 5, kept
     expect(status).to_contain_text(f"after {kept} of 5 maps; not drawn:")
+    expect(page.locator("#meddx-stale")).not_to_contain_text("Out of date")  # analysed with these notes
     expect(page.locator("#meddx-case")).to_contain_text("patient-one.png")
     expect(menu.locator("input")).to_have_value(re.compile("measured here"))
     page.screenshot(path=str(shots / "desktop-over-budget.png"), full_page=True)
@@ -229,7 +299,9 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
     second = write_film(tmp_path / "patient-two.png", seed=1)
     upload(page, second)
     assert_cleared(page)
-    expect(page.locator("#meddx-case")).to_contain_text("previous film's results and notes were cleared")
+    expect(page.locator("#meddx-case")).to_contain_text(
+        "previous film's results and the notes analysed with it were cleared"
+    )
     assert page.get_by_label("Clinical notes (optional)").input_value() == ""
     assert "patient-one" not in page.locator("body").inner_text()
 
@@ -241,11 +313,21 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
     page.get_by_text("Click to Upload").first.wait_for()
     no_error_badges(page)
     page.screenshot(path=str(shots / "desktop-bad-file.png"), full_page=True)
+    # Notes typed for the next patient before the upload survive it (they were never analysed).
+    page.get_by_label("Clinical notes (optional)").fill("Patient three: fever and cough.")
     third_film = write_film(tmp_path / "patient-three.png", seed=2)
     upload(page, third_film)
+    assert page.get_by_label("Clinical notes (optional)").input_value() == "Patient three: fever and cough."
+    expect(page.locator("#meddx-case")).to_contain_text("were kept for this film")
     analyze(page, keyboard=True)  # Ctrl+Enter
     expect(page.locator("#meddx-case")).to_contain_text("patient-three.png")
     assert map_count(page) == 2
+    # The next patient's notes, typed after that analysis and before the upload, survive it too.
+    page.get_by_label("Clinical notes (optional)").fill("Patient four: breathless.")
+    upload(page, write_film(tmp_path / "patient-four.png", seed=4))
+    assert page.get_by_label("Clinical notes (optional)").input_value() == "Patient four: breathless."
+    expect(page.locator("#meddx-case")).to_contain_text("notes typed since its last analysis were kept")
+    assert_cleared(page)
 
     # New patient: everything goes, the notes and the upload box too.
     page.get_by_label("Clinical notes (optional)").fill("Fever.")
@@ -260,17 +342,32 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
     page.close()
 
 
-def test_the_page_on_a_phone(browser, app_url, shots, tmp_path, failure_shot):
+def test_the_page_on_a_phone(browser, calibrated_url, shots, tmp_path, failure_shot):
     from playwright.sync_api import expect
 
-    page, dialogs = open_page(browser, app_url, "phone")
+    page, dialogs = open_page(browser, calibrated_url, "phone")
     failure_shot(page)
+    expect(page.locator("#meddx-case")).to_contain_text("upload a chest X-ray to start")
+    expect(page.locator("#meddx-case")).not_to_contain_text("example")  # this server has none
     upload(page, write_png(tmp_path / "cxr.png"))
     page.get_by_label("Clinical notes (optional)").fill(HOSTILE)
     page.get_by_role("button", name="Check notes").click()
     expect(page.locator("#meddx-notes")).to_contain_text("<img src=x onerror=alert(1)>", timeout=30_000)
     page.evaluate("window.scrollTo(0, 0)")
     analyze(page)
+    # With a calibration the values are probabilities: percentages, marked calibrated; image first.
+    findings = page.locator("#meddx-findings")
+    expect(findings).to_contain_text("calibrated probabilities (shown as percentages)")
+    values = [float(v.split("%")[0]) for v in table_values(page)[:5]]
+    assert len(values) == 5 and values == sorted(values, reverse=True)
+    # Folded to the top five, the rest behind "Show all"; the map controls only now.
+    expect(findings.locator("summary")).to_contain_text("Show all 15 findings")
+    expect(page.locator("#meddx-map-controls")).to_be_visible()
+    height = page.evaluate("document.documentElement.scrollHeight")
+    print(f"\nphone page height after an analysis: {height} px")
+    assert height <= MAX_PHONE_HEIGHT, height
+    page.screenshot(path=str(shots / "phone-analysed.png"), full_page=True)
+    page.get_by_role("button", name="Report (what the downloads hold)").click()
     page.locator("#meddx-report").get_by_role("heading", name="Findings").wait_for()
     assert page.locator("img[src='x']").count() == 0, "the notes were rendered as HTML"
     # The results were scrolled into view.
@@ -288,7 +385,7 @@ def test_the_page_on_a_phone(browser, app_url, shots, tmp_path, failure_shot):
     for cell in page.locator("#meddx-findings td, #meddx-report td").all()[:40]:
         box = cell.bounding_box()
         assert box is None or box["x"] + box["width"] <= VIEWPORTS["phone"]["width"] + 1, "a clipped column"
-    page.screenshot(path=str(shots / "phone-analysed.png"), full_page=True)
+    page.screenshot(path=str(shots / "phone-report-open.png"), full_page=True)
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(shots / "phone-top.png"))
     assert dialogs == []

@@ -174,12 +174,14 @@ def test_identical_uploads_sent_at_once_never_break_the_app(app_url, films, grad
 
 def test_analyze_stops_between_steps_once_the_budget_is_spent(tiny_settings, films, monkeypatch):
     from meddx import pipeline
+    from meddx.explain.cost import COSTS
 
     with pytest.raises(BudgetExceeded, match=r"took longer than 0 s and was stopped before scoring"):
         analyze(films[0], settings=tiny_settings, time_budget_s=0)
 
     clock = [0.0]  # the pipeline's clock moves only while a map is drawn: one second per map
     real_film_maps = pipeline.film_maps
+    COSTS.clear()  # the costs measured here: one second per map, from the first map drawn
 
     def one_second_per_map(*args, **kwargs):
         clock[0] += 1.0
@@ -197,12 +199,13 @@ def test_analyze_stops_between_steps_once_the_budget_is_spent(tiny_settings, fil
         time_budget_s=2.5,
         on_progress=lambda *step: steps.append(step),
     )
-    assert len(kept.explanation.mapped) == 3 == len(kept.maps), "the finished maps are kept"
+    # A map that would end past the budget is not started: after 2 maps (2 s), a third would end at 3 s.
+    assert len(kept.explanation.mapped) == 2 == len(kept.maps), "the finished maps are kept"
     skipped = [f.label for f in kept.findings if f.id not in kept.explanation.mapped and f.id != "no_finding"]
-    assert kept.warnings[-1].startswith("The time budget (2.5 s) ran out after 3 of 5 maps; not drawn: ")
+    assert kept.warnings[-1].startswith("The time budget (2.5 s) ran out after 2 of 5 maps; not drawn: ")
     drawn_not = kept.warnings[-1].split("not drawn: ")[1].split(". Try")[0].split(", ")
-    assert len(drawn_not) == 2 and set(drawn_not) <= set(skipped)
-    assert [s[:2] for s in steps] == [(0, 6), (1, 6), (2, 6), (3, 6), (6, 6)]
+    assert len(drawn_not) == 3 and set(drawn_not) <= set(skipped)
+    assert [s[:2] for s in steps] == [(0, 6), (1, 6), (2, 6), (6, 6)]
     assert steps[1][2].startswith("Gradient SHAP map 1 of 5: ")
     clock[0] = 0.0
     analysis = analyze(films[0], settings=tiny_settings, top_k=5, method=slow, time_budget_s=5)
@@ -210,6 +213,7 @@ def test_analyze_stops_between_steps_once_the_budget_is_spent(tiny_settings, fil
     clock[0] = 0.0  # Grad-CAM, the fast default, draws all maps in one pass
     assert len(analyze(films[0], settings=tiny_settings, top_k=5, time_budget_s=1.5).explanation.mapped) == 5
     assert clock[0] == 1.0
+    COSTS.clear()
 
 
 def test_the_budget_comes_from_the_environment(monkeypatch):

@@ -170,6 +170,14 @@ def test_cli_regions_overlays_and_map_options(tmp_path, dicom_file, tiny_model_d
         assert "Traceback" not in result.stderr
 
 
+def test_cli_refuses_one_set_of_notes_for_several_films(tmp_path, dicom_file, tiny_model_dir):
+    for paths in ([str(tmp_path)], [str(dicom_file), str(dicom_file)]):
+        result = _run_cli("analyze", *paths, "--notes", "Fever.", env_model=f"local-dir:{tiny_model_dir}")
+        assert result.returncode == 2 and result.stdout == ""
+        assert "describe one patient" in result.stderr and "--notes-column" in result.stderr
+        assert result.stderr.strip().count("\n") == 0
+
+
 @pytest.mark.slow
 def test_cli_model_error_is_one_line(dicom_file, tmp_path):
     result = _run_cli("analyze", str(dicom_file), env_model=f"local-dir:{tmp_path / 'missing'}")

@@ -297,6 +297,8 @@ def test_mcp_with_a_base64_film_leaves_no_copy_and_logs_nothing(app_url, film, g
     assert "haemoptysis" in text, text[:500]
     assert_clean(text.replace(NOTE_MARKER, ""), "the MCP answer")  # the notes come back only as concepts
     assert files_under(gradio_tmp) == [], "a copy of the MCP film was left"
+    result = json.loads(answer["result"]["content"][0]["text"])  # JSON, not a Python-style string
+    assert result["schema_version"] >= 3 and {f["kind"] for f in result["findings"]} == {"score"}
 
     answer = mcp_call(app_url, "read_notes", {"notes": NOTES})
     assert NOTE_SPAN in json.dumps(answer)

@@ -49,6 +49,7 @@ def _finding(fid: str, label: str, probability: float, *, threshold: float = 0.5
         flagged=flagged,
         follow_up=follow_up if flagged else "",
         operating_point="calibration",
+        kind="probability",
         follow_up_tier=extra.pop("tier", "routine") if flagged and follow_up else None,
         **extra,
     )
@@ -111,6 +112,7 @@ def flagged() -> Analysis:
         0.81,
         image_probability=0.7,
         evidence=[evidence, replace(evidence, text=ATTACKS[2], status="absent", delta_logit=-0.4)],
+        note_adjustment=0.5,
         regions=[Region(box=[30, 10, 40, 20], score=0.9, location="right lower zone")],
     )
     custom = _finding("custom_label", ATTACKS[1], 0.66, custom=True, follow_up="Review with a radiologist.")
@@ -137,7 +139,8 @@ def test_markdown_for_a_clear_film_says_nothing_reached_a_threshold(clear):
     text = render_markdown(clear)
     assert "No finding reached its threshold" in text
     assert "reached their thresholds" not in text
-    assert "**Pleural effusion** at 0.31 (threshold 0.50)" in text
+    assert "**Pleural effusion** (calibrated probability from the image 31 %; threshold 50 %)" in text
+    assert "On the image, the highest" in text
     assert "Suggested follow-up" not in text
     assert "Evidence from the notes" not in text
     assert DISCLAIMER in text
@@ -147,17 +150,23 @@ def test_markdown_for_a_clear_film_says_nothing_reached_a_threshold(clear):
 
 def test_markdown_for_flagged_findings_puts_them_first_with_evidence_and_follow_up(flagged):
     text = render_markdown(flagged)
-    summary = "2 findings reached their thresholds: **Pneumonia** (0.70 image only, 0.81 with the notes) and"
+    summary = (
+        "2 findings reached their thresholds: **Pneumonia** (calibrated probability from the image 70 %; "
+        "the notes raise the odds about 1.6-fold: Cough, Cough (absent)) and"
+    )
     assert summary in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "| ---" not in line]
     rows = [line for line in rows if "Finding" not in line]
     findings_rows = rows[:3]
     assert "Pneumonia" in findings_rows[0] and "⚑ yes" in findings_rows[0]
     assert "right lower zone" in findings_rows[0]
-    assert "0.70" in findings_rows[0], "the image-only score is shown when notes were given"
+    assert findings_rows[0].index("70 %") < findings_rows[0].index("81 %"), "the image first, then the notes"
+    assert "0.70" not in text and "0.81" not in text, "a calibrated probability is shown as a percentage"
     assert "Pleural effusion" in findings_rows[2] and "| no |" in findings_rows[2]
     assert "### Evidence from the notes" in text
-    assert "raises the score (+0.60 log-odds)" in text and "lowers the score (−0.40 log-odds)" in text
+    assert "raises the odds 1\\.8\\-fold" in text and "lowers the odds 1\\.5\\-fold" in text
+    assert "log\\-odds" not in text and "log-odds" not in text, "log-odds stay in the JSON"
+    assert "Cough, absent&#58; lowers" in text, "one line per piece of evidence, its status in words"
     assert "- **Pneumonia**: Follow up pneumonia\\." in text
     assert "model attention" in text
     assert "Maps and locations from Grad\\-CAM\\. Sides are the patient" in text
@@ -209,6 +218,24 @@ def test_one_context_feeds_every_format(flagged):
     assert all(fig["src"] is None for fig in context["figures"])
     assert context["show_image_only"] and not context["show_fine_tuned"]
     assert context["disclaimer"] == DISCLAIMER
+
+
+def test_uncalibrated_scores_are_scores_never_percentages(clear):
+    for finding in clear.findings:
+        finding.kind, finding.operating_point, finding.threshold = "score", None, None
+    clear.flagging = Flagging()
+    text = render_markdown(clear)
+    assert "uncalibrated model score from the image 0.31" in text
+    assert "%" not in text.split("### Limitations")[0].replace("100 %", "")
+    assert "| Pleural effusion | 0.31 |" in text
+
+
+def test_the_report_ranks_by_the_image_not_by_the_notes(clear):
+    nodule = clear.findings[1]
+    nodule.probability, nodule.image_probability = 0.9, 0.12  # the notes raised it above the effusion
+    text = render_markdown(clear)
+    assert "highest was **Pleural effusion**" in text
+    assert text.index("| Pleural effusion") < text.index("| Lung nodule")
 
 
 def test_fine_tuned_scores_get_a_column_and_a_limitation(clear):

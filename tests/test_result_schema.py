@@ -52,6 +52,7 @@ EXPECTED = {
         {
             "id": "str",
             "label": "str",
+            "kind": "str",
             "probability": "float",
             "image_probability": "float",
             "zero_shot": "float",
@@ -63,6 +64,7 @@ EXPECTED = {
             "custom": "bool",
             "fine_tuned": "None",
             "note_adjustment": "float",
+            "notes_odds_ratio": "float",
             "evidence": [EVIDENCE],
             "regions": [REGION],
         }
@@ -148,3 +150,23 @@ def test_to_dict_copies_no_pixels_and_maps_only_on_request(tmp_path, tiny_settin
     assert not any(isinstance(v, np.ndarray) for v in data.values())
     analysis.include_maps = True
     assert set(analysis.to_dict()["maps_png"]) == set(analysis.maps)
+
+
+def test_each_finding_says_whether_it_is_a_score_or_a_probability_and_the_image_ranks(
+    tmp_path, tiny_settings, tiny_model_dir
+):
+    """Schema 3: ``kind`` per finding (a calibration makes probabilities; the rest stay scores), the notes'
+    change as an odds ratio, and the findings listed by the image, flagged first, never by the notes."""
+    film = np.full((256, 224), 60, np.uint8)
+    film[80:170, 60:160] = 200
+    Image.fromarray(film).save(tmp_path / "film.png")
+    calibration = write_calibration(tmp_path / "cal", tiny_model_dir, {"nodule": 0.001, "effusion": 0.999})
+    settings = replace(tiny_settings, calibration=str(calibration))
+    findings = analyze(tmp_path / "film.png", NOTES, settings=settings, top_k=0).to_dict()["findings"]
+    kinds = {f["id"]: f["kind"] for f in findings}
+    assert kinds["nodule"] == kinds["effusion"] == "probability"
+    assert {k for fid, k in kinds.items() if fid not in ("nodule", "effusion")} == {"score"}
+    order = [(f["flagged"], f["image_probability"]) for f in findings]
+    assert order == sorted(order, reverse=True)
+    for f in findings:
+        assert abs(f["notes_odds_ratio"] - np.exp(f["note_adjustment"])) < 1e-2

@@ -301,13 +301,18 @@ class Handlers:
     ) -> dict:
         """Score findings on one chest X-ray (PNG, JPEG, BMP, TIFF, WebP or DICOM), with optional notes.
 
-        Returns per-finding probabilities, the findings that reached their thresholds, evidence taken from
-        the clinical notes, where the image evidence lies, follow-up suggestions, and a Markdown report that
-        names the model and its revision. Decision support for a clinician, not a diagnosis: scores are
-        model outputs, not measured accuracy. The uploaded file is deleted after the call.
+        Returns, as JSON, every finding ranked by the image alone, each with its kind: "score" (an
+        uncalibrated model score from 0 to 1 that ranks findings; not a probability of disease) or
+        "probability" (calibrated); what the clinical notes change beside it (notes_odds_ratio and the
+        evidence), the findings that reached a measured threshold, where the image evidence lies, follow-up
+        suggestions, and a Markdown report naming the model and its revision. Decision support for a
+        clinician, not a diagnosis. The uploaded file is deleted after the call.
 
         Args:
-            film: the chest X-ray file (DICOM identifiers are never returned).
+            film: the chest X-ray. Over MCP: an http(s) URL the server can fetch, or a data URL
+                ("data:image/png;base64,..." or "data:application/dicom;base64,..."); a path on your own
+                machine cannot be read by the server. From gradio_client: handle_file(path). DICOM
+                identifiers are never returned.
             notes: optional free-text clinical notes or history in English; never logged or stored.
             findings: finding ids to score, e.g. ["effusion", "pneumothorax"]; default: all.
             custom_findings: optional extra findings in plain words, comma-separated, e.g. "hiatus hernia".
@@ -317,7 +322,8 @@ class Handlers:
             threshold: one flagging threshold for all findings, in (0, 1); 0 keeps each finding's own.
 
         Returns:
-            The result as JSON: schema_version, model, scoring, findings, image, timings, disclaimer,
+            The result as JSON: schema_version, model, scoring, findings (each with kind, image_probability,
+            probability with the notes, notes_odds_ratio), flagging, image, timings, disclaimer,
             report_markdown (and feedback_id, for /feedback, when the operator has turned feedback on)
             The report as Markdown (decision support, not a diagnosis)
         """
@@ -353,7 +359,7 @@ class Handlers:
         """After "Check notes": the notes highlighted with the concepts ``/notes`` returned."""
         page = self.page
         text, found = values[page.notes], values[page.concepts]
-        spans = [(c["start"], c["end"], c["status"]) for c in found["concepts"]]
+        spans = [(c["start"], c["end"], views.notes_label(c)) for c in found["concepts"]]
         value = views.highlighted_notes(text, spans)
         return {page.notes_view: gr.HighlightedText(value, visible=value is not None)}
 

@@ -16,94 +16,20 @@ from typing import Any
 import gradio as gr
 
 from meddx import log_hygiene
-from meddx.app import views
+from meddx.app import mcp_json, views
 from meddx.app.examples import find_examples
 from meddx.app.feedback import FeedbackHandlers, FeedbackPanel, build_panel, open_desk
 from meddx.app.feedback import wire as wire_feedback
 from meddx.app.guards import MeddxBlocks, install_robust_cache_sweep
 from meddx.app.handlers import API_PARAMETERS, Handlers
 from meddx.app.interop import wire_fhir
-from meddx.app.workflow import NO_FILM, REPORT_PLACEHOLDER, PageFlow, method_choices
+from meddx.app.style import BANNER, CSS, JS, RANDOM_WEIGHTS_BANNER, SCROLL_TO_RESULTS
+from meddx.app.workflow import NO_FILM, NO_FILM_EXAMPLES, REPORT_PLACEHOLDER, PageFlow, method_choices
 from meddx.config import Settings
 from meddx.explain.methods import MAX_MAPS
 from meddx.io.sniff import UPLOAD_SUFFIXES
 from meddx.model.modes import MODES
 from meddx.model.vocabulary import load_vocabulary
-
-TOP_LABELS = 5
-BANNER = (
-    '<div class="meddx-banner" role="note"><strong>Decision support, not a diagnosis.</strong> Scores are '
-    "outputs of the model named under “Model and privacy”, not measured clinical accuracy; a qualified "
-    "clinician must review the image and make every clinical decision.</div>"
-)
-CSS = """
-.meddx-banner { background: #fff8e6; border-left: 6px solid #f0b429; border-radius: 8px;
-  padding: 10px 14px; color: #3e2c00; font-size: 0.95rem; line-height: 1.45; }
-.dark .meddx-banner { background: #3b2f0b; color: #fff3c4; }
-.meddx-title h1 { margin: 4px 0 0; font-size: 1.6rem; }
-.meddx-title p { margin: 2px 0 6px; opacity: 0.8; }
-.meddx-alert { border-left: 5px solid #e8590c; background: #fff4e6; color: #5c2b00; padding: 6px 10px;
-  margin: 4px 0; border-radius: 6px; }
-.dark .meddx-alert { background: #3d2410; color: #ffe8cc; }
-.meddx-findings { width: 100%; border-collapse: collapse; font-size: 0.92rem; }
-.meddx-findings caption { text-align: left; font-weight: 600; padding: 4px 0 8px; }
-.meddx-findings th, .meddx-findings td { border-bottom: 1px solid #dee2e6; padding: 6px 8px;
-  vertical-align: top; text-align: left; }
-.meddx-findings ul { margin: 2px 0 0 1rem; padding: 0; }
-.meddx-flag { font-weight: 700; color: #c92a2a; }
-.dark .meddx-flag { color: #ffa8a8; }
-.meddx-muted { opacity: 0.7; }
-.meddx-report { overflow-x: auto; }
-.meddx-report th, .meddx-report td { word-break: normal; overflow-wrap: normal; padding: 4px 8px; }
-footer { flex-wrap: wrap; }
-#meddx-maps .caption { max-width: 100%; overflow: hidden; white-space: nowrap; text-overflow: ellipsis;
-  text-align: left; }
-@media (max-width: 640px) {
-  /* One card per row; short cells share a line, each named by its column. */
-  .meddx-findings thead, .meddx-report thead { position: absolute; left: -9999px; }
-  .meddx-findings, .meddx-findings tbody, .meddx-findings tr, .meddx-findings caption,
-  .meddx-report table, .meddx-report tbody, .meddx-report tr { display: block; width: 100%; }
-  .meddx-findings tr, .meddx-report tr { border: 1px solid #dee2e6; border-radius: 8px; margin: 0 0 8px;
-    padding: 4px 0; }
-  .meddx-findings td, .meddx-report td { display: inline-block; max-width: 100%; border: none;
-    padding: 2px 10px; overflow-wrap: anywhere; vertical-align: top; }
-  .meddx-findings td[data-label="Finding"], .meddx-findings td[data-label="Change from notes"] {
-    display: block; }
-  .meddx-findings td[data-label]::before, .meddx-report td[data-label]::before {
-    content: attr(data-label) ": "; font-weight: 600; }
-  .meddx-report { overflow-x: visible; }
-}
-@media print {
-  .meddx-banner { border: 1px solid #999; }
-}
-"""
-JS = """
-() => {
-  // Ctrl+Enter (Cmd+Enter) anywhere on the page presses Analyze.
-  document.addEventListener('keydown', (event) => {
-    if ((event.ctrlKey || event.metaKey) && event.key === 'Enter') {
-      const button = document.getElementById('meddx-analyze');
-      if (button) { event.preventDefault(); button.click(); }
-    }
-  });
-  // Report tables stack into one card per row on a phone: each cell carries its column's name.
-  const label = () => document.querySelectorAll('.meddx-report table').forEach((table) => {
-    const names = Array.from(table.querySelectorAll('thead th')).map((th) => th.textContent.trim());
-    table.querySelectorAll('tbody tr').forEach((row) => Array.from(row.children).forEach((cell, i) => {
-      if (names[i] && cell.dataset.label !== names[i]) cell.dataset.label = names[i];
-    }));
-  });
-  new MutationObserver(label).observe(document.body, { childList: true, subtree: true });
-}
-"""
-SCROLL_TO_RESULTS = """
-() => {
-  const results = document.getElementById('meddx-results');
-  if (results && results.getBoundingClientRect().top > window.innerHeight * 0.5) {
-    results.scrollIntoView({ behavior: 'smooth', block: 'start' });
-  }
-}
-"""
 
 
 @dataclass
@@ -126,8 +52,10 @@ class Page:
     notes_view: gr.HighlightedText
     concepts: gr.JSON
     status: gr.HTML
-    top: gr.Label
+    stale: gr.HTML
     gallery: gr.Gallery
+    map_notes: gr.HTML
+    map_controls: gr.Row
     map_for: gr.Dropdown
     map_button: gr.Button
     findings_table: gr.HTML
@@ -161,8 +89,10 @@ class Page:
             self.notes_view,
             self.concepts,
             self.status,
-            self.top,
+            self.stale,
             self.gallery,
+            self.map_notes,
+            self.map_controls,
             self.map_for,
             self.findings_table,
             self.report,
@@ -175,7 +105,7 @@ class Page:
         return outputs
 
 
-def _input_column(settings: Settings) -> dict[str, Any]:
+def _input_column(settings: Settings, *, has_examples: bool) -> dict[str, Any]:
     """Upload, notes and the advanced options, by name."""
     vocabulary = load_vocabulary()
     components: dict[str, Any] = {}
@@ -184,7 +114,7 @@ def _input_column(settings: Settings) -> dict[str, Any]:
         file_types=list(UPLOAD_SUFFIXES),
         elem_id="meddx-film",
     )
-    components["case"] = gr.Markdown(NO_FILM, elem_id="meddx-case")
+    components["case"] = gr.Markdown(NO_FILM_EXAMPLES if has_examples else NO_FILM, elem_id="meddx-case")
     components["preview"] = gr.Image(
         label="Film as read (after windowing)",
         interactive=False,
@@ -199,9 +129,9 @@ def _input_column(settings: Settings) -> dict[str, Any]:
         label="Clinical notes (optional)",
         placeholder="e.g. 67M, 3 days of productive cough and fever. No chest pain. Ex-smoker.",
         lines=4,
-        max_lines=12,
-        max_length=settings.limits.max_note_chars,
-        info="Used only for this analysis; never stored or logged. Ctrl+Enter analyses.",
+        max_lines=12,  # no max_length: longer notes are refused with the API's sentence, never cut silently
+        info=f"Used only for this analysis; never stored or logged; up to {settings.limits.max_note_chars:,} "
+        "characters. Ctrl+Enter analyses.",
     )
     with gr.Accordion("Advanced options", open=False):
         components["findings"] = gr.CheckboxGroup(
@@ -254,7 +184,7 @@ def _input_column(settings: Settings) -> dict[str, Any]:
 def _layout(settings: Settings, examples: dict[str, Path]) -> Page:
     """Build the page's components inside the current Blocks; returns them by name."""
     vocabulary = load_vocabulary()
-    gr.HTML(BANNER)
+    gr.HTML(BANNER + (RANDOM_WEIGHTS_BANNER if views.random_weights(settings) else ""))
     gr.Markdown(
         "# meddx\nChest X-ray triage support: finding scores from the image, what your notes change, and "
         "where the model looked.",
@@ -263,7 +193,7 @@ def _layout(settings: Settings, examples: dict[str, Path]) -> Page:
     example_name = gr.Textbox(visible=False, label="Example film")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
-            inputs = _input_column(settings)
+            inputs = _input_column(settings, has_examples=bool(examples))
             if examples:
                 gr.Examples(
                     examples=[[name] for name in examples],
@@ -276,6 +206,7 @@ def _layout(settings: Settings, examples: dict[str, Path]) -> Page:
                 new_patient = gr.Button("New patient", variant="secondary", size="md", elem_id="meddx-new")
                 notes_button = gr.Button("Check notes", variant="secondary", size="md")
                 analyze_button = gr.Button("Analyze", variant="primary", size="md", elem_id="meddx-analyze")
+            stale = gr.HTML("", elem_id="meddx-stale")  # under the notes being edited, above the results
             notes_view = gr.HighlightedText(
                 label="What meddx read in the notes",
                 color_map=views.STATUS_COLOURS,
@@ -287,14 +218,9 @@ def _layout(settings: Settings, examples: dict[str, Path]) -> Page:
             concepts = gr.JSON(label="Concepts (JSON)", visible=False)
         with gr.Column(scale=3, min_width=300, elem_id="meddx-results"):
             status = gr.HTML("", elem_id="meddx-status")
-            top = gr.Label(
-                label="Top findings from the image alone (scores, not diagnoses); click one for its map",
-                num_top_classes=TOP_LABELS,
-                show_heading=False,
-                elem_id="meddx-top",
-            )
+            findings_table = gr.HTML("", elem_id="meddx-findings")
             gallery = gr.Gallery(
-                label="Where the model looked: one map per finding",
+                label="Where the model looked: one map per finding (brighter raised the image score more)",
                 visible=False,
                 preview=True,
                 allow_preview=True,
@@ -305,7 +231,8 @@ def _layout(settings: Settings, examples: dict[str, Path]) -> Page:
                 buttons=["fullscreen"],
                 elem_id="meddx-maps",
             )
-            with gr.Row(equal_height=True):
+            map_notes = gr.HTML("", elem_id="meddx-map-captions")
+            with gr.Row(equal_height=True, visible=False, elem_id="meddx-map-controls") as map_controls:
                 map_for = gr.Dropdown(
                     choices=[(f.name, f.id) for f in vocabulary.findings],
                     value=[],
@@ -316,19 +243,23 @@ def _layout(settings: Settings, examples: dict[str, Path]) -> Page:
                     elem_id="meddx-map-for",
                 )
                 map_button = gr.Button("Draw maps for these", size="md", scale=1, elem_id="meddx-map-button")
-    findings_table = gr.HTML("", elem_id="meddx-findings")
-    report = gr.Markdown(
-        REPORT_PLACEHOLDER,
-        label="Report (Markdown)",
-        elem_classes="meddx-report",
-        elem_id="meddx-report",
-        latex_delimiters=[],
-        container=True,
-        padding=True,
-    )
+    with gr.Accordion("Report (what the downloads hold)", open=False, elem_id="meddx-report-panel"):
+        report = gr.Markdown(
+            REPORT_PLACEHOLDER,
+            label="Report (Markdown)",
+            elem_classes="meddx-report",
+            elem_id="meddx-report",
+            latex_delimiters=[],
+            container=True,
+            padding=True,
+        )
     feedback = build_panel(settings) if settings.feedback_dir else None
     downloads = gr.File(
-        label="Download the report (HTML, JSON)", file_count="multiple", interactive=False, visible=False
+        label="Download the report (HTML, JSON)",
+        file_count="multiple",
+        interactive=False,
+        visible=False,
+        elem_id="meddx-downloads",
     )
     with gr.Accordion("Result as JSON (what /analyze returns)", open=False):
         result = gr.JSON(label="Result")
@@ -342,8 +273,10 @@ def _layout(settings: Settings, examples: dict[str, Path]) -> Page:
         notes_view=notes_view,
         concepts=concepts,
         status=status,
-        top=top,
+        stale=stale,
         gallery=gallery,
+        map_notes=map_notes,
+        map_controls=map_controls,
         map_for=map_for,
         map_button=map_button,
         findings_table=findings_table,
@@ -361,6 +294,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     settings = settings or Settings.from_env()
     log_hygiene.install()
     install_robust_cache_sweep()
+    mcp_json.install()  # MCP answers as JSON text, not Python reprs
     examples = find_examples(settings.examples)
     with MeddxBlocks(
         title="meddx · chest X-ray triage support", analytics_enabled=False, delete_cache=views.CACHE_SWEEP
@@ -371,13 +305,17 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         demo.meddx_on_close.append(handlers.uploads.close)
         private = {"api_visibility": "private"}
         page.film.upload(
-            flow.receive_film, inputs=page.film, outputs=page.page_outputs, preprocess=False, **private
+            flow.receive_film,
+            inputs=[page.film, page.notes],
+            outputs=page.page_outputs,
+            preprocess=False,
+            **private,
         )
         page.film.clear(flow.film_cleared, outputs=page.page_outputs, **private)
         page.new_patient.click(flow.new_patient, outputs=page.page_outputs, **private)
         page.example_name.change(
             flow.receive_example,
-            inputs=page.example_name,
+            inputs=[page.example_name, page.notes],
             outputs=[*page.page_outputs, page.example_name],
             **private,
         )
@@ -403,7 +341,15 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 flow.method_menu, inputs=page.maps, outputs=page.attribution_method, **private
             )
         page.maps.change(flow.method_menu, inputs=page.maps, outputs=page.attribution_method, **private)
-        page.top.select(flow.show_map, outputs=[page.gallery, page.map_for, page.status], **private)
+        page.notes.input(
+            flow.notes_changed,
+            inputs=page.notes,
+            outputs=page.stale,
+            trigger_mode="always_last",
+            show_progress="hidden",
+            queue=False,
+            **private,
+        )
         gr.on(
             triggers=[],  # API and MCP only: the page uses the private events above
             fn=handlers.analyze_film,

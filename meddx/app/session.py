@@ -34,6 +34,9 @@ class SessionFilm:
     """Finding label -> position of its map in the page's map gallery, for the last analysis."""
     ids: dict[str, str] = field(default_factory=dict)
     """Finding label -> finding id, for the last analysis."""
+    analysed_notes: str | None = None
+    """The notes the last analysis of this film used ("" for none; None: not analysed yet), held in memory
+    like the film, so that the page can mark its results out of date when the notes change."""
 
 
 class SessionFilms:

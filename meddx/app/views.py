@@ -5,25 +5,33 @@ colour), the model panel. Pure functions of typed values; no event wiring here."
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Iterable
+from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from meddx import __version__
+from meddx.app.findings_view import findings_html, image_first
 from meddx.app.session import FILM_TTL_S
 from meddx.config import Settings
 from meddx.explain.methods import METHOD_NAMES
+from meddx.model.spec import CONFIG_NAME
+from meddx.notes import Concept
+from meddx.report import wording
+from meddx.report.figures import map_caption, map_figure
 from meddx.report.render import code_span
-from meddx.result import Analysis, FindingResult
+from meddx.result import Analysis
+
+__all__ = ["findings_html", "image_first"]  # the findings table lives in `meddx.app.findings_view`
 
 DISPLAY_SIDE = 1024
 """Films shown in the page are downscaled to at most this many pixels per side."""
 CACHE_SWEEP = (300, 900)
 """``delete_cache``: every 5 minutes, delete what Gradio cached more than 15 minutes ago."""
-MAX_ANNOTATIONS = 5
-MAP_COLOURS = ["#e8590c", "#1c7ed6", "#ae3ec9", "#2f9e44", "#f08c00"]
+VALUE_CATEGORIES = ("demographic", "vital")
+"""Concepts read as values (age, sex, vitals): shown as values, never as "present"."""
 STATUS_WORDS = {
     "present": "+ present",
     "absent": "− absent",
@@ -62,88 +70,48 @@ def display_film(pixels: np.ndarray) -> np.ndarray:
     return np.repeat(_resize(gray, _display_scale(*gray.shape))[..., None], 3, axis=2)
 
 
-def map_image(analysis: Analysis, finding: FindingResult) -> np.ndarray:
-    """One finding's map over the film at display size, with its regions boxed (RGB uint8)."""
-    image = np.ascontiguousarray(analysis.overlay(finding.id, max_side=DISPLAY_SIDE))
-    scale = image.shape[0] / np.asarray(analysis.preview).shape[0]
-    edge = max(2, image.shape[0] // 250)
-    for region in finding.regions:
-        x0, y0, x1, y1 = (round(v * scale) for v in region.box)
-        cv2.rectangle(image, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), (255, 255, 255), edge + 2)
-        cv2.rectangle(image, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), (20, 20, 20), edge)
-    return image
-
-
-def map_caption(analysis: Analysis, finding: FindingResult) -> str:
-    """What one map shows, in words (also its alt text)."""
-    method = METHOD_NAMES.get(analysis.explanation.method, analysis.explanation.method)
-    where = "; ".join(f"{r.location} ({r.score:.2f})" for r in finding.regions) or "no region stood out"
-    return (
-        f"{finding.label}: {method} map over the film, image score {finding.image_probability:.2f}. "
-        f"Boxed: {where}."
-    )
-
-
 def map_gallery(analysis: Analysis) -> list[tuple[np.ndarray, str]]:
-    """One (image, caption) per mapped finding, in the order the maps were drawn (image score first)."""
+    """One (figure, caption) per mapped finding, in the order the maps were drawn (image value first): the
+    CLI's figure (`meddx.report.figures`: inferno with its key, numbered boxes, the value the map explains)
+    at display size, and its full caption, which is also its alt text."""
     by_id = {f.id: f for f in analysis.findings}
     return [
-        (map_image(analysis, by_id[fid]), map_caption(analysis, by_id[fid]))
+        (map_figure(analysis, by_id[fid], max_side=DISPLAY_SIDE), map_caption(analysis, by_id[fid]))
         for fid in analysis.explanation.mapped
         if fid in analysis.maps
     ]
 
 
-def image_first(analysis: Analysis) -> list[FindingResult]:
-    """The findings ranked by their image-only probability (before the notes)."""
-    return sorted(analysis.findings, key=lambda f: f.image_probability, reverse=True)
+def captions_html(gallery: list[tuple[np.ndarray, str]]) -> str:
+    """Every map's full caption under the gallery, numbered as the findings table numbers the maps."""
+    if not gallery:
+        return ""
+    items = "".join(f"<li>{html.escape(caption)}</li>" for _, caption in gallery)
+    return f'<ol class="meddx-captions" aria-label="What each map shows">{items}</ol>'
 
 
-def _change(finding: FindingResult) -> str:
-    """The notes' change to one finding, as HTML: the difference in points and each reason."""
-    if not finding.evidence:
-        return '<span class="meddx-muted">none</span>'
-    points = round(100 * (finding.probability - finding.image_probability))
-    arrow = "▲" if points > 0 else "▼" if points < 0 else "="
-    reasons = "".join(
-        f"<li>{html.escape(e.display)} ({html.escape(str(e.status))}): {html.escape(e.reason)}</li>"
-        for e in finding.evidence
-    )
-    return f"<strong>{arrow} {points:+d} points</strong><ul>{reasons}</ul>"
+def random_weights(settings: Settings) -> bool:
+    """Whether the model folder says its weights are random (``make-tiny-model`` writes that in its
+    config): the page then says that its scores mean nothing."""
+    spec = settings.model or ""
+    if not spec.startswith("local-dir:"):
+        return False
+    try:
+        config = json.loads((Path(spec.removeprefix("local-dir:")) / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and bool(config.get("meddx", {}).get("random_weights"))
 
 
-def findings_html(analysis: Analysis) -> str:
-    """Every finding, image-only first: image score, with notes, the notes' change and why, flag, map."""
-    mapped = set(analysis.maps)
-    rows = []
-    for f in image_first(analysis):
-        source = ", set by the user, not measured" if f.operating_point == "user" else ""
-        flag = (
-            f'<span class="meddx-flag">⚑ flagged (image alone ≥ {f.threshold:.2f}{source})</span>'
-            if f.flagged
-            else '<span class="meddx-muted">not flagged</span>'
-        )
-        has_map = "✓ map below" if f.id in mapped else '<span class="meddx-muted">no map</span>'
-        rows.append(
-            "<tr>"
-            f'<td data-label="Finding"><strong>{html.escape(f.label)}</strong></td>'
-            f'<td data-label="Image alone">{f.image_probability:.0%}</td>'
-            f'<td data-label="With notes">{f.probability:.0%}</td>'
-            f'<td data-label="Change from notes">{_change(f)}</td>'
-            f'<td data-label="Flag">{flag}</td>'
-            f'<td data-label="Map">{has_map}</td>'
-            "</tr>"
-        )
-    head = "".join(
-        f'<th scope="col">{h}</th>'
-        for h in ("Finding", "Image alone", "With notes", "Change from notes", "Flag", "Map")
-    )
-    return (
-        f'<p class="meddx-flagging"><strong>Flags:</strong> {html.escape(analysis.flagging.statement)}</p>'
-        '<table class="meddx-findings"><caption>Scores from the image alone, then with the notes '
-        "(model outputs, not diagnoses)</caption>"
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-    )
+def notes_label(concept: Concept | dict) -> str:
+    """How the notes highlighting names one concept (typed, or as ``/notes`` returns it): a value as a
+    value ("age 68", "male"), anything else by its status in words and a sign."""
+    c = concept if isinstance(concept, dict) else concept.to_dict()
+    status = str(c.get("status"))
+    if c.get("category") in VALUE_CATEGORIES:
+        name = str(c.get("name"))
+        return wording.concept_words(name, str(c.get("display") or name), status, c.get("value"))
+    return STATUS_WORDS.get(status, status)
 
 
 def case_markdown(name: str, received: str, analysis: Analysis | None = None) -> str:
@@ -161,7 +129,8 @@ def case_markdown(name: str, received: str, analysis: Analysis | None = None) ->
 
 
 def highlighted_notes(notes: str | None, spans: Iterable[tuple[int, int, str]]) -> dict | None:
-    """``gr.HighlightedText``'s value: the notes with each (start, end, status) span marked, or None.
+    """``gr.HighlightedText``'s value: the notes with each (start, end, status or label) span marked, or
+    None.
 
     Overlapping spans keep the first (by start).
     """

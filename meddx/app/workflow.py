@@ -38,7 +38,14 @@ if TYPE_CHECKING:
     from meddx.app.page import Page
     from meddx.result import Analysis
 
-NO_FILM = "*No film yet: upload a chest X-ray (or pick an example) to start.*"
+NO_FILM = "*No film yet: upload a chest X-ray to start.*"
+NO_FILM_EXAMPLES = "*No film yet: upload a chest X-ray (or pick an example) to start.*"
+STALE = (
+    '<div class="meddx-stale" role="alert">⚠ Out of date: the notes have changed since this analysis. '
+    "The findings, the notes reading, the report and the downloads below still use the old notes; press "
+    "Analyze to update them.</div>"
+)
+"""Shown over the results while the notes differ from the ones they were computed with."""
 REPORT_PLACEHOLDER = "*Upload a film and press Analyze; the report appears here.*"
 
 
@@ -46,7 +53,7 @@ class UploadGone(InputError):
     """The upload was deleted before this request could read it (another event read it first)."""
 
 
-# What the deletion/insertion check (README, "Explanations") found, where a user should know it when choosing.
+# What the deletion/insertion check (docs/maps.md) found, where a user should know it when choosing.
 METHOD_CAVEATS = {"gradcam": "a quick pointer: it did not beat random order in the deletion test"}
 
 
@@ -97,9 +104,11 @@ class PageFlow:
         page = self.page
         shown = {
             page.status: "",
-            page.top: None,
+            page.stale: "",
+            page.map_controls: gr.Row(visible=False),
             page.findings_table: "",
             page.gallery: gr.Gallery(value=None, visible=False),
+            page.map_notes: "",
             page.preview: gr.Image(value=None, visible=False),
             page.report: REPORT_PLACEHOLDER,
             page.result: None,
@@ -113,12 +122,39 @@ class PageFlow:
             shown[page.feedback.box] = gr.Column(visible=False)
         return shown
 
-    def receive_film(self, film: Any, request: gr.Request) -> dict:
-        """A new upload: read it (the file is then deleted), hold it for this page, clear every result."""
-        session = _session(request)
-        had_film = self.films.get(session) is not None
+    @property
+    def no_film(self) -> str:
+        """The case line without a film (it offers examples only when there are some)."""
+        return NO_FILM_EXAMPLES if self.examples else NO_FILM
+
+    def _next_patient(self, session: str, notes: Any) -> tuple[dict, str | None]:
+        """A new film replaces the held one: every result goes, and the notes too when they are the ones the
+        previous film was analysed with; notes typed since then stay (they are the next patient's).
+        Returns the cleared views and the sentence saying what went (None for a first film)."""
+        previous = self.films.get(session)
         self.films.drop(session)
-        shown = self.cleared(notes=had_film)
+        text = notes.strip() if isinstance(notes, str) else ""
+        if previous is None:
+            return self.cleared(notes=False), (
+                "The notes typed before this upload were kept for this film." if text else None
+            )
+        analysed = previous.analysed_notes
+        if text and analysed is not None and text == analysed.strip():
+            return self.cleared(notes=True), (
+                "New film: the previous film's results and the notes analysed with it were cleared."
+            )
+        if text:
+            return self.cleared(notes=False), (
+                "New film: the previous film's results were cleared; the notes typed since its last analysis "
+                "were kept for this film."
+            )
+        return self.cleared(notes=False), "New film: the previous film's results were cleared."
+
+    def receive_film(self, film: Any, notes: Any, request: gr.Request) -> dict:
+        """A new upload: read it (the file is then deleted), hold it for this page, clear every result (and
+        the notes analysed with the previous film, not notes typed since: `_next_patient`)."""
+        session = _session(request)
+        shown, said = self._next_patient(session, notes)
         try:
             with shown_errors("reading the film"):
                 held = self._read(film)
@@ -126,16 +162,14 @@ class PageFlow:
             return {**shown, self.page.case: _warn(str(exc.message)), self.page.film: None}
         self.films.put(session, held)
         # The upload box is emptied, ready for the next patient's film; the case line names this one.
-        return {**shown, **self._show_film(held, new_patient=had_film), self.page.film: None}
+        return {**shown, **self._show_film(held, said), self.page.film: None}
 
-    def receive_example(self, name: Any, request: gr.Request) -> dict:
+    def receive_example(self, name: Any, notes: Any, request: gr.Request) -> dict:
         """An example film, chosen by its name among the server's examples."""
         if not name:
             return {self.page.example_name: gr.skip()}  # the example box was reset
         session = _session(request)
-        had_film = self.films.get(session) is not None
-        self.films.drop(session)
-        shown = self.cleared(notes=had_film)
+        shown, said = self._next_patient(session, notes)
         path = self.examples.get(name) if isinstance(name, str) else None
         try:
             with shown_errors("reading the example"):
@@ -146,22 +180,17 @@ class PageFlow:
             return {**shown, self.page.case: _warn(str(exc.message))}
         held = SessionFilm(study, path.name, _now())
         self.films.put(session, held)
-        return {
-            **shown,
-            **self._show_film(held, new_patient=had_film),
-            self.page.film: None,
-            self.page.example_name: "",
-        }
+        return {**shown, **self._show_film(held, said), self.page.film: None, self.page.example_name: ""}
 
     def new_patient(self, request: gr.Request) -> dict:
         """Forget this page's film; clear every result, the notes and the upload box."""
         self.films.drop(_session(request))
-        return {**self.cleared(notes=True), self.page.film: None, self.page.case: NO_FILM}
+        return {**self.cleared(notes=True), self.page.film: None, self.page.case: self.no_film}
 
     def film_cleared(self, request: gr.Request) -> dict:
         """The upload box's ×: the film and its results go; the notes stay."""
         self.films.drop(_session(request))
-        return {**self.cleared(notes=False), self.page.case: NO_FILM}
+        return {**self.cleared(notes=False), self.page.case: self.no_film}
 
     def forget(self, request: gr.Request) -> None:
         """The page was closed or reloaded (``demo.unload``): forget its film now."""
@@ -181,11 +210,11 @@ class PageFlow:
             study = load_study_bounded(path, filename=name, limits=self.settings.limits)
         return SessionFilm(study, name, _now())
 
-    def _show_film(self, held: SessionFilm, *, new_patient: bool) -> dict:
+    def _show_film(self, held: SessionFilm, said: str | None) -> dict:
         page = self.page
         case = views.case_markdown(held.name, held.received)
-        if new_patient:
-            case += "\n\nNew film: the previous film's results and notes were cleared."
+        if said:
+            case += f"\n\n{said}"
         warnings = "".join(_warn(w) for w in held.study.warnings)
         return {
             page.case: case,
@@ -293,11 +322,13 @@ class PageFlow:
         labels = {f.id: f.label for f in analysis.findings}
         held.maps = {labels[fid]: i for i, fid in enumerate(mapped)}
         held.ids = {f.label: f.id for f in analysis.findings}
+        held.analysed_notes = notes or ""
         shown = {
             **self.cleared(notes=False),
             page.case: views.case_markdown(held.name, held.received, analysis),
             page.status: "".join(_warn(w) for w in analysis.warnings),
-            page.top: {f.label: f.image_probability for f in views.image_first(analysis)},
+            page.map_controls: gr.Row(visible=True),
+            page.map_notes: views.captions_html(gallery),
             page.findings_table: views.findings_html(analysis),
             page.gallery: gr.Gallery(
                 value=gallery or None, visible=bool(gallery), selected_index=0 if gallery else None
@@ -313,7 +344,7 @@ class PageFlow:
             page.model_info: views.model_markdown(self.settings, analysis),
         }
         if analysis.notes is not None and analysis.notes.concepts:
-            spans = [(c.start, c.end, c.status) for c in analysis.notes.concepts]
+            spans = [(c.start, c.end, views.notes_label(c)) for c in analysis.notes.concepts]
             shown[page.notes_view] = gr.HighlightedText(views.highlighted_notes(notes, spans), visible=True)
         if page.feedback is not None:
             shown.pop(page.feedback.box)  # the feedback panel shows itself after a successful analysis
@@ -321,22 +352,13 @@ class PageFlow:
 
     # --- a map per finding ---------------------------------------------------------------------------------
 
-    def show_map(self, event: gr.SelectData, request: gr.Request) -> dict:
-        """A finding clicked in the top findings: its map, or how to ask for one."""
-        page = self.page
+    def notes_changed(self, notes: Any, request: gr.Request) -> str:
+        """The notes were edited: mark the results out of date while they differ from the analysed notes."""
         held = self.films.get(_session(request))
-        label = event.value if isinstance(event.value, str) else None
-        if held is None or label is None:
-            return {page.status: _warn("Analyze a film first.")}
-        if label in held.maps:
-            return {page.gallery: gr.Gallery(selected_index=held.maps[label]), page.status: ""}
-        finding_id = held.ids.get(label)
-        if finding_id is None:
-            return {page.status: _warn("That finding is not in this result.")}
-        return {
-            page.map_for: [finding_id],
-            page.status: _warn(f"{label} has no map yet: press “Draw maps for these” to draw it."),
-        }
+        if held is None or held.analysed_notes is None:
+            return ""
+        text = notes if isinstance(notes, str) else ""
+        return STALE if text.strip() != held.analysed_notes.strip() else ""
 
     def method_menu(self, maps: Any) -> gr.Dropdown:
         """The method menu's costs for ``maps`` maps (measured at start and on every map drawn since)."""

@@ -30,6 +30,14 @@ def _expand(paths: list[str]) -> Iterator[Path]:
             yield path
 
 
+ONE_PATIENT = (
+    "--notes and --notes-file describe one patient: give them with one film only. For several films, "
+    "use `python -m meddx batch` with a manifest whose notes column (--notes-column) gives each film its "
+    "own notes."
+)
+"""Why one set of notes is never applied to several films."""
+
+
 def _read_notes(args: argparse.Namespace) -> str | None:
     if args.notes_file:
         try:
@@ -41,6 +49,11 @@ def _read_notes(args: argparse.Namespace) -> str | None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Analyse one or more films; one JSON object, or JSON lines for several."""
+    if (args.notes is not None or args.notes_file) and (
+        len(args.paths) > 1 or any(Path(p).is_dir() for p in args.paths)
+    ):
+        print(f"meddx: {ONE_PATIENT}", file=sys.stderr)
+        return EXIT_INPUT
     from meddx.io.bounded import prestart
 
     prestart()  # the reader's fork server imports its readers in its own process while the model loads
@@ -172,10 +185,16 @@ def _write_overlays(analysis: Analysis, film: Path, folder: Path, taken: set[str
 
 def _summary(analysis: Analysis, name: str, overlay_files: list[str]) -> str:
     model = analysis.model
-    lines = [f"{name}  (model {model.spec} @ {model.revision})"]
-    for f in analysis.findings:
+    from meddx.report import wording
+
+    lines = [f"{name}  (model {model.spec} @ {model.revision})", "  ranked by the image alone:"]
+    for f in analysis.findings:  # image first (`meddx.result.SCHEMA_VERSION` 3)
         mark = "FLAG" if f.flagged else "    "
-        lines.append(f"  {mark} {f.label:<22} {f.probability:.3f}")
+        change = wording.notes_change(f)
+        lines.append(
+            f"  {mark} {f.label:<22} {wording.value(f):>6} {wording.kind_words(f)}"
+            + (f"; {change}" if change else "")
+        )
         for region in f.regions:
             box = ", ".join(str(v) for v in region.box)
             lines.append(f"         region: {region.location} (score {region.score:.2f}, box {box})")

@@ -163,6 +163,7 @@ def make_tiny_model(folder: str | Path, *, size: str = "tiny", seed: int = 0) ->
     )
     save_weights(model, folder)
     config["model_cfg"]["text_cfg"].update(hf_model_name=TEXT_TOWER_DIR, hf_tokenizer_name=TEXT_TOWER_DIR)
+    config["meddx"] = {"random_weights": True}  # the page says its scores mean nothing
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
     return folder
 

@@ -26,11 +26,20 @@ BAND_COLOUR = (0, 0, 0)
 
 @dataclass(frozen=True)
 class FigureText:
-    """What the figure says: the finding, its image-only score, and how the map was made."""
+    """What the figure says: the finding, its image-only value (a score, or a probability when ``kind`` is
+    "probability"), and how the map was made."""
 
     label: str
     image_probability: float
     method: str
+    kind: str = "score"
+
+    @property
+    def value(self) -> str:
+        """ "image-only score 0.73" (uncalibrated) or "image-only probability 73 %"."""
+        if self.kind == "probability":
+            return f"image-only probability {self.image_probability:.0%}".replace("%", " %")
+        return f"image-only score {self.image_probability:.2f}"
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -78,7 +87,7 @@ def figure(
     draw = ImageDraw.Draw(canvas)
     font, small = _font(size), _font(max(12, size * 3 // 4))
     draw.text((6, 4), text.label, fill=TEXT_COLOUR, font=font)
-    score = f"image-only score {text.image_probability:.2f}"
+    score = text.value
     fits = [t for t in (f"{score}  |  {text.method}  |  not a diagnosis", f"{score}  |  not a diagnosis")
             if draw.textlength(t, font=small) <= width - 12]  # fmt: skip
     subtitle = fits[0] if fits else score
@@ -109,7 +118,7 @@ def caption(text: FigureText, regions: list[Region], *, film_name: str | None = 
         else "no region stood out"
     )
     return (
-        f"Attribution map ({text.method}) of {text.label}{where}, image-only score "
-        f"{text.image_probability:.2f}. Brighter, yellower areas raised the score most; {boxes}. A map "
+        f"Attribution map ({text.method}) of {text.label}{where}, {text.value}. Brighter, yellower areas "
+        f"raised the score most; {boxes}. A map "
         "shows where the model's score came from, not where disease is, and the score is not a diagnosis."
     )

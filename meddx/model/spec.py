@@ -89,7 +89,9 @@ def _offline_fix(spec: ModelSpec) -> str:
     return (
         f"Fix: on a machine with internet access run `python -m meddx download --model {spec} --to DIR`, "
         "copy DIR here and set MEDDX_MODEL=local-dir:DIR; or point HF_HOME at a Hugging Face cache that "
-        "holds the model and its text tower."
+        "holds the model and its text tower. To try the page offline without it (from a source checkout): "
+        "`python -m meddx make-tiny-model /tmp/meddx-tiny`, then `MEDDX_MODEL=local-dir:/tmp/meddx-tiny "
+        "python app.py`; that model has random weights, its scores mean nothing, and the page says so."
     )
 
 

@@ -22,7 +22,9 @@ from PIL import Image
 
 from meddx.explain.methods import METHOD_NAMES
 from meddx.io.study import ImageInfo
-from meddx.notes import STATUS_WORDS, Concept, EvidenceItem
+from meddx.notes import Concept, EvidenceItem
+from meddx.report import wording
+from meddx.report.figures import map_caption, map_figure
 from meddx.result import MAX_FOLLOW_UPS, Analysis, FindingResult, Flagging, NotesReading
 
 MAX_FIGURE_SIDE = 768
@@ -69,25 +71,24 @@ def _locations(finding: FindingResult) -> str:
 
 
 def _ordered(findings: list[FindingResult]) -> list[FindingResult]:
-    """Flagged findings first, then by probability, highest first."""
-    return sorted(findings, key=lambda f: (not f.flagged, -f.probability))
+    """Image first: flagged findings first, then by the image's value, highest first (never by the notes)."""
+    return sorted(findings, key=lambda f: (not f.flagged, -f.image_probability))
 
 
 def _threshold(finding: FindingResult) -> str:
     """The threshold as the table shows it: "–" without an operating point, marked when the user set it."""
     if finding.threshold is None:
         return "–"
-    return (
-        f"{finding.threshold:.2f} (user-set)"
-        if finding.operating_point == "user"
-        else f"{finding.threshold:.2f}"
-    )
+    shown = wording.value(finding, finding.threshold)
+    return f"{shown} (user-set)" if finding.operating_point == "user" else shown
 
 
 def _scores(finding: FindingResult) -> str:
-    """A flagged finding's score for the summary: the image-only score the flag rests on, and the notes'."""
-    image, combined = _probability(finding.image_probability), _probability(finding.probability)
-    return image if image == combined else f"{image} image only, {combined} with the notes"
+    """A finding's number for the summary: the image's (what it is ranked and flagged by), its kind, and
+    what the notes did beside it."""
+    shown = f"{wording.kind_words(finding)} from the image {wording.value(finding)}"
+    change = wording.notes_change(finding)
+    return f"{shown}; {change}" if change else shown
 
 
 def _summary(findings: list[FindingResult], flagging: Flagging) -> list[Segment]:
@@ -96,17 +97,18 @@ def _summary(findings: list[FindingResult], flagging: Flagging) -> list[Segment]
     if not findings:
         return [Segment("No finding was scored.")]
     if not flagged:
-        top = max(findings, key=lambda f: f.probability)
+        top = max(findings, key=lambda f: f.image_probability)
         if not flagging.operating_points:
             return [
-                Segment("Nothing is flagged: the scores are uncalibrated. The highest-ranked finding is "),
+                Segment("Nothing is flagged: the scores are uncalibrated. On the image, the highest-ranked "),
+                Segment("finding is "),
                 Segment(top.label, user=True),
-                Segment(f" (score {_probability(top.probability)})."),
+                Segment(f" ({_scores(top)})."),
             ]
         return [
-            Segment("No finding reached its threshold. The highest score was "),
+            Segment("No finding reached its threshold. On the image, the highest was "),
             Segment(top.label, user=True),
-            Segment(f" at {_probability(top.probability)} (threshold {_threshold(top)})."),
+            Segment(f" ({_scores(top)}; threshold {_threshold(top)})."),
         ]
     noun = (
         "1 finding reached its threshold: "
@@ -137,22 +139,12 @@ def _notes_sentence(analysis: Analysis, evidence: list[dict]) -> str | None:
     return f"{found}; they changed the score of {adjusted} finding{'s' if adjusted != 1 else ''}."
 
 
-def _effect(delta: float) -> str:
-    if delta > 0:
-        return f"raises the score (+{delta:.2f} log-odds)"
-    if delta < 0:
-        return f"lowers the score (−{abs(delta):.2f} log-odds)"
-    return "no change"
-
-
 def _evidence_row(item: EvidenceItem, labels: dict[str, str]) -> dict:
+    """One piece of evidence: what was read, what it did to one finding's odds (in words), and the source
+    of its weight. The log-odds stay in the JSON."""
     return {
-        "text": item.text,
-        "display": item.display or item.concept,
-        "status": STATUS_WORDS.get(item.status, item.status),
+        "line": wording.evidence_line(item),
         "finding": labels.get(item.finding, item.finding),
-        "effect": _effect(item.delta_logit),
-        "reason": item.reason,
     }
 
 
@@ -162,8 +154,9 @@ def _evidence(findings: list[FindingResult]) -> list[dict]:
 
 
 def _concept_row(concept: Concept) -> dict:
-    status = STATUS_WORDS.get(concept.status, concept.status)
-    return {"text": concept.text, "display": concept.display or concept.name, "status": status}
+    display = concept.display or concept.name
+    words = wording.concept_words(concept.name, display, concept.status, concept.value)
+    return {"text": concept.text, "words": words}
 
 
 def _concepts(notes: NotesReading | None) -> list[dict]:
@@ -188,9 +181,10 @@ def _figures(analysis: Analysis, findings: list[FindingResult], embed: bool) -> 
     figures = [
         {
             "label": f.label,
-            "caption": f"score {_probability(f.probability)}",
+            "caption": f"{wording.kind_words(f)} from the image {wording.value(f)}: what this map explains",
             "locations": _locations(f),
-            "src": _image_data_uri(analysis.overlay(f.id, max_side=MAX_FIGURE_SIDE)) if embed else None,
+            "alt": map_caption(analysis, f),
+            "src": _image_data_uri(map_figure(analysis, f, max_side=MAX_FIGURE_SIDE)) if embed else None,
         }
         for f in findings
         if f.id in analysis.maps
@@ -201,6 +195,7 @@ def _figures(analysis: Analysis, findings: list[FindingResult], embed: bool) -> 
                 "label": "Film as analysed",
                 "caption": "no attention map was requested",
                 "locations": "",
+                "alt": "The film as analysed, without a map.",
                 "src": _image_data_uri(analysis.preview) if embed else None,
             }
         )
@@ -317,8 +312,10 @@ def report_context(analysis: Analysis, *, filename: str | None = None, embed_ima
                 "label": f.label,
                 "custom": f.custom,
                 "flagged": f.flagged,
-                "probability": _probability(f.probability),
-                "image_probability": _probability(f.image_probability),
+                "probability": wording.value(f, f.probability),
+                "image_probability": wording.value(f),
+                "kind": f.kind,
+                "change": wording.notes_change(f) or "–",
                 "fine_tuned": _probability(f.fine_tuned),
                 "threshold": _threshold(f),
                 "locations": _locations(f),
@@ -326,6 +323,7 @@ def report_context(analysis: Analysis, *, filename: str | None = None, embed_ima
             for f in findings
         ],
         "show_image_only": notes_given,
+        "kinds": sorted({wording.KIND_WORDS[f.kind] for f in findings if f.kind in wording.KIND_WORDS}),
         "show_flags": bool(analysis.flagging.operating_points),
         "show_fine_tuned": any(f.fine_tuned is not None for f in findings),
         "evidence": evidence,
