@@ -75,3 +75,22 @@ def test_a_slow_map_estimate_counts_its_batches():
     assert batched(1.0, 1.5, 50, 10) == 5 * (0.5 + 10 * 0.5)
     assert batched(1.0, 1.5, 10, 10) == 0.5 + 10 * 0.5
     assert batched(1.0, 0.9, 4, 4) > 0, "timing noise never makes a sample free"
+
+
+def test_every_notes_status_has_words_on_the_page_and_in_the_report():
+    from meddx.app import views
+    from meddx.notes.status import Status
+    from meddx.report import wording
+
+    for status in Status:
+        assert status.value in views.STATUS_WORDS and status.value in wording.STATUS_WORDS, status
+
+
+def test_advice_in_the_notes_reaches_the_report_as_advice_not_evidence():
+    from meddx.notes import extract_concepts
+    from meddx.report import wording
+
+    concepts = extract_concepts("Call if she develops fever or chest pain.")
+    fever = next(c for c in concepts if c.name == "fever")
+    assert fever.status == "hypothetical"
+    assert "advice" in wording.STATUS_WORDS[fever.status]

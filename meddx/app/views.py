@@ -39,6 +39,7 @@ STATUS_WORDS = {
     "historical": "⟲ past history",
     "no_history": "− no history of",
     "family": "⌂ family history",
+    "hypothetical": "◇ advice / plan",
 }
 """Each notes status as the highlighting names it (a sign and a word, not only a colour)."""
 STATUS_COLOURS = {
@@ -48,6 +49,7 @@ STATUS_COLOURS = {
     STATUS_WORDS["historical"]: "#ced4da",
     STATUS_WORDS["no_history"]: "#e9ecef",
     STATUS_WORDS["family"]: "#d0bfff",
+    STATUS_WORDS["hypothetical"]: "#a5d8ff",
 }
 
 

@@ -29,6 +29,7 @@ STATUS_WORDS = {
     "historical": "past history",
     "no_history": "no past history",
     "family": "family history",
+    "hypothetical": "advice or a plan (not evidence)",
 }
 """Each notes status in the words a clinician uses (a past mention is history, not "present")."""
 VALUE_UNITS = {
