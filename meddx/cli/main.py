@@ -45,6 +45,7 @@ DELEGATED = {
     "batch-embed": ("meddx.batch.embed", "run_batch_embed", "fill train's embedding cache on Ray"),
     "bench-batch": ("meddx.dev.bench_batch", "run_bench_batch", "films/s of analyze FOLDER vs batch (dev)"),
     "explain-eval": ("meddx.cli.explain_eval", "run_explain_eval", "score the maps against expert boxes"),
+    "train-anatomy": ("meddx.cli.anatomy", "run_train_anatomy", "train and measure the lung-field model"),
 }
 DEV_PACKAGE = "meddx.dev"
 
