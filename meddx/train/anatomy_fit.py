@@ -122,13 +122,13 @@ def fit(
         schedule.step()
         if step % config.eval_every == 0 or step == config.steps:
             dice = mean_dice(net, x_val, y_val)
-            history.append({"step": step, "loss": round(float(loss), 4), "val_dice": round(dice, 4)})
+            history.append({"step": step, "loss": round(loss.item(), 4), "val_dice": round(dice, 4)})
             if dice > best:
                 best, best_state = dice, {k: v.detach().clone() for k, v in net.state_dict().items()}
                 if on_best is not None:
                     on_best(best_state)
             log(
-                f"step {step}/{config.steps}: loss {float(loss):.4f}, validation Dice {dice:.4f} "
+                f"step {step}/{config.steps}: loss {loss.item():.4f}, validation Dice {dice:.4f} "
                 f"(best {best:.4f}), {time.monotonic() - start:.0f} s"
             )
     assert best_state is not None
