@@ -87,8 +87,8 @@ def _bottom(mask: np.ndarray) -> np.ndarray:
 
 
 def _diaphragm(fields: LungFields, x: float) -> float:
-    """The lungs' lower edge at column ``x``: under a lung, that column's lowest lung pixel; elsewhere (between
-    or beside the lungs), the mean of the two lungs' lowest points in their medial halves."""
+    """The lungs' lower edge at column ``x``: under a lung, that column's lowest lung pixel; elsewhere
+    (between or beside the lungs), the mean of the two lungs' lowest points in their medial halves."""
     bottom = _bottom(fields.labels > 0)
     col = int(min(max(x, 0), fields.side - 1))
     if bottom[col] >= 0:
