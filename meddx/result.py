@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -19,10 +20,15 @@ from meddx.explain.regions import Region
 from meddx.io.study import ImageInfo
 from meddx.notes import Concept, EvidenceItem
 
-SCHEMA_VERSION = 2
+if TYPE_CHECKING:
+    from meddx.anatomy.reading import Anatomy
+
+SCHEMA_VERSION = 3
 """Version of the JSON that `Analysis.to_dict` returns (the API's ``/analyze`` result and the CLI's).
 2: ``reference`` and ``flagging`` (operating points and the statement about calibration); per finding,
-``threshold`` may be null, ``operating_point``, ``follow_up_tier``, and ``follow_up`` only when flagged."""
+``threshold`` may be null, ``operating_point``, ``follow_up_tier``, and ``follow_up`` only when flagged.
+3: ``anatomy`` (lung fields found, chest-film check, CTR); per finding ``measurement`` (the CTR text beside
+cardiomegaly); per region ``in_lungs``."""
 
 MAX_FOLLOW_UPS = 3
 """Most follow-ups a report lists (`Analysis.follow_ups`): urgent first, then by probability."""
@@ -192,6 +198,8 @@ class FindingResult:
     note_adjustment: float = 0.0
     evidence: list[EvidenceItem] = field(default_factory=list)
     regions: list[Region] = field(default_factory=list)
+    measurement: str | None = None
+    """A measurement shown beside the finding (the CTR estimate beside cardiomegaly), or None."""
 
     def to_dict(self) -> dict:
         return {
@@ -210,6 +218,7 @@ class FindingResult:
             "note_adjustment": self.note_adjustment,
             "evidence": [e.to_dict() for e in self.evidence],
             "regions": [r.to_dict() for r in self.regions],
+            "measurement": self.measurement,
         }
 
 
@@ -240,6 +249,8 @@ class Analysis:
     """The film's unit image embedding (D,), float32, when `meddx.pipeline.analyze` was asked to keep it
     (feedback); never in the JSON."""
     include_maps: bool = False
+    anatomy: Anatomy | None = field(default=None, repr=False)
+    """The lung fields, chest-film check and CTR (`meddx.anatomy.reading`)."""
     disclaimer: str = DISCLAIMER
     version: str = __version__
 
@@ -248,7 +259,8 @@ class Analysis:
         film, heatmap = self.preview, self.maps[finding_id].on_film(max_side=max_side)
         if heatmap.shape != film.shape[:2]:
             film = cv2.resize(film, heatmap.shape[::-1], interpolation=cv2.INTER_AREA)
-        return overlay(film, heatmap)
+        outline = self.anatomy.outline(*heatmap.shape) if self.anatomy is not None else None
+        return overlay(film, heatmap, outline=outline)
 
     @cached_property
     def reference(self) -> str:
@@ -283,6 +295,7 @@ class Analysis:
             "notes": self.notes and self.notes.to_dict(),
             "flagging": self.flagging.to_dict(),
             "explanation": self.explanation.to_dict(),
+            "anatomy": self.anatomy.to_dict() if self.anatomy is not None else None,
             "disclaimer": self.disclaimer,
             "version": self.version,
         }

@@ -26,7 +26,7 @@ EVIDENCE = {
     "delta_logit": "float",
     "reason": "str",
 }
-REGION = {"box": ["int"], "location": "str", "score": "float"}
+REGION = {"box": ["int"], "location": "str", "in_lungs": "bool|None", "score": "float"}
 CONCEPT = {
     "name": "str",
     "display": "str",
@@ -60,6 +60,7 @@ EXPECTED = {
             "note_adjustment": "float",
             "evidence": [EVIDENCE],
             "regions": [REGION],
+            "measurement": "str|None",
         }
     ],
     "image": {
@@ -85,6 +86,13 @@ EXPECTED = {
         "operating_points": [{"source": "str", "spec": "str", "rule": "str", "findings": ["str"]}],
     },
     "explanation": {"method": "str", "mapped": ["str"], "location_note": "str|None"},
+    "anatomy": {
+        "lung_fields": "bool",
+        "chest_film": "bool",
+        "reasons": ["str"],
+        "ctr": "None",  # the test's film has no plausible lungs; tests/test_anatomy_surfaces.py has the CTR
+        "model": "str",
+    },
     "disclaimer": "str",
     "version": "str",
 }
@@ -123,7 +131,7 @@ def test_the_json_of_a_real_analysis_has_the_pinned_structure(tmp_path, tiny_set
     analysis = analyze(tmp_path / "film.png", NOTES, settings=settings, top_k=3)
     data = analysis.to_dict()
     json.dumps(data, allow_nan=False)  # plain JSON all the way down
-    assert data["schema_version"] == SCHEMA_VERSION == 2
+    assert data["schema_version"] == SCHEMA_VERSION == 3
     with_evidence = [f for f in data["findings"] if f["evidence"]]
     with_regions = [f for f in data["findings"] if f["regions"]]
     assert with_evidence and with_regions, "the film and notes must exercise evidence and regions"

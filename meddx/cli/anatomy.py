@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", choices=sorted(SOURCES), default="both", help="films to train on")
     p.add_argument("--steps", type=int, default=2000, help="optimiser steps (batch 8)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--measure-only", type=Path, help="no training: measure this weights file on the split")
     return p
 
 
@@ -75,7 +76,15 @@ def run_train_anatomy(argv: list[str]) -> int:
     def keep(state: dict) -> None:  # the best so far, in case the run is stopped
         save_file({k: v.contiguous() for k, v in state.items()}, str(args.out / "best_so_far.safetensors"))
 
-    net, history = anatomy_fit.fit(train, val, config, log, keep)
+    if args.measure_only:
+        from safetensors.torch import load_file
+
+        net = network.build_network()
+        net.load_state_dict(load_file(str(args.measure_only)))
+        net.eval()
+        history = {"best_val_dice": None, "history": [], "train_seconds": None}
+    else:
+        net, history = anatomy_fit.fit(train, val, config, log, keep)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
 
     start, scores = time.monotonic(), []
