@@ -6,7 +6,7 @@ brighter than the tissue around it (an opacified lung, as in severe ARDS, can be
 surroundings: the sample ARDS film measured +0.009 on the left, so "darker" alone would refuse it).
 `check` tests each of these on the fields' square and gives the reasons that failed; none: plausible.
 The bounds (`BOUNDS`) were set on the hand-drawn masks of the 704-film
-lung-mask set (per lung 1.9-26 % of the film), with a margin: 699 of the 704 pass (the rest have collapsed
+lung-mask set (per lung 1.9-26 % of the film), with a margin: 700 of the 704 pass (the rest have collapsed
 or misshapen lungs, so the warning says what it found, not that the film is not a chest film). They were
 then checked on the nine sample films and on generated non-chest images (docs/anatomy.md gives the rates).
 """
