@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -57,7 +58,18 @@ def normalise(grey: np.ndarray) -> np.ndarray:
 
 
 def prepare(grey: np.ndarray, size: int = SIZE) -> torch.Tensor:
-    """A 2-D film as the network's input: ``(1, 1, size, size)`` float32, normalised, squashed to a square."""
+    """A 2-D film as the network's input: ``(1, 1, size, size)`` float32, normalised, squashed to a square.
+
+    A film larger than ``2 * size`` is first shrunk (area average, aspect kept) to that side: percentiles
+    of a 3000 px film cost seconds and say nothing more (the training films were 512 px: unchanged)."""
+    grey = np.asarray(grey)
+    if grey.dtype not in (np.uint8, np.uint16, np.float32):
+        grey = grey.astype(np.float32)
+    height, width = grey.shape
+    if max(height, width) > 2 * size:
+        scale = 2 * size / max(height, width)
+        shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+        grey = cv2.resize(grey, shape, interpolation=cv2.INTER_AREA)
     x = torch.from_numpy(normalise(grey))[None, None]
     return F.interpolate(x, size=(size, size), mode="area" if min(x.shape[-2:]) >= size else "bilinear")
 
