@@ -99,6 +99,10 @@ class Settings:
     exported into ``cache_dir/stem/``; int8 only if it passes the agreement gate) or "torch"."""
     examples: str | None = None
     """Example films for the page (`MEDDX_EXAMPLES`): a folder, or ``hf-dataset:owner/name[@rev][:dir]``."""
+    hold_back: bool = True
+    """On the page, hold the scores of a film without plausible lung fields behind "Analyse anyway"
+    (`meddx.app.anyway`); ``MEDDX_HOLD_BACK=0`` shows them at once. The API and CLI return them with the
+    warning either way."""
 
     @property
     def embedding_cache_dir(self) -> Path:
@@ -138,4 +142,5 @@ class Settings:
             feedback_every_min=_int_env("MEDDX_FEEDBACK_EVERY_MIN", cls.feedback_every_min),
             stem=_choice_env("MEDDX_STEM", cls.stem, ("fp32", "int8", "torch")),
             examples=os.environ.get("MEDDX_EXAMPLES", "").strip() or None,
+            hold_back=_choice_env("MEDDX_HOLD_BACK", "1", ("1", "0")) == "1",
         )

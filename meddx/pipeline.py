@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from meddx.anatomy.reading import Anatomy, read_anatomy
 from meddx.config import Settings
 from meddx.errors import BudgetExceeded, InputError
 from meddx.explain.cost import COSTS, cached_units, measure_units
@@ -254,7 +255,7 @@ def _check_budget(start: float, budget_s: float | None, next_step: str) -> None:
         )
 
 
-def _regions(film_map: FilmMap, view: str | None) -> list:
+def _regions(film_map: FilmMap, view: str | None, lungs: Anatomy) -> list:
     """Regions found on the map at most `REGION_SIDE` pixels wide, boxes scaled back to the film.
 
     Maps are smooth upsamplings of a 14 x 14 (or coarser) grid, so a smaller working copy loses nothing
@@ -263,7 +264,7 @@ def _regions(film_map: FilmMap, view: str | None) -> list:
     small = film_map.on_film(max_side=REGION_SIDE)
     width, height = film_map.geometry.width, film_map.geometry.height
     if small.shape == (height, width):
-        return find_regions(small, view_position=view)
+        return find_regions(small, view_position=view, lungs=lungs)
     sx, sy = small.shape[1] / width, small.shape[0] / height
     return [
         replace(
@@ -275,7 +276,7 @@ def _regions(film_map: FilmMap, view: str | None) -> list:
                 min(height, int(np.ceil(region.box[3] / sy))),
             ],
         )
-        for region in find_regions(small, view_position=view)
+        for region in find_regions(small, view_position=view, lungs=lungs)
     ]
 
 
@@ -349,6 +350,7 @@ def analyze(
         image, filename=filename, limits=limits
     )
     timings["load_s"] = time.perf_counter() - start
+    anatomy = read_anatomy(study.pixels, study.info.view_position)  # lung fields, chest check, CTR
     _check_budget(start, time_budget_s, "scoring the findings")
 
     tick = time.perf_counter()
@@ -401,10 +403,13 @@ def analyze(
             )
         )
     _flag(results, findings)
+    for r in results:
+        r.measurement = anatomy.measurements().get(r.id)
     results.sort(key=lambda r: (r.flagged, r.image_probability), reverse=True)  # image first, always
     warnings = [
         *study.warnings,
         *chest_xray_warnings(chest_xray),
+        *anatomy.warnings(),
         *vocabulary.near_misses(findings),
         *demographic_warnings(study.demographics, reading.concepts if reading else ()),
     ]
@@ -434,7 +439,7 @@ def analyze(
     maps = {}
     for index, film_map in zip(targets, heatmaps, strict=True):
         finding_id = findings[index].id
-        by_id[finding_id].regions = _regions(film_map, view)
+        by_id[finding_id].regions = _regions(film_map, view, anatomy)
         maps[finding_id] = film_map
     timings["explain_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
@@ -463,6 +468,7 @@ def analyze(
         maps=maps,
         source=study.source,
         include_maps=include_maps,
+        anatomy=anatomy,
         embedding=embedding[0].to(torch.float32).numpy().copy() if keep_embedding else None,
     )
 

@@ -10,6 +10,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -20,6 +21,9 @@ from meddx.explain.regions import Region
 from meddx.io.study import DicomSource, ImageInfo
 from meddx.notes import Concept, EvidenceItem
 
+if TYPE_CHECKING:
+    from meddx.anatomy.reading import Anatomy
+
 SCHEMA_VERSION = 3
 """Version of the JSON that `Analysis.to_dict` returns (the API's ``/analyze`` result and the CLI's).
 2: ``reference`` and ``flagging`` (operating points and the statement about calibration); per finding,
@@ -29,7 +33,8 @@ SCHEMA_VERSION = 3
 (flagged first, then by ``image_probability``), never by the value with the notes. Each notes concept has
 ``diastolic``, ``unit``, ``duration_days`` and ``words`` (the concept in a clinician's words); each evidence
 item has ``source``, and its ``reason`` is words without log-odds; the status ``hypothetical`` (advice or a
-plan)."""
+plan). ``anatomy`` (lung fields found, chest-film check, CTR); per finding ``measurement`` (the CTR text
+beside cardiomegaly); per region ``in_lungs``."""
 SCORE = "score"
 """A finding's ``kind`` without a calibration or trained head: an uncalibrated model score in [0, 1] that
 ranks findings; it is not a probability of disease and is never shown as a percentage."""
@@ -207,6 +212,8 @@ class FindingResult:
     note_adjustment: float = 0.0
     evidence: list[EvidenceItem] = field(default_factory=list)
     regions: list[Region] = field(default_factory=list)
+    measurement: str | None = None
+    """A measurement shown beside the finding (the CTR estimate beside cardiomegaly), or None."""
 
     @property
     def odds_ratio(self) -> float:
@@ -232,6 +239,7 @@ class FindingResult:
             "notes_odds_ratio": round(self.odds_ratio, 3),
             "evidence": [e.to_dict() for e in self.evidence],
             "regions": [r.to_dict() for r in self.regions],
+            "measurement": self.measurement,
         }
 
 
@@ -265,6 +273,8 @@ class Analysis:
     """A DICOM film's references and the header a DICOM SR must repeat (`meddx.interop` writes SR and
     FHIR from it); identifiers, so never in the JSON, a report or a log."""
     include_maps: bool = False
+    anatomy: Anatomy | None = field(default=None, repr=False)
+    """The lung fields, chest-film check and CTR (`meddx.anatomy.reading`)."""
     disclaimer: str = DISCLAIMER
     version: str = __version__
 
@@ -273,7 +283,8 @@ class Analysis:
         film, heatmap = self.preview, self.maps[finding_id].on_film(max_side=max_side)
         if heatmap.shape != film.shape[:2]:
             film = cv2.resize(film, heatmap.shape[::-1], interpolation=cv2.INTER_AREA)
-        return overlay(film, heatmap)
+        outline = self.anatomy.outline(*heatmap.shape) if self.anatomy is not None else None
+        return overlay(film, heatmap, outline=outline)
 
     @cached_property
     def reference(self) -> str:
@@ -308,6 +319,7 @@ class Analysis:
             "notes": self.notes and self.notes.to_dict(),
             "flagging": self.flagging.to_dict(),
             "explanation": self.explanation.to_dict(),
+            "anatomy": self.anatomy.to_dict() if self.anatomy is not None else None,
             "disclaimer": self.disclaimer,
             "version": self.version,
         }

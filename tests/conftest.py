@@ -73,10 +73,11 @@ def gradio_tmp(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_settings(tiny_model_dir):
-    """Settings that use the tiny model, on one thread."""
+    """Settings that use the tiny model, on one thread. The page shows the scores of the tests' drawn films
+    at once (they have no lungs: tests/test_anatomy_surfaces.py holds them back with ``hold_back=True``)."""
     from meddx.config import Settings
 
-    return Settings(model=f"local-dir:{tiny_model_dir}", threads=1)
+    return Settings(model=f"local-dir:{tiny_model_dir}", threads=1, hold_back=False)
 
 
 @pytest.fixture(scope="module")

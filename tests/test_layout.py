@@ -19,6 +19,7 @@ RANKS = {
     "meddx.model": 2,
     "meddx.notes": 3,
     "meddx.explain": 4,
+    "meddx.anatomy": 4,  # lung fields; uses the view words of meddx.explain.regions
     "meddx.result": 5,
     "meddx.pipeline": 6,
     "meddx.report": 7,

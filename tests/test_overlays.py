@@ -114,9 +114,8 @@ def test_the_cli_writes_figures_with_boxes_and_captions(tmp_path, tiny_model_dir
         finding = by_id[sidecar["finding"]]
         assert sidecar["image"] == path.name and sidecar["colormap"] == "inferno"
         assert sidecar["image_probability"] == finding["image_probability"]
-        assert [{k: r[k] for k in ("box", "location", "score")} for r in sidecar["regions"]] == finding[
-            "regions"
-        ]
+        keys = ("box", "location", "in_lungs", "score")
+        assert [{k: r[k] for k in keys} for r in sidecar["regions"]] == finding["regions"]
         assert finding["label"] in sidecar["alt"] and f"{finding['image_probability']:.2f}" in sidecar["alt"]
         image = np.asarray(Image.open(path).convert("RGB"))
         band = sidecar["film_offset_y"]

@@ -138,7 +138,12 @@ def test_empty_map_has_no_regions():
 
 def test_to_dict():
     region = Region([1, 2, 3, 4], 0.123456, "right upper zone")
-    assert region.to_dict() == {"box": [1, 2, 3, 4], "location": "right upper zone", "score": 0.1235}
+    assert region.to_dict() == {
+        "box": [1, 2, 3, 4],
+        "location": "right upper zone",
+        "in_lungs": None,  # located by the film's frame, not by lung fields
+        "score": 0.1235,
+    }
 
 
 def _box_map(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:

@@ -27,7 +27,7 @@ EVIDENCE = {
     "reason": "str",
     "source": "str",
 }
-REGION = {"box": ["int"], "location": "str", "score": "float"}
+REGION = {"box": ["int"], "location": "str", "in_lungs": "bool|None", "score": "float"}
 CONCEPT = {
     "name": "str",
     "display": "str",
@@ -67,6 +67,7 @@ EXPECTED = {
             "notes_odds_ratio": "float",
             "evidence": [EVIDENCE],
             "regions": [REGION],
+            "measurement": "str|None",
         }
     ],
     "image": {
@@ -92,6 +93,13 @@ EXPECTED = {
         "operating_points": [{"source": "str", "spec": "str", "rule": "str", "findings": ["str"]}],
     },
     "explanation": {"method": "str", "mapped": ["str"], "location_note": "str|None"},
+    "anatomy": {
+        "lung_fields": "bool",
+        "chest_film": "bool",
+        "reasons": ["str"],
+        "ctr": "None",  # the test's film has no plausible lungs; tests/test_anatomy_surfaces.py has the CTR
+        "model": "str",
+    },
     "disclaimer": "str",
     "version": "str",
 }

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from meddx.app import views
+from meddx.app import anyway, views
 from meddx.app.handlers import AnalyzeRequest, Handlers, model_ready, shown_errors
 from meddx.app.session import SessionFilm, SessionFilms
 from meddx.errors import InputError
@@ -348,7 +348,17 @@ class PageFlow:
             shown[page.notes_view] = gr.HighlightedText(views.highlighted_notes(notes, spans), visible=True)
         if page.feedback is not None:
             shown.pop(page.feedback.box)  # the feedback panel shows itself after a successful analysis
-        return shown
+        if not self.settings.hold_back:
+            return shown
+        # No plausible lung fields: the scores wait behind "Analyse anyway" (`meddx.app.anyway`).
+        return anyway.hold_back(
+            analysis,
+            shown,
+            gallery=page.gallery,
+            captions=page.map_notes,
+            table=page.findings_table,
+            report=page.report,
+        )
 
     # --- a map per finding ---------------------------------------------------------------------------------
 

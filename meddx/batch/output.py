@@ -13,7 +13,7 @@ any), ``image_prob__<finding>`` (before notes), ``zero_shot__<finding>``, and wi
 ``fine_tuned__<finding>``; with a trained head or a zero-shot calibration (``MEDDX_CALIBRATION``)
 ``flagged__<finding>`` (at its measured operating threshold; without either nothing is flagged, and the
 column is left out);
-``regions`` (per mapped finding: box on the film, location in words, score), ``warnings``, the film's
+``regions`` (per mapped finding: box on the film, words, in_lungs, score), ``warnings``, the film's
 non-identifying ``source_format``/``width``/``height``/``modality``/``view_position``, ``has_notes``,
 ``error`` and ``error_kind`` (``decode``, ``analyze`` or ``unexpected``), ``scoring_mode``,
 ``model_spec``, ``model_revision``, ``probe_spec``, ``probe_revision`` and ``meddx_version``. Notes text
@@ -43,6 +43,7 @@ REGION = pa.struct(
     [
         ("finding", pa.string()),
         ("location", pa.string()),
+        ("in_lungs", pa.bool_()),  # null: located by the film's frame (no plausible lung fields)
         ("score", pa.float64()),
         ("box", pa.list_(pa.int32())),
     ]

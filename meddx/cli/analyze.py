@@ -158,7 +158,8 @@ def _write_overlays(analysis: Analysis, film: Path, folder: Path, taken: set[str
         for finding_id, film_map in analysis.maps.items():
             result = by_id[finding_id]
             text = FigureText(result.label, result.image_probability, analysis.explanation.method)
-            image = figure(analysis.preview, film_map.on_film(), text, result.regions)
+            lines = analysis.anatomy.outline(*analysis.preview.shape[:2]) if analysis.anatomy else None
+            image = figure(analysis.preview, film_map.on_film(), text, result.regions, outline=lines)
             target = folder / f"{stem}.{finding_id}.png"
             target.write_bytes(png_bytes(image))
             sidecar = {
@@ -195,6 +196,8 @@ def _summary(analysis: Analysis, name: str, overlay_files: list[str]) -> str:
             f"  {mark} {f.label:<22} {wording.value(f):>6} {wording.kind_words(f)}"
             + (f"; {change}" if change else "")
         )
+        if f.measurement:
+            lines.append(f"         {f.measurement}")
         for region in f.regions:
             box = ", ".join(str(v) for v in region.box)
             lines.append(f"         region: {region.location} (score {region.score:.2f}, box {box})")

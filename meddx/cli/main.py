@@ -52,6 +52,7 @@ DELEGATED = {
     "bench-batch": ("meddx.dev.bench_batch", "run_bench_batch", "films/s of analyze FOLDER vs batch (dev)"),
     "pacs": ("meddx.cli.pacs", "run_pacs", "analyse chest films in a DICOMweb PACS and store DICOM SRs back"),
     "explain-eval": ("meddx.cli.explain_eval", "run_explain_eval", "score the maps against expert boxes"),
+    "train-anatomy": ("meddx.cli.anatomy", "run_train_anatomy", "train and measure the lung-field model"),
 }
 DEV_PACKAGE = "meddx.dev"
 

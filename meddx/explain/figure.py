@@ -68,6 +68,7 @@ def figure(
     regions: list[Region],
     *,
     colormap: str = COLORMAP,
+    outline: np.ndarray | None = None,
 ) -> np.ndarray:
     """The annotated overlay, RGB uint8: a title band of `band_height` rows, then the film at full size.
 
@@ -77,13 +78,14 @@ def figure(
         text: the finding's name, image-only score and the method.
         regions: boxes in film pixels (`meddx.explain.regions.find_regions`), drawn numbered in list order.
         colormap: ``"inferno"`` or ``"magma"``.
+        outline: (H, W) bool, the lung fields' outlines, drawn faintly (`meddx.explain.overlay.overlay`).
     """
     if heatmap.shape != gray.shape[:2]:
         raise ValueError(f"heatmap shape {heatmap.shape} does not match the film's {gray.shape[:2]}")
     height, width = gray.shape[:2]
     size, band = _font_size(width), band_height(width)
     canvas = Image.new("RGB", (width, height + band), BAND_COLOUR)
-    canvas.paste(Image.fromarray(overlay(gray, heatmap, colormap=colormap)), (0, band))
+    canvas.paste(Image.fromarray(overlay(gray, heatmap, colormap=colormap, outline=outline)), (0, band))
     draw = ImageDraw.Draw(canvas)
     font, small = _font(size), _font(max(12, size * 3 // 4))
     draw.text((6, 4), text.label, fill=TEXT_COLOUR, font=font)

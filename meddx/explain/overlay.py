@@ -51,8 +51,16 @@ class FilmMap:
         return np.clip(square[top : top + height, left : left + width], 0.0, 1.0).astype(np.float32)
 
 
+OUTLINE_ALPHA = 0.35  # the lung outlines' weight: faint, so the map stays what the eye reads
+
+
 def overlay(
-    gray: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.45, colormap: str = "turbo"
+    gray: np.ndarray,
+    heatmap: np.ndarray,
+    *,
+    alpha: float = 0.45,
+    colormap: str = "turbo",
+    outline: np.ndarray | None = None,
 ) -> np.ndarray:
     """The film with the map blended over it, RGB uint8 at the film's full resolution.
 
@@ -64,6 +72,7 @@ def overlay(
         heatmap: a map on the film (`FilmMap.on_film`), (H, W) in [0, 1].
         alpha: the blend weight at the map's maximum.
         colormap: a key of `COLORMAPS` (OpenCV colormaps; ``"inferno"`` and ``"magma"`` are perceptual).
+        outline: (H, W) bool, the lung fields' outlines (`meddx.anatomy`), drawn faintly in white on top.
     """
     if heatmap.shape != gray.shape[:2]:
         raise ValueError(f"heatmap shape {heatmap.shape} does not match the film's {gray.shape[:2]}")
@@ -72,7 +81,11 @@ def overlay(
     levels = np.round(clipped * 255).astype(np.uint8)
     colour = cv2.cvtColor(cv2.applyColorMap(levels, COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
     weight = (alpha * clipped).astype(np.float32)
-    return cv2.blendLinear(np.ascontiguousarray(film), colour, 1.0 - weight, weight)  # rounds, saturates
+    blended = cv2.blendLinear(np.ascontiguousarray(film), colour, 1.0 - weight, weight)  # rounds, saturates
+    if outline is not None and outline.shape == blended.shape[:2]:
+        lines = blended[outline].astype(np.float32)
+        blended[outline] = np.round(lines + OUTLINE_ALPHA * (255.0 - lines)).astype(np.uint8)
+    return blended
 
 
 def png_bytes(image: np.ndarray) -> bytes:

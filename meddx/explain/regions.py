@@ -16,8 +16,14 @@ patient's right is on the viewer's left. On a lateral film there is no left or r
 give the zone and say "on the lateral view". When the view position is unknown a frontal film is assumed:
 `location_note` returns the sentence to show once per study.
 
-The lung field is approximated geometrically, **not segmented**: by default it is the whole image (the film
-as uploaded, without the model's padding), or a ``field`` box the caller gives. Zones are thirds of its
+**Named by the lungs** when the caller passes ``lungs`` (`meddx.anatomy.reading.Anatomy`, the lung-field
+model's output, with a plausible pair of lungs on a frontal film): each box is then "right lung, lower zone",
+"both lungs", ... or "outside the lungs: below the diaphragm" (`meddx.anatomy.naming`), and the region says
+whether it lies in the lungs (``in_lungs``). A region outside the lungs is never a lung finding's location.
+
+Otherwise (no lung fields: a lateral film, or no plausible lungs found) the lung field is approximated
+geometrically: by default it is the whole image (the film as uploaded, without the model's padding), or a
+``field`` box the caller gives, and ``in_lungs`` is None. Zones are thirds of its
 height (upper, middle, lower), with "apical" for the top 15% and "basal" for the bottom 15%
 ("costophrenic angle" in its outer quarters); a box whose centre lies in the middle third of the width is
 "central" ("central (perihilar)" in the middle zone); a box reaching into both outer thirds is
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -61,14 +68,23 @@ class Region:
     box: list[int]
     score: float
     location: str
+    in_lungs: bool | None = None
+    """True/False when named by the lung fields; None when located by the film's frame only."""
 
     def to_dict(self) -> dict:
-        """JSON-safe: ``{"box": [...], "location": "...", "score": ...}``."""
+        """JSON-safe: ``{"box": [...], "location": "...", "in_lungs": ..., "score": ...}``."""
         return {
             "box": [int(v) for v in self.box],
             "location": self.location,
+            "in_lungs": self.in_lungs,
             "score": round(float(self.score), 4),
         }
+
+
+class LungLocator(Protocol):
+    """Names a box by the lung fields (`meddx.anatomy.reading.Anatomy`); None when it has no lungs."""
+
+    def locate(self, box, height: int, width: int): ...
 
 
 def view_kind(view_position: str | None) -> str:
@@ -115,6 +131,7 @@ def find_regions(
     min_area: float = 0.001,
     merge_gap: float = 0.02,
     field: tuple[int, int, int, int] | None = None,
+    lungs: LungLocator | None = None,
 ) -> list[Region]:
     """The strongest regions of a map, best first.
 
@@ -127,6 +144,7 @@ def find_regions(
         min_area: drop components smaller than this fraction of the image's area.
         merge_gap: merge boxes closer than this fraction of the image's longer side.
         field: the box (x0, y0, x1, y1) taken as the lung field for the location words; default the image.
+        lungs: the lung fields, to name regions by (ignored on a lateral film); ``field`` is then unused.
     """
     cut = threshold(heatmap, percentile=percentile)
     if cut is None:
@@ -139,10 +157,16 @@ def find_regions(
     merged = _merge(boxes, gap=merge_gap * max(height, width))
     merged.sort(key=lambda item: (-item[1], -_area(item[0])))
     field = field or (0, 0, width, height)
-    return [
-        Region(list(box), score, describe_location(box, field, view_position=view_position))
-        for box, score in merged[:max_regions]
-    ]
+    regions = []
+    for box, score in merged[:max_regions]:
+        found = lungs.locate(box, height, width) if lungs and view_kind(view_position) != LATERAL else None
+        if found is None:
+            regions.append(
+                Region(list(box), score, describe_location(box, field, view_position=view_position))
+            )
+        else:
+            regions.append(Region(list(box), score, found.text, found.in_lungs))
+    return regions
 
 
 def _peak(heatmap: np.ndarray, labels: np.ndarray, label: int, stat: np.ndarray) -> float:

@@ -66,8 +66,13 @@ def _probability(value: float | None) -> str:
 
 
 def _locations(finding: FindingResult) -> str:
-    words = [r.location for r in finding.regions if r.location]
-    return ", ".join(dict.fromkeys(words))
+    """Where the map points: locations in the lungs first; regions outside the lungs (their words say so)
+    after them, never as the finding's location."""
+    inside = [r.location for r in finding.regions if r.location and r.in_lungs is not False]
+    outside = [r.location for r in finding.regions if r.location and r.in_lungs is False]
+    return "; ".join(
+        part for part in (", ".join(dict.fromkeys(inside)), ", ".join(dict.fromkeys(outside))) if part
+    )
 
 
 def _ordered(findings: list[FindingResult]) -> list[FindingResult]:
@@ -319,6 +324,7 @@ def report_context(analysis: Analysis, *, filename: str | None = None, embed_ima
                 "fine_tuned": _probability(f.fine_tuned),
                 "threshold": _threshold(f),
                 "locations": _locations(f),
+                "measurement": f.measurement or "",
             }
             for f in findings
         ],
@@ -334,6 +340,7 @@ def report_context(analysis: Analysis, *, filename: str | None = None, embed_ima
         "more_follow_ups": more_follow_ups,
         "max_follow_ups": MAX_FOLLOW_UPS,
         "warnings": list(analysis.warnings),
+        "not_chest": analysis.anatomy.check.warning() if analysis.anatomy is not None else None,
         "limitations": _limitations(analysis, findings, has_maps),
         "disclaimer": analysis.disclaimer,
     }
