@@ -13,10 +13,14 @@ from pathlib import Path
 
 
 def cmd_make_tiny_model(args: argparse.Namespace) -> int:
-    """Write a seeded random model (tiny, or BiomedCLIP's architecture) for tests and benchmarks."""
+    """Write a seeded random model of a family (tiny, or a real architecture) for tests and benchmarks."""
     from meddx.dev.tiny import make_tiny_model, train_planted_signal
 
-    folder = make_tiny_model(args.dir, size=args.size, seed=args.seed)
+    try:
+        folder = make_tiny_model(args.dir, size=args.size, seed=args.seed, family=args.family)
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
     if args.planted:
         train_planted_signal(folder, seed=args.seed)
     print(f"Wrote {folder}. Use it with: MEDDX_MODEL=local-dir:{folder}")
@@ -71,7 +75,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the development commands to the command line."""
     p = sub.add_parser("make-tiny-model", help="write a seeded random model for tests and benchmarks (dev)")
     p.add_argument("dir")
-    p.add_argument("--size", choices=["tiny", "biomedclip"], default="tiny")
+    p.add_argument(
+        "--size",
+        choices=["tiny", "tiny-cls", "biomedclip", "medsiglip", "whyxrayclip"],
+        default="tiny",
+        help="tiny, or a real architecture with random weights: biomedclip (open_clip_hf), "
+        "medsiglip (siglip), "
+        "whyxrayclip (open_clip)",
+    )
+    p.add_argument(
+        "--family",
+        choices=["open_clip_hf", "open_clip", "siglip", "clip"],
+        default="open_clip_hf",
+        help="model family: open_clip with a Hugging Face text tower (BiomedCLIP's), open_clip's own text "
+        "transformer, transformers SigLIP or CLIP",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--planted", action="store_true", help="train it to see a planted blob as a nodule")
     p.set_defaults(func=cmd_make_tiny_model)
