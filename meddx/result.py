@@ -17,9 +17,10 @@ from meddx import DISCLAIMER, __version__
 from meddx.explain.overlay import FilmMap, overlay, to_png_base64
 from meddx.explain.regions import Region
 from meddx.io.study import ImageInfo
+from meddx.model.card import ModelCard
 from meddx.notes import Concept, EvidenceItem
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the JSON that `Analysis.to_dict` returns (the API's ``/analyze`` result and the CLI's).
 2: ``reference`` and ``flagging`` (operating points and the statement about calibration); per finding,
 ``threshold`` may be null, ``operating_point``, ``follow_up_tier``, and ``follow_up`` only when flagged."""
@@ -49,14 +50,20 @@ def case_reference(created: str, film: np.ndarray | None) -> str:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """The image-text model that produced the scores: its spec and the revisions actually loaded."""
+    """The image-text model that produced the scores: its spec, the revisions actually loaded, its card."""
 
     spec: str
     revision: str | None
     text_revision: str | None = None
+    card: ModelCard | None = None
 
     def to_dict(self) -> dict:
-        return {"spec": self.spec, "revision": self.revision, "text_revision": self.text_revision}
+        return {
+            "spec": self.spec,
+            "revision": self.revision,
+            "text_revision": self.text_revision,
+            "card": None if self.card is None else self.card.to_dict(),
+        }
 
 
 @dataclass(frozen=True)

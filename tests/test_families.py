@@ -316,3 +316,43 @@ def test_live_app_through_gradio_client(family_model_dirs, family, tmp_path):
         )
     assert len(data["findings"]) == 15 and data["model"]["spec"] == settings.model
     assert markdown
+
+
+def test_model_card_reads_licence_and_gating_from_the_repo(family_model_dirs, tmp_path):
+    import shutil
+
+    from meddx.model.card import licence_of, model_card
+
+    folder = tmp_path / "siglip"
+    shutil.copytree(family_model_dirs["siglip"], folder)
+    assert licence_of(folder) == ("unknown", "unknown")  # no card: nothing claimed
+    (folder / "README.md").write_text(
+        "---\nlicense: other\nlicense_name: health-ai-developer-foundations\n"
+        "extra_gated_heading: Access MedSigLIP on Hugging Face\n---\n# MedSigLIP\n"
+    )
+    assert licence_of(folder) == ("other", True)
+    encoder = load_encoder(f"local-dir:{folder}")
+    card = model_card(encoder, calibrated=False)
+    assert card.family == "transformers SigLIP" and card.input_size == encoder.image_size
+    assert "licence other, gated" in card.line() and "uncalibrated" in card.line()
+
+
+@pytest.mark.parametrize("family", OTHER_FAMILIES)
+def test_calibration_is_tied_to_its_model(family_model_dirs, family, tmp_path):
+    """A calibration measured on one family's model serves it (scores marked calibrated on the card) and is
+    refused for another model in one message."""
+    from dataclasses import replace
+
+    from meddx.config import Settings
+    from meddx.pipeline import analyze, load_calibration_for
+    from tests.helpers import write_calibration, write_png
+
+    calibration = write_calibration(tmp_path / "cal", family_model_dirs[family], {"nodule": 0.5})
+    own = Settings(model=f"local-dir:{family_model_dirs[family]}", threads=1, calibration=str(calibration))
+    analysis = analyze(write_png(tmp_path / "film.png"), settings=own, top_k=0)
+    assert analysis.model.card.calibrated and analysis.flagging.calibrated
+    other = replace(own, model=f"local-dir:{family_model_dirs['open_clip_hf']}")
+    with pytest.raises(
+        ModelError, match="Calibrated probabilities and thresholds hold only for the exact model"
+    ):
+        load_calibration_for(other, load_encoder(other.model))

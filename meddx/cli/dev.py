@@ -45,6 +45,21 @@ def cmd_attribution_check(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run `meddx.dev.bench` and print its table; ``--json OUT`` also writes the numbers."""
+    if args.families is not None:
+        from meddx.dev import bench_families
+
+        names = [n.strip() for n in args.families.split(",") if n.strip()] or None
+        unknown = sorted(set(names or []) - set(bench_families.ARCHITECTURES))
+        if unknown:
+            print(
+                f"error: unknown architectures {unknown}; choose from {sorted(bench_families.ARCHITECTURES)}"
+            )
+            return 2
+        results = bench_families.run(threads=args.threads, rounds=args.repeats, names=names)
+        print(bench_families.format_table(results))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+        return 0
     from meddx.dev.bench import format_table, run
 
     results = run(args.model, quick=args.quick, threads=args.threads, repeats=args.repeats)
@@ -109,7 +124,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write the numbers to this file")
     p.add_argument("--quick", action="store_true", help="tiny model, a few seconds")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=10, help="rounds (--families: alternating rounds)")
+    p.add_argument(
+        "--families",
+        nargs="?",
+        const="",
+        help="instead: each family's real architecture with random weights (biomedclip, medsiglip-448, "
+        "whyxrayclip; comma-separated, default all): forward vs analysis, app ready and peak RSS",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("feedback-loop", help="simulate feedback -> train -> promote on synthetic films (dev)")
