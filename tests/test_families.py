@@ -356,3 +356,28 @@ def test_calibration_is_tied_to_its_model(family_model_dirs, family, tmp_path):
         ModelError, match="Calibrated probabilities and thresholds hold only for the exact model"
     ):
         load_calibration_for(other, load_encoder(other.model))
+
+
+def test_a_sharded_checkpoint_loads_with_every_weight_resident(family_model_dirs, tmp_path):
+    """A checkpoint in shards goes through transformers' own loader: same model, nothing released."""
+    from transformers import AutoModel
+
+    from meddx.model.stem import release_text_tower, text_tower_resident
+
+    folder = tmp_path / "sharded"
+    AutoModel.from_pretrained(family_model_dirs["clip"]).save_pretrained(folder, max_shard_size="100KB")
+    for name in (
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+    ):
+        (folder / name).write_bytes((family_model_dirs["clip"] / name).read_bytes())
+    assert (folder / "model.safetensors.index.json").is_file()
+    encoder = load_encoder(f"local-dir:{folder}")
+    assert encoder.checkpoint is None and text_tower_resident(encoder)
+    release_text_tower(encoder)  # no single file to read them back from: kept
+    assert text_tower_resident(encoder)
+    reference = load_encoder(f"local-dir:{family_model_dirs['clip']}")
+    torch.testing.assert_close(encoder.embed_texts(TEXTS), reference.embed_texts(TEXTS))

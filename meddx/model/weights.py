@@ -79,7 +79,8 @@ class ReleasableWeights:
         self.names = names
         self.prefix = next(k for k, m in encoder.model.named_modules() if m is owner)  # e.g. "visual.trunk"
         self.checkpoint = encoder.checkpoint
-        self.stamp = _stamp(self.checkpoint)  # the weights come back only from the file they were read from
+        # the weights come back only from the file they were read from (none: a sharded checkpoint)
+        self.stamp = _stamp(self.checkpoint) if self.checkpoint is not None else None
         self.released = released
         self.lock = threading.Lock()
         entry.register_forward_pre_hook(lambda module, args: self.restore())
