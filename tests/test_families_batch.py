@@ -47,6 +47,6 @@ def test_batch_rows_equal_analyze(family_model_dirs, family, local_ray, tmp_path
     assert len(rows) == 2 and not any(r["error"] for r in rows)
     settings = Settings(model=model, threads=1)
     for row in rows:
-        analysis = analyze(Path(row["source"]), labels=LABELS, settings=settings, top_k=0)
+        analysis = analyze(films / Path(row["source"]).name, labels=LABELS, settings=settings, top_k=0)
         for finding in analysis.findings:
             assert abs(row[f"prob__{finding.id}"] - finding.probability) <= 1e-5
