@@ -27,6 +27,7 @@ from meddx.explain.regions import find_regions, location_note
 from meddx.io import Study
 from meddx.io.bounded import load_study_bounded
 from meddx.model.calibration import Calibration, load_calibration
+from meddx.model.card import model_card, record_analysis_cost
 from meddx.model.encoder import Encoder, load_encoder
 from meddx.model.head import TrainedHead, combine
 from meddx.model.head_store import load_head
@@ -446,7 +447,12 @@ def analyze(
     _tell(on_progress, total, total, "Done")
 
     return Analysis(
-        model=ModelInfo(encoder.spec, encoder.revision, encoder.resolved.text_revision),
+        model=ModelInfo(
+            encoder.spec,
+            encoder.revision,
+            encoder.resolved.text_revision,
+            model_card(encoder, calibrated=calibration is not None),
+        ),
         scoring=ScoringInfo(
             mode=mode,
             rule=MODE_RULES[mode],
@@ -510,4 +516,6 @@ def warm_up(settings: Settings | None = None, *, background: bool = False) -> En
             threads=settings.threads,
             background=background,
         )
+    # The cost of one analysis on this server, for the model card (`meddx.model.card`).
+    record_analysis_cost(encoder, lambda: analyze(buffer.getvalue(), settings=settings))
     return encoder

@@ -19,6 +19,7 @@ from meddx import DISCLAIMER, __version__
 from meddx.explain.overlay import FilmMap, overlay, to_png_base64
 from meddx.explain.regions import Region
 from meddx.io.study import DicomSource, ImageInfo
+from meddx.model.card import ModelCard
 from meddx.notes import Concept, EvidenceItem
 
 if TYPE_CHECKING:
@@ -34,7 +35,8 @@ SCHEMA_VERSION = 3
 ``diastolic``, ``unit``, ``duration_days`` and ``words`` (the concept in a clinician's words); each evidence
 item has ``source``, and its ``reason`` is words without log-odds; the status ``hypothetical`` (advice or a
 plan). ``anatomy`` (lung fields found, chest-film check, CTR); per finding ``measurement`` (the CTR text
-beside cardiomegaly); per region ``in_lungs``."""
+beside cardiomegaly); per region ``in_lungs``; ``model.card`` (family, weights and revision, licence and
+gating, input size, cost of one analysis here, calibrated or not)."""
 SCORE = "score"
 """A finding's ``kind`` without a calibration or trained head: an uncalibrated model score in [0, 1] that
 ranks findings; it is not a probability of disease and is never shown as a percentage."""
@@ -66,14 +68,20 @@ def case_reference(created: str, film: np.ndarray | None) -> str:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """The image-text model that produced the scores: its spec and the revisions actually loaded."""
+    """The image-text model that produced the scores: its spec, the revisions actually loaded, its card."""
 
     spec: str
     revision: str | None
     text_revision: str | None = None
+    card: ModelCard | None = None
 
     def to_dict(self) -> dict:
-        return {"spec": self.spec, "revision": self.revision, "text_revision": self.text_revision}
+        return {
+            "spec": self.spec,
+            "revision": self.revision,
+            "text_revision": self.text_revision,
+            "card": None if self.card is None else self.card.to_dict(),
+        }
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,21 @@ def planted_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
+OTHER_FAMILIES = ("open_clip", "siglip", "clip")
+"""The model families besides the default open_clip + Hugging Face text tower (`meddx.model.families`)."""
+
+
+@pytest.fixture(scope="session")
+def family_model_dirs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    """A seeded tiny model of every family, each with its own config and tokenizer files (``local-dir:``)."""
+    from meddx.dev.tiny import make_tiny_model
+
+    dirs = {"open_clip_hf": tiny_model_dir}
+    for family in OTHER_FAMILIES:
+        dirs[family] = make_tiny_model(tmp_path_factory.mktemp(f"family-{family}"), seed=0, family=family)
+    return dirs
+
+
 @pytest.fixture(scope="module")
 def gradio_tmp(tmp_path_factory) -> Path:
     """Gradio's upload and cache folder for one test module's live app, set before the app is built."""

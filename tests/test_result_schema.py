@@ -46,7 +46,19 @@ CONCEPT = {
 EXPECTED = {
     "schema_version": "int",
     "reference": "str",
-    "model": {"spec": "str", "revision": "str|None", "text_revision": "str|None"},
+    "model": {
+        "spec": "str",
+        "revision": "str|None",
+        "text_revision": "str|None",
+        "card": {
+            "family": "str",
+            "licence": "str",
+            "gated": "bool|str",
+            "input_size": "int",
+            "analysis_s": "float|None",
+            "calibrated": "bool",
+        },
+    },
     "scoring": {"mode": "str", "rule": "str", "probe": "None"},
     "findings": [
         {

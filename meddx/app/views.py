@@ -177,4 +177,6 @@ def model_markdown(settings: Settings, analysis: Analysis | None = None) -> str:
     ]
     if analysis is not None:
         lines.insert(2, f"**Scoring** {analysis.scoring.mode}")
+        if analysis.model.card is not None:
+            lines.insert(1, f"**Model card** {analysis.model.card.line()}")
     return "\n\n".join(lines)

@@ -13,10 +13,14 @@ from pathlib import Path
 
 
 def cmd_make_tiny_model(args: argparse.Namespace) -> int:
-    """Write a seeded random model (tiny, or BiomedCLIP's architecture) for tests and benchmarks."""
+    """Write a seeded random model of a family (tiny, or a real architecture) for tests and benchmarks."""
     from meddx.dev.tiny import make_tiny_model, train_planted_signal
 
-    folder = make_tiny_model(args.dir, size=args.size, seed=args.seed)
+    try:
+        folder = make_tiny_model(args.dir, size=args.size, seed=args.seed, family=args.family)
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
     if args.planted:
         train_planted_signal(folder, seed=args.seed)
     print(f"Wrote {folder}. Use it with: MEDDX_MODEL=local-dir:{folder}")
@@ -41,6 +45,21 @@ def cmd_attribution_check(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run `meddx.dev.bench` and print its table; ``--json OUT`` also writes the numbers."""
+    if args.families is not None:
+        from meddx.dev import bench_families
+
+        names = [n.strip() for n in args.families.split(",") if n.strip()] or None
+        unknown = sorted(set(names or []) - set(bench_families.ARCHITECTURES))
+        if unknown:
+            print(
+                f"error: unknown architectures {unknown}; choose from {sorted(bench_families.ARCHITECTURES)}"
+            )
+            return 2
+        results = bench_families.run(threads=args.threads, rounds=args.repeats, names=names)
+        print(bench_families.format_table(results))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+        return 0
     from meddx.dev.bench import format_table, run
 
     results = run(args.model, quick=args.quick, threads=args.threads, repeats=args.repeats)
@@ -71,7 +90,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the development commands to the command line."""
     p = sub.add_parser("make-tiny-model", help="write a seeded random model for tests and benchmarks (dev)")
     p.add_argument("dir")
-    p.add_argument("--size", choices=["tiny", "biomedclip"], default="tiny")
+    p.add_argument(
+        "--size",
+        choices=["tiny", "tiny-cls", "biomedclip", "medsiglip", "whyxrayclip"],
+        default="tiny",
+        help="tiny, or a real architecture with random weights: biomedclip (open_clip_hf), "
+        "medsiglip (siglip), "
+        "whyxrayclip (open_clip)",
+    )
+    p.add_argument(
+        "--family",
+        choices=["open_clip_hf", "open_clip", "siglip", "clip"],
+        default="open_clip_hf",
+        help="model family: open_clip with a Hugging Face text tower (BiomedCLIP's), open_clip's own text "
+        "transformer, transformers SigLIP or CLIP",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--planted", action="store_true", help="train it to see a planted blob as a nodule")
     p.set_defaults(func=cmd_make_tiny_model)
@@ -91,7 +124,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write the numbers to this file")
     p.add_argument("--quick", action="store_true", help="tiny model, a few seconds")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=10, help="rounds (--families: alternating rounds)")
+    p.add_argument(
+        "--families",
+        nargs="?",
+        const="",
+        help="instead: each family's real architecture with random weights (biomedclip, medsiglip-448, "
+        "whyxrayclip; comma-separated, default all): forward vs analysis, app ready and peak RSS",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("feedback-loop", help="simulate feedback -> train -> promote on synthetic films (dev)")

@@ -125,7 +125,7 @@ def evaluate_films(args: argparse.Namespace, films: list[AnnotatedFilm], index: 
                 if overlays is not None:
                     _write_overlays(overlays, path, method, analysis, film, width, height, png_bytes)
             per_method[method] = (maps, regions)
-        grid = load_encoder(settings.model, threads=settings.threads).visual.trunk.patch_embed.grid_size[0]
+        grid = load_encoder(settings.model, threads=settings.threads).tower.grid
         for finding in findings:
             boxes = [b.scaled_to(film.frame, (width, height)) for b in film.boxes if b.finding == finding]
             by_method = cases.setdefault(finding, {})

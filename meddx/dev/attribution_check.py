@@ -30,7 +30,6 @@ The tests in ``tests/test_attribution.py`` call the same functions.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import math
@@ -138,7 +137,7 @@ def randomised_copy(encoder: Encoder, *, seed: int = 0, std: float = 0.02) -> En
                     parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
                 else:
                     parameter.zero_()
-    return dataclasses.replace(encoder, model=model)
+    return encoder.with_model(model)
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -146,12 +146,30 @@ def save_weights(model: torch.nn.Module, folder: Path) -> Path:
     return path
 
 
-def make_tiny_model(folder: str | Path, *, size: str = "tiny", seed: int = 0) -> Path:
-    """Write a seeded, randomly initialised open_clip model folder (loads with ``local-dir:FOLDER``)."""
+FAMILY_NAMES = ("open_clip_hf", "open_clip", "siglip", "clip")
+"""Families `make_tiny_model` can write (`meddx.model.families`)."""
+
+
+def make_tiny_model(
+    folder: str | Path, *, size: str = "tiny", seed: int = 0, family: str = "open_clip_hf"
+) -> Path:
+    """Write a seeded, randomly initialised model folder of ``family`` (loads with ``local-dir:FOLDER``).
+
+    ``open_clip_hf`` (default: BiomedCLIP's layout) is written here; the other families by
+    `meddx.dev.tiny_families`, each with its own config and tokenizer files.
+    """
     import open_clip
 
-    arch = ARCHITECTURES[size]
     folder = Path(folder).expanduser().resolve()
+    if family != "open_clip_hf":
+        from meddx.dev.tiny_families import make_family_model
+
+        return make_family_model(folder, family=family, size=size, seed=seed)
+    if size not in ARCHITECTURES:
+        raise ValueError(
+            f"no {size!r} architecture for family {family!r}; choose one of {sorted(ARCHITECTURES)}"
+        )
+    arch = ARCHITECTURES[size]
     _write_text_tower(folder / TEXT_TOWER_DIR, arch)
     config = _open_clip_config(arch, str(folder / TEXT_TOWER_DIR))
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
@@ -199,14 +217,24 @@ def make_tiny_hub_cache(
     text_repo_id: str = "meddx-test/tiny-bert",
     model_folder: str | Path | None = None,
     seed: int = 0,
+    family: str = "open_clip_hf",
 ) -> str:
-    """Put a tiny model into a Hub cache as two repos, laid out like BiomedCLIP and its text tower.
+    """Put a tiny model into a Hub cache: as two repos laid out like BiomedCLIP and its text tower, or, for
+    the other families, as one repo holding everything.
 
     Returns the spec to load it with (``hf-hub:REPO``).
     """
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
+        if family != "open_clip_hf":
+            folder = (
+                Path(model_folder)
+                if model_folder
+                else make_tiny_model(Path(tmp) / "m", seed=seed, family=family)
+            )
+            write_to_hf_cache(folder, repo_id, cache_dir)
+            return f"hf-hub:{repo_id}"
         folder = Path(model_folder) if model_folder else make_tiny_model(Path(tmp) / "m", seed=seed)
         staging = Path(tmp) / "clip"
         staging.mkdir()
@@ -271,7 +299,7 @@ def train_planted_signal(folder: str | Path, *, steps: int = 120, seed: int = 0,
 
     folder = Path(folder)
     encoder = build_encoder(resolve(ModelSpec("local-dir", str(folder))))
-    restore(encoder.model.text)  # read now (not at its first forward): the optimiser must hold these tensors
+    restore(encoder.text_owner)  # read now (not at its first forward): the optimiser must hold these tensors
     positives, negatives = load_vocabulary().finding(PLANTED_FINDING).prompts()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -283,8 +311,9 @@ def train_planted_signal(folder: str | Path, *, steps: int = 120, seed: int = 0,
         films = [synthetic_film(rng, size=encoder.image_size, blob=bool(label)) for label in labels]
         images = torch.stack([encoder.preprocess(Image.fromarray(f.pixels))[0] for f in films])
         prompts = [str(rng.choice(positives)) for _ in labels] + [str(rng.choice(negatives)) for _ in labels]
-        text = model.encode_text(encoder.tokenize(prompts), normalize=True).view(2, batch, -1)
-        image = model.encode_image(images, normalize=True)
+        text = torch.nn.functional.normalize(encoder.encode_text(encoder.tokenize(prompts)), dim=-1)
+        text = text.view(2, batch, -1)
+        image = encoder.embed_images(images)
         logits = model.logit_scale.exp() * torch.einsum("bd,kbd->bk", image, text)
         loss = torch.nn.functional.cross_entropy(logits, torch.tensor(~labels, dtype=torch.long))
         optimiser.zero_grad()

@@ -51,16 +51,19 @@ _RELATIVE_TINY = 1e-6  # ... or below this fraction of its largest magnitude (nu
 class ImageScorer(nn.Module):
     """Pixels to finding logits through the whole image tower: ``forward((N, 3, S, S)) -> (N, F)``."""
 
-    def __init__(self, visual: nn.Module, difference: torch.Tensor, logit_scale: float) -> None:
+    def __init__(
+        self, visual: nn.Module, difference: torch.Tensor, logit_scale: float, bias: float = 0.0
+    ) -> None:
         super().__init__()
         self.visual = visual
         self.register_buffer("difference", difference.detach().clone(), persistent=False)
         self.logit_scale = float(logit_scale)
+        self.bias = float(bias)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, F) zero-shot logits (`meddx.model.zero_shot.zero_shot_logits`)."""
         embeddings = nn.functional.normalize(self.visual(pixels), dim=-1)
-        return zero_shot_logits(embeddings, self.difference, self.logit_scale)
+        return zero_shot_logits(embeddings, self.difference, self.logit_scale, self.bias)
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,9 @@ def attribute(
     # Tensors made under inference_mode (the scoring pass, cached text features) cannot be saved for
     # backward: work on clones made outside it.
     with torch.inference_mode(False), torch.enable_grad():
-        scorer = ImageScorer(encoder.visual, tail.difference.clone(), tail.logit_scale)
+        scorer = ImageScorer(
+            encoder.visual, tail.difference.clone(), tail.logit_scale, getattr(tail, "bias", 0.0)
+        )
         inputs = AttributionInputs(
             pixels=scored.pixels.detach().clone().reshape(1, *scored.pixels.shape[-3:]),
             tokens=scored.tokens.detach().clone(),

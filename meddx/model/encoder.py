@@ -1,33 +1,26 @@
 """Load the image-text encoder (named by a `meddx.model.spec` spec) and turn images and texts into embeddings.
 
-Models are built with empty parameters and the checkpoint's tensors assigned to them (one copy of the
-weights), cached per process; loading is thread-safe.
+Every model family (`meddx.model.families`: open_clip with a Hugging Face text tower, open_clip with its own
+text transformer, transformers SigLIP, transformers CLIP) is built by its own module into this one `Encoder`,
+which the rest of meddx uses without knowing the family. Models are built with empty parameters and the
+checkpoint's tensors assigned to them (one copy of the weights), cached per process; loading is thread-safe.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from meddx.errors import ModelError
 from meddx.model.geometry import Geometry, PadToSquare
-from meddx.model.spec import (
-    TOKENIZER_VOCABULARIES,
-    WEIGHT_NAMES,
-    ResolvedModel,
-    one_line,
-    read_config,
-    resolve,
-)
-from meddx.model.weights import checkpoint_path, read_checkpoint, releasable
+from meddx.model.spec import ResolvedModel, resolve
+from meddx.model.vision import VisionTower
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +28,50 @@ log = logging.getLogger(__name__)
 TEXT_BATCH = 16
 """Texts embedded together (`Encoder.embed_texts`)."""
 
+Tokenizer = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
+"""Texts to token ids (N, L), padded to the family's context length, and each text's length in tokens (N,)."""
+
 
 @dataclass
 class Encoder:
-    """A loaded image-text model with its tokenizer and preprocessing."""
+    """A loaded image-text model with its tokenizer, preprocessing and scoring rule, whatever its family.
+
+    Attributes:
+        resolved: where its files are and which revision.
+        model: the whole model (open_clip ``CLIP``/``CustomTextCLIP``, transformers ``SiglipModel``...).
+        tokenizer: texts -> (ids, lengths) (`Tokenizer`).
+        image_size, mean, std: the square input side and the per-channel normalisation of its pixels.
+        tower: the image tower as a `meddx.model.vision.VisionTower`.
+        visual: pixels (N, 3, S, S) -> unnormalised image embedding (N, D), differentiable.
+        encode_text: token ids -> unnormalised text embeddings.
+        family: which family module built it (`meddx.model.families`).
+        scoring: ``softmax`` or ``sigmoid`` (`meddx.model.zero_shot`).
+        logit_bias: SigLIP's learned bias (0 for the others).
+        trim_text: whether padding may be cut off the token ids (not for SigLIP: it pools the last position).
+        checkpoint: the single weights file released weights are read back from (None: nothing released).
+        embed_dim: the embedding size.
+        resample: how `PadToSquare` resizes (the family's own preprocessing).
+        text_owner: the module holding the text tower's releasable weights, or None.
+    """
 
     resolved: ResolvedModel
     model: torch.nn.Module
-    tokenizer: object
+    tokenizer: Tokenizer
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    tower: VisionTower
+    visual: torch.nn.Module
+    encode_text: Callable[[torch.Tensor], torch.Tensor]
+    family: str
+    embed_dim: int
+    checkpoint: Path | None
+    scoring: str = "softmax"
+    logit_bias: float = 0.0
+    trim_text: bool = True
+    resample: Image.Resampling = Image.Resampling.BICUBIC
+    text_owner: torch.nn.Module | None = field(default=None, repr=False)
+    """The module whose releasable weights are the text tower's (`meddx.model.weights`), if any."""
     direction_cache: dict = field(default_factory=dict, repr=False)
     runtime_stem: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     """Pixels (N, 3, S, S) to the tokens entering the last block in an inference runtime
@@ -64,7 +90,7 @@ class Encoder:
     @property
     def fingerprint(self) -> str:
         """Identifies these exact weights (spec, revision, weight file size and time) for on-disk caches."""
-        weights = next(self.resolved.folder / n for n in WEIGHT_NAMES if (self.resolved.folder / n).is_file())
+        weights = self.resolved.weights
         stat = weights.stat()
         raw = f"{self.spec}|{self.revision}|{weights.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
@@ -74,34 +100,45 @@ class Encoder:
         """The model's learned temperature (already exponentiated)."""
         return float(self.model.logit_scale.detach().exp())
 
-    @property
-    def visual(self) -> torch.nn.Module:
-        """The image tower."""
-        return self.model.visual
+    def with_model(self, model: torch.nn.Module) -> Encoder:
+        """A copy around another instance of the same architecture (e.g. re-initialised weights): its own
+        image tower and image module, nothing cached."""
+        from dataclasses import replace
+
+        from meddx.model.vision import vision_tower
+
+        own = getattr(self.model, "visual", None) is self.visual
+        visual = model.visual if own else type(self.visual)(model)
+        return replace(
+            self,
+            model=model,
+            tower=vision_tower(model, self.image_size),
+            visual=visual,
+            direction_cache={},
+            runtime_stem=None,
+        )
 
     def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, Geometry]:
         """One image to a model input tensor (3, S, S) and the geometry that undoes the padding."""
-        from torchvision.transforms import functional  # loaded with open_clip, which builds the model
+        from torchvision.transforms import functional
 
-        square, geometry = PadToSquare(self.image_size)(image)
+        square, geometry = PadToSquare(self.image_size, resample=self.resample)(image)
         pixels = functional.normalize(functional.to_tensor(square.convert("RGB")), self.mean, self.std)
         return pixels, geometry
 
     def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Unit-norm image embeddings for a batch of preprocessed images (N, 3, S, S)."""
-        return self.model.encode_image(pixels, normalize=True)
+        return torch.nn.functional.normalize(self.visual(pixels), dim=-1)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        """Token ids trimmed to the longest text: padding to the full context costs ~12x, same result."""
-        return self._trimmed(self.tokenizer(list(texts)))
+        """Token ids trimmed to the longest text (where the family allows): padding to the full context costs
+        ~12x, same result."""
+        return self._trimmed(*self.tokenizer(list(texts)))
 
-    def _trimmed(self, tokens: torch.Tensor) -> torch.Tensor:
-        used = (tokens != self._pad_id).any(dim=0).nonzero()
-        return tokens[:, : int(used.max()) + 1] if len(used) else tokens
-
-    @property
-    def _pad_id(self) -> int:
-        return getattr(self.tokenizer.tokenizer, "pad_token_id", 0) or 0
+    def _trimmed(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.trim_text or not len(lengths):
+            return tokens
+        return tokens[:, : max(1, int(lengths.max()))]
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Unit-norm text embeddings (N, D), in the order given (`meddx.model.zero_shot` caches them).
@@ -110,11 +147,13 @@ class Encoder:
         that little of a batch is padding: BiomedCLIP's 240 vocabulary prompts in 2.3 s instead of 4.5 s
         as one batch (same embeddings to 2e-7).
         """
-        tokens = self.tokenizer(list(texts))
-        order = torch.argsort((tokens != self._pad_id).sum(dim=1), stable=True)
+        tokens, lengths = self.tokenizer(list(texts))
+        order = torch.argsort(lengths, stable=True)
         with torch.inference_mode():
             parts = [
-                self.model.encode_text(self._trimmed(tokens[batch]), normalize=True)
+                torch.nn.functional.normalize(
+                    self.encode_text(self._trimmed(tokens[batch], lengths[batch])), dim=-1
+                )
                 for batch in order.split(TEXT_BATCH)
             ]
             embeddings = torch.cat(parts)
@@ -123,107 +162,10 @@ class Encoder:
 
 
 def build_encoder(resolved: ResolvedModel) -> Encoder:
-    """Build the open_clip model and tokenizer from resolved local folders."""
-    import open_clip
-    from accelerate import init_empty_weights
-    from open_clip.tokenizer import HFTokenizer
+    """Build the model of a resolved spec with its family's module (`meddx.model.families`)."""
+    from meddx.model.families import family_module
 
-    config = read_config(resolved.folder, resolved.spec)
-    if not any((resolved.folder / name).is_file() for name in WEIGHT_NAMES):
-        raise ModelError(
-            f"{resolved.spec} has a config but no weights ({' or '.join(WEIGHT_NAMES)}). "
-            "Download the model again (`python -m meddx download`)."
-        )
-    if not any((resolved.text_folder / name).is_file() for name in TOKENIZER_VOCABULARIES):
-        raise ModelError(  # transformers would build a tokenizer that reads every word as unknown
-            f"{resolved.spec}: the text tower in {resolved.text_folder} has no tokenizer vocabulary "
-            f"({' or '.join(TOKENIZER_VOCABULARIES)}). Download the model again (`python -m meddx download`)."
-        )
-    text_cfg = dict(config["model_cfg"]["text_cfg"])
-    text_cfg.update(
-        hf_model_name=str(resolved.text_folder),
-        hf_tokenizer_name=str(resolved.text_folder),
-        hf_model_pretrained=False,
-    )
-    try:
-        # Parameters are made without memory (buffers for real) and the checkpoint's tensors become them:
-        # no random initialisation to overwrite, and never two copies of the weights in memory.
-        with init_empty_weights(include_buffers=False), _quiet_random_init_warning():
-            model = open_clip.create_model(
-                f"local-dir:{resolved.folder}",
-                text_cfg=text_cfg,
-                pretrained_text=False,
-                load_weights=False,
-                device=None,  # .to("cpu") cannot move parameters that have no data yet
-            )
-        text_weights = _load_weights(checkpoint_path(resolved.folder), model)
-        tokenizer = HFTokenizer(str(resolved.text_folder), context_length=text_cfg.get("context_length", 77))
-    except Exception as exc:  # any failure to build from files is the user's to fix, with this message
-        raise ModelError(
-            f"{resolved.spec} could not be built from its files ({type(exc).__name__}: {one_line(exc)}). "
-            "The weights may be damaged or not match the config: download the model again."
-        ) from exc
-    model.eval()
-    preprocess_cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-    image_size = model.visual.image_size
-    image_size = image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size)
-    encoder = Encoder(
-        resolved=resolved,
-        model=model,
-        tokenizer=tokenizer,
-        image_size=image_size,
-        mean=tuple(preprocess_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-        std=tuple(preprocess_cfg.get("std", open_clip.OPENAI_DATASET_STD)),
-    )
-    if text_weights:  # unread: its first forward reads them (`meddx.model.weights`)
-        releasable(encoder, model.text, lambda: text_weights, model.text, released=True)
-    return encoder
-
-
-class _RandomInitWarning(logging.Filter):
-    """Drops open_clip's "initialized randomly" warning: the checkpoint is assigned right after."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "initialized randomly" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet_random_init_warning() -> Iterator[None]:
-    root, quiet = logging.getLogger(), _RandomInitWarning()
-    root.addFilter(quiet)
-    try:
-        yield
-    finally:
-        root.removeFilter(quiet)
-
-
-def _text_parameters(model: torch.nn.Module) -> list[str]:
-    """The text tower's parameter names (relative to it), or none for a model without a separate one."""
-    text = getattr(model, "text", None)
-    return [] if text is None else [name for name, _ in text.named_parameters()]
-
-
-def _load_weights(path: Path, model: torch.nn.Module) -> list[str]:
-    """Make the checkpoint's tensors the model's, all but the text tower's parameters, which are left
-    unread (on the meta device); returns their names (relative to the text tower).
-
-    The checkpoint must hold exactly the model's keys, text tower included.
-    """
-    text = _text_parameters(model)
-    unread = {f"text.{name}" for name in text}
-    state, skipped = read_checkpoint(path, keep=lambda key: key not in unread)
-    expected = set(model.state_dict())
-    position_ids = "text.transformer.embeddings.position_ids"  # older transformers saved this buffer
-    if position_ids in state and position_ids not in expected:
-        del state[position_ids]
-    stored = set(state) | set(skipped)
-    if stored != expected:
-        missing, unexpected = sorted(expected - stored), sorted(stored - expected)
-        raise RuntimeError(
-            f"the checkpoint does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    model.load_state_dict(state, strict=False, assign=True)
-    return text
+    return family_module(resolved.family).build(resolved)
 
 
 _CACHE: dict[str, Encoder] = {}

@@ -28,9 +28,12 @@ class Geometry:
 class PadToSquare:
     """Pad an image to a square (centred, black), then resize: a centre crop would cut off lung edges."""
 
-    def __init__(self, size: int, *, fill: int = 0) -> None:
+    def __init__(
+        self, size: int, *, fill: int = 0, resample: Image.Resampling = Image.Resampling.BICUBIC
+    ) -> None:
         self.size = size
         self.fill = fill
+        self.resample = resample
 
     def __call__(self, image: Image.Image) -> tuple[Image.Image, Geometry]:
         width, height = image.size
@@ -38,6 +41,6 @@ class PadToSquare:
         left, top = (side - width) // 2, (side - height) // 2
         canvas = Image.new(image.mode, (side, side), self.fill)
         canvas.paste(image, (left, top))
-        # reducing_gap: shrink by whole factors first (fast), then bicubic over the last 3x; same look.
-        resized = canvas.resize((self.size, self.size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        # reducing_gap: shrink by whole factors first (fast), then the filter over the last 3x; same look.
+        resized = canvas.resize((self.size, self.size), self.resample, reducing_gap=3.0)
         return resized, Geometry(width, height, left, top, side, self.size)

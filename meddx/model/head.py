@@ -38,7 +38,7 @@ from torch import nn
 from meddx.errors import InputError, ModelError
 from meddx.model.encoder import Encoder
 from meddx.model.modes import MODES
-from meddx.model.spec import CONFIG_NAME, HF_HUB, SOURCE_NAME, WEIGHT_NAMES, ModelSpec
+from meddx.model.spec import HF_HUB, SOURCE_NAME, ModelSpec
 from meddx.model.zero_shot import TextDirections
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,9 @@ class EncoderIdentity:
         return f"{self.spec} ({self.model}@{self.revision}, {self.embed_dim}-d embeddings)"
 
 
-def _weights_digest(folder: Path) -> str:
-    for name in WEIGHT_NAMES:
-        path = folder / name
-        if path.is_file():
-            with path.open("rb") as handle:
-                return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
-    raise ModelError(f"{folder} has no weights file ({' or '.join(WEIGHT_NAMES)}).")
+def _weights_digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def encoder_identity(encoder: Encoder) -> EncoderIdentity:
@@ -98,8 +94,7 @@ def encoder_identity(encoder: Encoder) -> EncoderIdentity:
     if cached is not None:
         return cached
     folder = encoder.resolved.folder
-    config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    embed_dim = int(config["model_cfg"]["embed_dim"])
+    embed_dim = int(encoder.embed_dim)
     spec = encoder.resolved.spec
     source_path = folder / SOURCE_NAME
     source = json.loads(source_path.read_text(encoding="utf-8")) if source_path.is_file() else {}
@@ -108,7 +103,7 @@ def encoder_identity(encoder: Encoder) -> EncoderIdentity:
     elif source.get("model") and source.get("revision"):
         model, revision = ModelSpec.parse(source["model"]).location, source["revision"]
     else:
-        model, revision = str(spec), _weights_digest(folder)
+        model, revision = str(spec), _weights_digest(encoder.resolved.weights)
     identity = EncoderIdentity(str(spec), model, revision, embed_dim)
     encoder.__dict__["_identity"] = identity
     return identity
@@ -124,9 +119,10 @@ class LinearHead(nn.Module):
 
     @classmethod
     def from_directions(cls, directions: TextDirections) -> LinearHead:
-        """The zero-shot scorer as a head: ``weight = logit_scale * (positive - negative)``, ``bias = 0``."""
+        """The zero-shot scorer as a head: ``weight = logit_scale * direction``, ``bias`` the family's
+        (`meddx.model.zero_shot.TextDirections`: ``positive - negative`` and 0 for CLIP-like models)."""
         weight = directions.logit_scale * directions.difference
-        return cls(weight, torch.zeros(weight.shape[0]))
+        return cls(weight, torch.full((weight.shape[0],), float(directions.bias)))
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(N, F) raw logits for (N, D) embeddings."""

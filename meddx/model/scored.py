@@ -45,10 +45,10 @@ def score_image(encoder: Encoder, image: Image.Image, directions: TextDirections
     """Preprocess ``image`` (RGB), run the stem once (`meddx.model.tower.run_stem`: the runtime stem when one
     is attached) and the tail for each finding's zero-shot score."""
     pixels, geometry = encoder.preprocess(image)
-    tail = TowerTail(encoder, directions.difference, directions.logit_scale)
+    tail = TowerTail(encoder, directions.difference, directions.logit_scale, directions.bias)
     with torch.inference_mode():
         tokens = run_stem(encoder, pixels[None])
         embedding = tail.embed(tokens)  # tail(tokens) in two steps: the embedding is kept for later use
-        logits = zero_shot_logits(embedding, tail.difference, tail.logit_scale)
+        logits = zero_shot_logits(embedding, tail.difference, tail.logit_scale, tail.bias)
         probabilities = zero_shot_probabilities(logits)[0]
     return ScoredImage(pixels, geometry, tokens.clone(), tail, probabilities.clone(), embedding.clone())

@@ -2,13 +2,15 @@
 
 A model is named by a spec string in open_clip's spelling:
 
-- ``hf-hub:org/name`` or ``hf-hub:org/name@revision``: an open_clip repo on the Hugging Face Hub (or in the
+- ``hf-hub:org/name`` or ``hf-hub:org/name@revision``: a model repo on the Hugging Face Hub (or in the
   local Hugging Face cache; ``HF_HUB_OFFLINE=1`` is respected);
 - ``local-dir:/path``: a folder written by ``python -m meddx download`` or ``make-tiny-model``.
 
-Both resolve to two local folders (the open_clip repo and its Hugging Face text tower) before anything is
-built (`meddx.model.encoder`), so one code path loads every model, and open_clip and transformers never
-reach the network themselves.
+The family is found from the repo's files (`detect_family`): ``open_clip_config.json`` (with a Hugging Face
+text tower named in its ``text_cfg``, or open_clip's own text transformer), else ``config.json``'s
+``model_type`` (transformers ``siglip`` or ``clip``). Both schemes resolve to local folders (the repo and,
+for open_clip with a Hugging Face text tower, that tower's repo) before anything is built
+(`meddx.model.encoder`), so open_clip and transformers never reach the network themselves.
 """
 
 from __future__ import annotations
@@ -26,10 +28,31 @@ log = logging.getLogger(__name__)
 HF_HUB = "hf-hub"
 LOCAL_DIR = "local-dir"
 CONFIG_NAME = "open_clip_config.json"
-WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+HF_CONFIG_NAME = "config.json"
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+WEIGHT_NAMES = (*OPEN_CLIP_WEIGHTS, *HF_WEIGHTS)
 SOURCE_NAME = "meddx_source.json"
 TEXT_TOWER_DIR = "text_tower"
-MODEL_PATTERNS = [CONFIG_NAME, *WEIGHT_NAMES, "README.md", "LICENSE*"]
+CARD_PATTERNS = ["README.md", "LICENSE*"]
+MODEL_PATTERNS = [CONFIG_NAME, *OPEN_CLIP_WEIGHTS, *CARD_PATTERNS]
+HF_MODEL_PATTERNS = [
+    HF_CONFIG_NAME,
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model-*.safetensors",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "spiece.model",
+    "vocab.json",
+    "merges.txt",
+    *CARD_PATTERNS,
+]
+FAMILY_PATTERNS = {"open_clip_hf": MODEL_PATTERNS, "open_clip": MODEL_PATTERNS}
+HF_MODEL_TYPES = {"siglip": "siglip", "clip": "clip"}
+"""``config.json``'s ``model_type`` -> meddx family (an architecture meddx knows how to score and map)."""
 TOKENIZER_VOCABULARIES = ("vocab.txt", "tokenizer.json")
 TEXT_TOWER_PATTERNS = [
     "config.json",
@@ -77,6 +100,18 @@ class ResolvedModel:
     text_folder: Path
     revision: str
     text_revision: str | None = None
+    family: str = "open_clip_hf"
+
+    @property
+    def weights(self) -> Path:
+        """The folder's weights file (the first of `WEIGHT_NAMES` present; a sharded checkpoint's index)."""
+        found = next((self.folder / n for n in WEIGHT_NAMES if (self.folder / n).is_file()), None)
+        if found is None:
+            raise ModelError(
+                f"{self.spec} has a config but no weights ({' or '.join(WEIGHT_NAMES)}). "
+                "Download the model again (`python -m meddx download`)."
+            )
+        return found
 
 
 def _offline_fix(spec: ModelSpec) -> str:
@@ -106,28 +141,76 @@ def hub_snapshot(repo_id: str, revision: str | None, patterns: list[str], *, wha
         fix: the sentence telling the user what to do, appended to every `ModelError`.
     """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except GatedRepoError as exc:
+        raise ModelError(gated_message(repo_id)) from exc
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise ModelError(gated_message(repo_id)) from exc
+        raise ModelError(
+            f"{what} could not be fetched from the Hugging Face Hub ({type(exc).__name__}). Check the repo "
+            f"name and revision, and your network or HF_TOKEN. {fix}"
+        ) from exc
     except LocalEntryNotFoundError as exc:
         raise ModelError(
             f"{what} are not in the local Hugging Face cache and the Hub cannot be reached (offline mode or "
             f"no network). {fix}"
         ) from exc
-    except (HfHubHTTPError, OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         raise ModelError(
             f"{what} could not be fetched from the Hugging Face Hub ({type(exc).__name__}). Check the repo "
             f"name and revision, and your network or HF_TOKEN. {fix}"
         ) from exc
 
 
+def gated_message(repo_id: str) -> str:
+    """The one line for a repo the Hub refuses without accepted terms or a token (401/403)."""
+    return (
+        f"{repo_id} is a gated model: accept its terms on https://huggingface.co/{repo_id} with your Hugging "
+        "Face account, then set HF_TOKEN to a token of that account (a Space: a secret named HF_TOKEN)."
+    )
+
+
+def detect_family(folder: Path, spec: ModelSpec) -> str:
+    """Which family a model folder holds, from its files: never from its name.
+
+    ``open_clip_config.json`` -> ``open_clip_hf`` when its ``text_cfg`` names a Hugging Face text tower,
+    else ``open_clip`` (open_clip's own text transformer); otherwise ``config.json``'s ``model_type``
+    (`HF_MODEL_TYPES`).
+    """
+    if (folder / CONFIG_NAME).is_file():
+        text_cfg = read_config(folder, spec)["model_cfg"]["text_cfg"]
+        return (
+            "open_clip_hf"
+            if text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name")
+            else "open_clip"
+        )
+    path = folder / HF_CONFIG_NAME
+    if path.is_file():
+        try:
+            model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type")
+        except ValueError as exc:
+            raise ModelError(f"{spec}: {HF_CONFIG_NAME} is not valid JSON ({one_line(exc)}).") from exc
+        if model_type in HF_MODEL_TYPES:
+            return HF_MODEL_TYPES[model_type]
+        raise ModelError(
+            f"{spec} is a transformers {model_type!r} model; meddx hosts image-text models of type "
+            f"{' or '.join(sorted(HF_MODEL_TYPES))} (or open_clip models)."
+        )
+    read_config(folder, spec)  # raises: neither config is there
+    return "open_clip_hf"
+
+
 def read_config(folder: Path, spec: ModelSpec) -> dict:
     path = folder / CONFIG_NAME
     if not path.is_file():
         raise ModelError(
-            f"{spec} has no {CONFIG_NAME}; it is not an open_clip model folder. Use a folder written by "
-            "`python -m meddx download` or `python -m meddx make-tiny-model`."
+            f"{spec} has no {CONFIG_NAME} (open_clip) or {HF_CONFIG_NAME} (transformers); it is not a model "
+            "folder. Use a folder written by `python -m meddx download` or `python -m meddx make-tiny-model`."
         )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -151,16 +234,17 @@ def _text_tower_name(config: dict) -> str:
 
 
 def resolve(spec: str | ModelSpec) -> ResolvedModel:
-    """Find (or fetch) the files of a model spec and record the revision that will be loaded."""
+    """Find (or fetch) the files of a model spec, find its family, and record the revision that is loaded."""
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
     if spec.scheme == HF_HUB:
-        folder = hub_snapshot(
-            spec.location,
-            spec.revision,
-            MODEL_PATTERNS,
-            what=f"The model files for {spec.location!r}",
-            fix=_offline_fix(spec),
-        )
+        what, fix = f"The model files for {spec.location!r}", _offline_fix(spec)
+        configs = [CONFIG_NAME, HF_CONFIG_NAME, *CARD_PATTERNS]
+        folder = hub_snapshot(spec.location, spec.revision, configs, what=what, fix=fix)
+        family = detect_family(folder, spec)
+        patterns = FAMILY_PATTERNS.get(family, HF_MODEL_PATTERNS)
+        folder = hub_snapshot(spec.location, spec.revision, patterns, what=what, fix=fix)
+        if family not in FAMILY_PATTERNS and not any((folder / n).is_file() for n in HF_WEIGHTS):
+            folder = hub_snapshot(spec.location, spec.revision, ["pytorch_model.bin"], what=what, fix=fix)
         revision = folder.name
         source = {}
     else:
@@ -170,6 +254,9 @@ def resolve(spec: str | ModelSpec) -> ResolvedModel:
         source_path = folder / SOURCE_NAME
         source = json.loads(source_path.read_text(encoding="utf-8")) if source_path.is_file() else {}
         revision = source.get("revision") or "unversioned local folder"
+        family = detect_family(folder, spec)
+    if family != "open_clip_hf":  # the text tower is in the repo itself
+        return ResolvedModel(spec, folder, folder, revision, None, family)
     config = read_config(folder, spec)
     tower = _text_tower_name(config)
     text_revision = source.get("text_revision")
@@ -186,13 +273,14 @@ def resolve(spec: str | ModelSpec) -> ResolvedModel:
             fix=_offline_fix(spec),
         )
         text_revision = text_folder.name
-    return ResolvedModel(spec, folder, text_folder, revision, text_revision)
+    return ResolvedModel(spec, folder, text_folder, revision, text_revision, family)
 
 
 def download_model(spec: str, to: str | Path) -> Path:
-    """Write a self-contained copy of a Hub model (weights, config, text tower config and tokenizer).
+    """Write a self-contained copy of a Hub model (weights, config, tokenizer; an open_clip model's Hugging
+    Face text tower in a subfolder).
 
-    The copy loads with ``local-dir:TO`` and no network: the config is rewritten to point at the text
+    The copy loads with ``local-dir:TO`` and no network: an open_clip config is rewritten to point at the text
     tower inside the folder, and ``meddx_source.json`` records where it came from and at which revision.
     """
     spec_ = ModelSpec.parse(spec)
@@ -200,22 +288,23 @@ def download_model(spec: str, to: str | Path) -> Path:
         raise ModelError("`download` copies a Hub model: use --model hf-hub:org/name[@revision].")
     resolved = resolve(spec_)
     to = Path(to).expanduser().resolve()
-    (to / TEXT_TOWER_DIR).mkdir(parents=True, exist_ok=True)
-    for src_dir, dst_dir in ((resolved.folder, to), (resolved.text_folder, to / TEXT_TOWER_DIR)):
+    to.mkdir(parents=True, exist_ok=True)
+    copies = [(resolved.folder, to)]
+    if resolved.family == "open_clip_hf":
+        copies.append((resolved.text_folder, to / TEXT_TOWER_DIR))
+    for src_dir, dst_dir in copies:
+        dst_dir.mkdir(parents=True, exist_ok=True)
         for item in src_dir.iterdir():
             if item.is_file():
                 shutil.copyfile(item, dst_dir / item.name)
-    config = read_config(to, spec_)
-    text_cfg = config["model_cfg"]["text_cfg"]
-    source = {
-        "model": str(spec_),
-        "revision": resolved.revision,
-        "text_tower": _text_tower_name(config),
-        "text_revision": resolved.text_revision,
-    }
-    text_cfg["hf_model_name"] = TEXT_TOWER_DIR
-    text_cfg["hf_tokenizer_name"] = TEXT_TOWER_DIR
-    (to / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    source = {"model": str(spec_), "revision": resolved.revision, "family": resolved.family}
+    if resolved.family == "open_clip_hf":
+        config = read_config(to, spec_)
+        text_cfg = config["model_cfg"]["text_cfg"]
+        source.update(text_tower=_text_tower_name(config), text_revision=resolved.text_revision)
+        text_cfg["hf_model_name"] = TEXT_TOWER_DIR
+        text_cfg["hf_tokenizer_name"] = TEXT_TOWER_DIR
+        (to / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
     (to / SOURCE_NAME).write_text(json.dumps(source, indent=2), encoding="utf-8")
     return to
 

@@ -53,7 +53,8 @@ from PIL import Image
 
 from meddx.model.encoder import Encoder
 from meddx.model.spec import one_line
-from meddx.model.tower import StemModule, TowerTail, _trunk, stem
+from meddx.model.tower import StemModule, TowerTail, stem
+from meddx.model.vision import OpenClipTower, TimmTower
 from meddx.model.weights import ReleasableWeights, releasable, resident, restore
 from meddx.model.zero_shot import TextDirections, zero_shot_probabilities
 from meddx.no_telemetry import disable_onnxruntime_telemetry
@@ -111,12 +112,16 @@ def _export_module(encoder: Encoder) -> StemModule:
     A timm tower built for another size with ``dynamic_img_size`` resamples its position embedding on every
     forward, which the exporter cannot trace; the copy has it resampled once, to the same numbers.
     """
-    trunk = _trunk(encoder)
-    grid = encoder.image_size // trunk.patch_embed.patch_size[0]
-    if getattr(trunk, "dynamic_img_size", False) and tuple(trunk.patch_embed.grid_size) != (grid, grid):
-        trunk = copy.deepcopy(trunk)
-        trunk.set_input_size(img_size=(encoder.image_size, encoder.image_size))
-    return StemModule(trunk).eval()
+    tower = encoder.tower
+    if isinstance(tower, TimmTower):
+        trunk = tower.trunk
+        grid = encoder.image_size // trunk.patch_embed.patch_size[0]
+        if getattr(trunk, "dynamic_img_size", False) and tuple(trunk.patch_embed.grid_size) != (grid, grid):
+            tower = copy.copy(tower)
+            tower.trunk = tower.module = copy.deepcopy(trunk)
+            tower.trunk.set_input_size(img_size=(encoder.image_size, encoder.image_size))
+            tower.blocks = tower.trunk.blocks
+    return StemModule(tower).eval()
 
 
 def export_stem(encoder: Encoder, path: Path, *, threads: int = 1) -> str | None:
@@ -129,7 +134,10 @@ def export_stem(encoder: Encoder, path: Path, *, threads: int = 1) -> str | None
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
     example = torch.zeros(1, 3, encoder.image_size, encoder.image_size)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        # open_clip's own blocks take torch's fused attention fast path without gradients, which has no ONNX
+        # form: trace them with gradients enabled (same numbers, the exportable path).
+        grad = torch.enable_grad() if isinstance(encoder.tower, OpenClipTower) else torch.no_grad()
+        with grad, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on constant shapes: the input size is fixed
             torch.onnx.export(
                 _export_module(encoder),
@@ -208,7 +216,7 @@ def agreement(
     """
     max_delta = GATE_MAX_DELTA if max_delta is None else max_delta
     films = gate_films(encoder)
-    tail = TowerTail(encoder, directions.difference, directions.logit_scale)
+    tail = TowerTail(encoder, directions.difference, directions.logit_scale, directions.bias)
     with torch.inference_mode():
         reference = zero_shot_probabilities(tail(stem(encoder, films)))
         probabilities = zero_shot_probabilities(tail(candidate(films)))
@@ -290,18 +298,8 @@ def load_runtime_stem(
 
 
 def _stem_weights(encoder: Encoder) -> ReleasableWeights:
-    trunk = _trunk(encoder)
-    last = len(trunk.blocks) - 1
-
-    def names() -> list[str]:
-        return [
-            name
-            for name, _ in trunk.named_parameters()
-            if name.startswith(("patch_embed.", "pos_embed", "cls_token", "reg_token"))
-            or (name.startswith("blocks.") and int(name.split(".")[1]) < last)
-        ]
-
-    return releasable(encoder, trunk, names, trunk.patch_embed)
+    tower = encoder.tower
+    return releasable(encoder, tower.module, tower.stem_parameter_names, tower.entry)
 
 
 def release_torch_stem(encoder: Encoder) -> None:
@@ -319,24 +317,24 @@ def release_text_tower(encoder: Encoder) -> None:
     BiomedCLIP). A custom label's prompts read them back from the checkpoint first (a forward pre-hook on
     the text tower): a second or two, once. Not while the text tower may be running (warm-up only).
     A model loaded with its text tower unread (`meddx.model.encoder.build_encoder`) has nothing to drop."""
-    text = getattr(encoder.model, "text", None)
+    text = encoder.text_owner
     if text is not None:
         releasable(encoder, text, lambda: [name for name, _ in text.named_parameters()], text).release()
 
 
 def torch_stem_resident(encoder: Encoder) -> bool:
     """Whether the PyTorch stem's weights are in memory."""
-    return resident(_trunk(encoder))
+    return resident(encoder.tower.module)
 
 
 def text_tower_resident(encoder: Encoder) -> bool:
     """Whether the text tower's weights are in memory."""
-    return resident(getattr(encoder.model, "text", None))
+    return resident(encoder.text_owner)
 
 
 def restore_torch_stem(encoder: Encoder) -> None:
     """Read the PyTorch stem's weights back now, if they were released."""
-    restore(_trunk(encoder))
+    restore(encoder.tower.module)
 
 
 def attach_runtime_stem(

@@ -9,10 +9,11 @@ The tail exposes ``grid``: the patch tokens entering the last block, reshaped to
 Captum's layer methods can hook them (hooking the block's *output* gives an all-zero map, because the
 pooled CLS token never reads the patch tokens after the last block).
 
-For a tower that pools the class token (BiomedCLIP), only that token's output of the last block is ever
-read, so the tail computes just that (`class_token_block`): the patch tokens still give the keys and
-values of its attention, but its query, attention output and MLP run for one token instead of 197. Same
-numbers, about a third of the block's work, forward and backward.
+Every family's tower goes through the `meddx.model.vision.VisionTower` protocol (embed, blocks, pool), so
+nothing here knows the family. For a timm tower that pools the class token (BiomedCLIP), only that token's
+output of the last block is ever read, so the tail computes just that (`class_token_block`): the patch
+tokens still give the keys and values of its attention, but its query, attention output and MLP run for one
+token instead of 197. Same numbers, about a third of the block's work, forward and backward.
 
 Where the split is, and how to move it: `stem` takes ``keep_last`` (default 1), the number of final blocks
 it leaves out, so a method that needs the tokens entering an earlier block (e.g. a Grad-CAM over the last
@@ -31,28 +32,18 @@ from timm.layers import Attention
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from meddx.errors import ModelError
 from meddx.model.encoder import Encoder
+from meddx.model.vision import TimmTower, VisionTower
 from meddx.model.zero_shot import zero_shot_logits
 
 
-def _trunk(encoder: Encoder) -> nn.Module:
-    trunk = getattr(encoder.visual, "trunk", None)
-    needed = ("patch_embed", "_pos_embed", "blocks", "norm", "forward_head", "num_prefix_tokens")
-    if trunk is None or not all(hasattr(trunk, name) for name in needed):
-        raise ModelError("meddx needs an open_clip model with a timm ViT image tower (like BiomedCLIP).")
-    return trunk
-
-
-def _stem_tokens(trunk: nn.Module, pixels: torch.Tensor, keep_last: int) -> torch.Tensor:
-    if not 1 <= keep_last <= len(trunk.blocks):
-        raise ValueError(f"keep_last must be between 1 and {len(trunk.blocks)}, got {keep_last}")
-    x = trunk.patch_embed(pixels)
-    x = trunk._pos_embed(x)
-    x = trunk.patch_drop(x)
-    x = trunk.norm_pre(x)
-    for block in trunk.blocks[:-keep_last]:
-        x = block(x)
+def _stem_tokens(tower: VisionTower, pixels: torch.Tensor, keep_last: int) -> torch.Tensor:
+    depth = len(tower.blocks)
+    if not 1 <= keep_last <= depth:
+        raise ValueError(f"keep_last must be between 1 and {depth}, got {keep_last}")
+    x = tower.embed(pixels)
+    for index in range(depth - keep_last):
+        x = tower.block(index, x)
     return x
 
 
@@ -61,7 +52,7 @@ def stem(encoder: Encoder, pixels: torch.Tensor, *, keep_last: int = 1) -> torch
 
     The default, 1, is the tokens entering the last block: what `TowerTail` takes.
     """
-    return _stem_tokens(_trunk(encoder), pixels, keep_last)
+    return _stem_tokens(encoder.tower, pixels, keep_last)
 
 
 def run_stem(encoder: Encoder, pixels: torch.Tensor) -> torch.Tensor:
@@ -71,15 +62,16 @@ def run_stem(encoder: Encoder, pixels: torch.Tensor) -> torch.Tensor:
 
 
 class StemModule(nn.Module):
-    """The PyTorch stem (tokens entering the last block) as a module of the trunk's own submodules."""
+    """The PyTorch stem (tokens entering the last block) as a module holding the tower's own submodules."""
 
-    def __init__(self, trunk: nn.Module) -> None:
+    def __init__(self, tower: VisionTower) -> None:
         super().__init__()
-        self.trunk = trunk
+        self.owner = tower.module  # registered, so that the exporter sees the weights as parameters
+        self.tower = tower
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, L, C) tokens for (N, 3, S, S) pixels."""
-        return _stem_tokens(self.trunk, pixels, 1)
+        return _stem_tokens(self.tower, pixels, 1)
 
 
 def class_token_block(block: Block, x: torch.Tensor) -> torch.Tensor:
@@ -98,8 +90,8 @@ def class_token_block(block: Block, x: torch.Tensor) -> torch.Tensor:
     return first + block.ls2(block.mlp(block.norm2(first)))
 
 
-def _class_token_pooled(trunk: nn.Module) -> bool:
-    """Whether only the class token leaves the last block (and that block is a plain timm one)."""
+def class_token_pooled(trunk: nn.Module) -> bool:
+    """Whether only the class token leaves a timm trunk's last block (and that block is a plain timm one)."""
     block = trunk.blocks[-1]
     return (
         getattr(trunk, "global_pool", None) == "token"
@@ -111,17 +103,24 @@ def _class_token_pooled(trunk: nn.Module) -> bool:
 
 
 class TowerTail(nn.Module):
-    """Last block to finding logits: ``forward(tokens) -> (N, F)`` for the given text directions."""
+    """Last block to finding logits: ``forward(tokens) -> (N, F)`` for the given text directions.
 
-    def __init__(self, encoder: Encoder, difference: torch.Tensor, logit_scale: float) -> None:
+    ``bias`` is the family's logit bias (`meddx.model.zero_shot.TextDirections.bias`): 0 for the two-way
+    softmax of CLIP-like models, ``logit_bias`` for SigLIP's sigmoid.
+    """
+
+    def __init__(
+        self, encoder: Encoder, difference: torch.Tensor, logit_scale: float, bias: float = 0.0
+    ) -> None:
         super().__init__()
-        self.trunk = _trunk(encoder)
-        self.head = encoder.visual.head
-        self.prefix = int(self.trunk.num_prefix_tokens)
-        self.class_token_only = _class_token_pooled(self.trunk)
+        self.tower = encoder.tower
+        self.owner = self.tower.module
+        self.prefix = int(self.tower.prefix)
+        self.class_token_only = isinstance(self.tower, TimmTower) and class_token_pooled(self.tower.trunk)
         self.grid = nn.Identity()
         self.register_buffer("difference", difference.detach().clone(), persistent=False)
         self.logit_scale = float(logit_scale)
+        self.bias = float(bias)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Unit image embeddings from stem tokens."""
@@ -130,12 +129,14 @@ class TowerTail(nn.Module):
         prefix, patches = tokens[:, : self.prefix], tokens[:, self.prefix :]
         grid = self.grid(patches.transpose(1, 2).reshape(n, channels, h, w))
         x = torch.cat([prefix, grid.flatten(2).transpose(1, 2)], dim=1)
-        block = self.trunk.blocks[-1]
-        x = class_token_block(block, x) if self.class_token_only and not block.training else block(x)
-        x = self.trunk.norm(x)
-        x = self.head(self.trunk.forward_head(x))
+        block = self.tower.blocks[-1]
+        if self.class_token_only and not block.training:
+            x = class_token_block(block, x)
+        else:
+            x = self.tower.block(len(self.tower.blocks) - 1, x)
+        x = self.tower.pool(x)
         return nn.functional.normalize(x, dim=-1)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, F) zero-shot logits."""
-        return zero_shot_logits(self.embed(tokens), self.difference, self.logit_scale)
+        return zero_shot_logits(self.embed(tokens), self.difference, self.logit_scale, self.bias)

@@ -22,7 +22,6 @@ from torch import nn
 
 from meddx.errors import ModelError
 from meddx.memory import return_freed_memory
-from meddx.model.spec import WEIGHT_NAMES
 
 if TYPE_CHECKING:
     from meddx.model.encoder import Encoder
@@ -31,11 +30,6 @@ log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 _RELEASABLE: weakref.WeakKeyDictionary[nn.Module, ReleasableWeights] = weakref.WeakKeyDictionary()
-
-
-def checkpoint_path(folder: Path) -> Path:
-    """The model folder's weights file (the first of `WEIGHT_NAMES` present)."""
-    return next(folder / n for n in WEIGHT_NAMES if (folder / n).is_file())
 
 
 def read_checkpoint(
@@ -84,8 +78,9 @@ class ReleasableWeights:
         self.owner = owner
         self.names = names
         self.prefix = next(k for k, m in encoder.model.named_modules() if m is owner)  # e.g. "visual.trunk"
-        self.checkpoint = checkpoint_path(encoder.resolved.folder)
-        self.stamp = _stamp(self.checkpoint)  # the weights come back only from the file they were read from
+        self.checkpoint = encoder.checkpoint
+        # the weights come back only from the file they were read from (none: a sharded checkpoint)
+        self.stamp = _stamp(self.checkpoint) if self.checkpoint is not None else None
         self.released = released
         self.lock = threading.Lock()
         entry.register_forward_pre_hook(lambda module, args: self.restore())
@@ -98,7 +93,10 @@ class ReleasableWeights:
             module._parameters[attr] = nn.Parameter(tensor, requires_grad=old.requires_grad)
 
     def release(self) -> None:
-        """Drop the weights (a no-op if they are not in memory)."""
+        """Drop the weights (a no-op if they are not in memory, or if there is no single checkpoint file to
+        read them back from: a sharded checkpoint)."""
+        if self.checkpoint is None:
+            return
         with self.lock, torch.inference_mode(False):
             if not self.released:
                 params = dict(self.owner.named_parameters())
@@ -123,11 +121,14 @@ class ReleasableWeights:
                     f"The model's weights file {self.checkpoint.name} changed or disappeared since meddx "
                     "loaded it, so its released weights cannot be read back: restart meddx."
                 )
-            keys = {f"{self.prefix}.{n}": n for n in self.names}
+            keys = {f"{self.prefix}.{n}" if self.prefix else n: n for n in self.names}
             stored, _ = read_checkpoint(self.checkpoint, keep=keys.__contains__)
             self._set({keys[k]: tensor for k, tensor in stored.items()})
             self.released = False
-            log.info("%s weights read from the checkpoint (first use since loaded or released)", self.prefix)
+            log.info(
+                "%s weights read from the checkpoint (first use since loaded or released)",
+                self.prefix or "text",
+            )
 
 
 def releasable(

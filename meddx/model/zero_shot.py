@@ -1,9 +1,20 @@
 """Zero-shot scoring: each finding's probability from its positive and negative prompt ensembles.
 
 For a finding with ensemble directions ``p`` (positive prompts) and ``n`` (negative prompts), and a unit
-image embedding ``x``, the logit is ``s * (x.p - x.n)`` with the model's logit scale ``s``, and the
-probability is its sigmoid: exactly a two-way softmax over [positive, negative]. Findings are independent
-(multi-label); there is no softmax across findings.
+image embedding ``x``, the logit is ``s * x.d + b`` with the model's logit scale ``s``, and the probability
+is its sigmoid. The direction ``d`` and bias ``b`` follow the family's scoring rule
+(`meddx.model.encoder.Encoder.scoring`), which follows how the model was trained:
+
+- ``softmax`` (CLIP-like: open_clip, transformers CLIP): ``d = p - n``, ``b = 0``, i.e. a two-way softmax over
+  [positive, negative]. A contrastive softmax loss only ever compares texts with each other, so a single
+  similarity has no absolute meaning; the comparison with the negative prompts is the model's answer.
+- ``sigmoid`` (SigLIP): ``d = p``, ``b = logit_bias``. SigLIP was trained with a sigmoid loss on each
+  image-text pair alone, so ``sigmoid(s * x.p + b)`` is the model's own probability that the film matches
+  the positive prompts; a softmax against the negatives would drop the learned bias and ask for a ratio it
+  was never trained to give. (Negative ensembles are still computed: heads start from them.)
+
+Findings are independent (multi-label); there is no softmax across findings. Either way the zero-shot
+logit is the one quantity the maps attribute.
 
 Prompt ensembles are built with open_clip's ``build_zero_shot_classifier`` (mean of unit text embeddings
 over templates, renormalised) on token ids trimmed to the longest prompt, and cached per finding for the
@@ -38,31 +49,41 @@ class TextDirections:
     positive: torch.Tensor
     negative: torch.Tensor
     logit_scale: float
+    scoring: str = "softmax"
+    logit_bias: float = 0.0
 
     @property
     def difference(self) -> torch.Tensor:
-        """(F, D): the direction whose dot product with an image embedding is the finding's margin."""
-        return self.positive - self.negative
+        """(F, D): the direction ``d`` whose dot product with an image embedding is the finding's margin
+        (``p - n`` for the two-way softmax, ``p`` for SigLIP's sigmoid)."""
+        return self.positive if self.scoring == "sigmoid" else self.positive - self.negative
+
+    @property
+    def bias(self) -> float:
+        """The logit's constant ``b``: the model's ``logit_bias`` for SigLIP's sigmoid, else 0."""
+        return self.logit_bias if self.scoring == "sigmoid" else 0.0
 
     def logits(self, image_embeddings: torch.Tensor) -> torch.Tensor:
         """(N, F) zero-shot logits for unit image embeddings (N, D)."""
-        return zero_shot_logits(image_embeddings, self.difference, self.logit_scale)
+        return zero_shot_logits(image_embeddings, self.difference, self.logit_scale, self.bias)
 
 
 def zero_shot_logits(
-    image_embeddings: torch.Tensor, difference: torch.Tensor, logit_scale: float
+    image_embeddings: torch.Tensor, difference: torch.Tensor, logit_scale: float, bias: float = 0.0
 ) -> torch.Tensor:
-    """The zero-shot logit of every finding, ``s * (x.p - x.n)``: the one place this formula is written.
+    """The zero-shot logit of every finding, ``s * x.d + b``: the one place this formula is written.
 
     Args:
         image_embeddings: unit image embeddings ``x``, (N, D).
-        difference: per finding, positive minus negative ensemble direction ``p - n``, (F, D).
+        difference: per finding, the scoring direction ``d`` (`TextDirections.difference`), (F, D).
         logit_scale: the model's logit scale ``s``.
+        bias: the family's logit bias ``b`` (`TextDirections.bias`; 0 for the two-way softmax).
 
     Returns:
-        (N, F) logits; their sigmoid (`zero_shot_probabilities`) is the two-way softmax over [p, n].
+        (N, F) logits; their sigmoid (`zero_shot_probabilities`) is each finding's probability.
     """
-    return logit_scale * image_embeddings @ difference.T
+    logits = logit_scale * image_embeddings @ difference.T
+    return logits + bias if bias else logits
 
 
 MAX_CUSTOM_DIRECTIONS = 256  # custom labels' text directions kept in memory, least recently used dropped
@@ -172,6 +193,8 @@ def text_directions(
         positive=torch.stack([e["positive"] for e in entries]).clone(),
         negative=torch.stack([e["negative"] for e in entries]).clone(),
         logit_scale=encoder.logit_scale,
+        scoring=encoder.scoring,
+        logit_bias=encoder.logit_bias,
     )
 
 

@@ -303,7 +303,11 @@ def report_context(analysis: Analysis, *, filename: str | None = None, embed_ima
         "reference": analysis.reference,
         "flagging": analysis.flagging.statement,
         "calibrated": analysis.flagging.calibrated,
-        "model": {"spec": analysis.model.spec, "revision": analysis.model.revision or "unknown"},
+        "model": {
+            "spec": analysis.model.spec,
+            "revision": analysis.model.revision or "unknown",
+            "card": analysis.model.card.line() if analysis.model.card else None,
+        },
         "scoring_mode": analysis.scoring.mode,
         "created": _created(analysis.created),
         "processing": f"{analysis.timings.total_s:.1f} s",
