@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from meddx.explain.methods import DEFAULT_METHOD, METHOD_CARDS
 from tests.helpers import running_app, wait_until_ready, write_png
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -35,6 +36,7 @@ HOSTILE = "<img src=x onerror=alert(1)> 67M, productive cough and fever for 3 da
 VIEWPORTS = {"desktop": {"width": 1400, "height": 900}, "phone": {"width": 390, "height": 844}}
 BUDGET_S = 9.0
 SLOW_MAP_S = 2.5
+DEFAULT_NAME = METHOD_CARDS[DEFAULT_METHOD].name
 
 
 def write_film(path: Path, *, seed: int) -> Path:
@@ -173,7 +175,7 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
     page.get_by_label("Clinical notes (optional)").fill("67M, productive cough and fever for 3 days. Smoker.")
     analyze(page)
     expect(page.locator("#meddx-case")).to_contain_text("patient-one.png")
-    expect(page.locator("#meddx-case")).to_contain_text("Grad-CAM (3 maps")
+    expect(page.locator("#meddx-case")).to_contain_text(f"{DEFAULT_NAME} (3 maps")
     table = page.locator("#meddx-findings table")
     expect(table).to_contain_text("Image alone")
     expect(table).to_contain_text("With notes")
@@ -189,7 +191,7 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
     third = captions[2].split(":")[0]
     page.locator("#meddx-top").get_by_text(third, exact=True).first.click()
     expect(shown).to_have_attribute("alt", captions[2])
-    expect(page.locator("#meddx-maps caption")).to_contain_text(f"{third}: Grad-CAM map")
+    expect(page.locator("#meddx-maps caption")).to_contain_text(f"{third}: {DEFAULT_NAME} map")
 
     # Another method, 5 maps, Analyze again: no new upload; the progress moves map by map; over the
     # budget the finished maps stay and the others are named.
@@ -257,6 +259,31 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
     expect(page.locator("#meddx-status")).to_contain_text("Upload a chest X-ray first")
     no_error_badges(page)
     assert dialogs == []
+    page.close()
+
+
+def test_the_default_map_appears_for_the_top_finding(browser, app_url, tmp_path, failure_shot):
+    """The default method (the fastest that passed the faithfulness test, else Grad-CAM labelled as failing)
+    draws the top finding's map first, and the method menu says which methods passed."""
+    from playwright.sync_api import expect
+
+    page, _ = open_page(browser, app_url, "desktop")
+    failure_shot(page)
+    upload(page, write_film(tmp_path / "patient-four.png", seed=4))
+    analyze(page)
+    expect(page.locator("#meddx-case")).to_contain_text(f"with {DEFAULT_NAME} (3 maps")
+    top = page.locator("#meddx-top").inner_text().strip().splitlines()[0].strip()
+    shown = page.locator("#meddx-maps [data-testid=detailed-image]")
+    expect(shown).to_have_attribute("alt", re.compile(f"^{re.escape(top)}: {re.escape(DEFAULT_NAME)} map"))
+    assert map_captions(page)[0].startswith(f"{top}: {DEFAULT_NAME} map")
+    expect(page.locator("#meddx-report")).to_contain_text(METHOD_CARDS[DEFAULT_METHOD].verdict)
+    page.get_by_role("button", name="Advanced options").click()
+    page.locator("#meddx-method input").click()
+    for card in METHOD_CARDS.values():
+        expect(page.get_by_role("option", name=re.compile(f"^{re.escape(card.name)} "))).to_contain_text(
+            card.menu_note
+        )
+    no_error_badges(page)
     page.close()
 
 

@@ -271,7 +271,9 @@ def test_explain_eval_messages(capsys, tmp_path, tiny_model_dir):
     status = main(["explain-eval", "--images", str(tmp_path / "images"), "--boxes", str(boxes)])
     err = capsys.readouterr().err
     assert status == 2 and "00013118_008.png: " in err and "(skipped)" in err and "Traceback" not in err
-    status = main(["explain-eval", "--images", str(tmp_path), "--boxes", str(boxes), "--method", "rollout"])
-    assert status == 2 and "Unknown method 'rollout'" in capsys.readouterr().err
+    status = main(
+        ["explain-eval", "--images", str(tmp_path), "--boxes", str(boxes), "--method", "smoothgrad"]
+    )
+    assert status == 2 and "Unknown method 'smoothgrad'" in capsys.readouterr().err
     status = main(["explain-eval", "--images", str(tmp_path / "none"), "--boxes", str(tmp_path / "x.csv")])
     assert status == 2 and "Cannot read the box file x.csv" in capsys.readouterr().err

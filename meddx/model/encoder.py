@@ -79,6 +79,13 @@ class Encoder:
         """The image tower."""
         return self.model.visual
 
+    @property
+    def tower(self):
+        """The image tower as a `meddx.model.vision.VisionTower` (tokens, layers, pooling head)."""
+        from meddx.model.vision import tower_of
+
+        return tower_of(self.visual)
+
     def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, Geometry]:
         """One image to a model input tensor (3, S, S) and the geometry that undoes the padding."""
         from torchvision.transforms import functional  # loaded with open_clip, which builds the model
