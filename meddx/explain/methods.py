@@ -31,6 +31,7 @@ class MethodCard:
         cost: that measurement in words.
         passed: whether it passed the test (module docstring).
         evidence: the numbers the verdict rests on.
+        numbers: the same, short, for the report.
         menu_note: what the method menu says beside the cost.
     """
 
@@ -41,13 +42,14 @@ class MethodCard:
     cost: str
     passed: bool
     evidence: str
+    numbers: str
     menu_note: str
 
     @property
     def verdict(self) -> str:
         """One sentence: passed or failed, with the numbers."""
         word = "passed" if self.passed else "did not pass"
-        return f"{self.name} {word} meddx's deletion and insertion test ({self.evidence})."
+        return f"{self.name} {word} meddx's faithfulness test on a planted test model ({self.numbers})."
 
 
 def load_cards() -> dict[str, MethodCard]:
@@ -67,6 +69,7 @@ def load_cards() -> dict[str, MethodCard]:
             cost=entry["cost"].text(),
             passed=passed.value,
             evidence=entry["evidence"].text(),
+            numbers=entry["numbers"].text(),
             menu_note=entry["menu_note"].text(),
         )
     return cards
