@@ -253,3 +253,48 @@ def test_the_maps_run_on_a_siglip_tower(siglip, method, layers):
     torch.testing.assert_close(maps[1], alone[0], atol=1e-5, rtol=0)
     assert not torch.allclose(maps[0], maps[1])  # each finding its own map
     assert all(p.grad is None for p in siglip.parameters())
+
+
+def test_the_maps_leave_the_scores_and_the_tower_untouched(tmp_path):
+    from PIL import Image
+
+    from meddx.dev.tiny import make_tiny_model, synthetic_film
+    from meddx.explain.maps import film_maps
+    from meddx.model.encoder import build_encoder
+    from meddx.model.scored import score_image
+    from meddx.model.spec import ModelSpec, resolve
+    from meddx.model.vocabulary import load_vocabulary
+    from meddx.model.zero_shot import text_directions
+
+    encoder = build_encoder(resolve(ModelSpec("local-dir", str(make_tiny_model(tmp_path, size="tiny-cls")))))
+    directions = text_directions(encoder, load_vocabulary().findings[:3])
+    film = Image.fromarray(synthetic_film(np.random.default_rng(5), size=120, blob=True).pixels).convert(
+        "RGB"
+    )
+    scored = score_image(encoder, film, directions)
+    tokens, scores = scored.tokens.clone(), scored.zero_shot.clone()
+    weights = {n: p.detach().clone() for n, p in encoder.model.visual.named_parameters()}
+    for method in ("legrad", "rollout"):
+        maps = film_maps(encoder, scored, [0, 1, 2], method=method)
+        assert len(maps) == 3 and all(m.on_film().shape == (120, 120) for m in maps)
+    assert torch.equal(scored.tokens, tokens) and torch.equal(scored.zero_shot, scores)
+    torch.testing.assert_close(score_image(encoder, film, directions).zero_shot, scores, atol=0, rtol=0)
+    for name, parameter in encoder.model.visual.named_parameters():
+        assert torch.equal(parameter, weights[name]) and parameter.grad is None, name
+    for module in encoder.model.visual.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks and not module._backward_hooks
+
+
+def test_every_method_has_a_card_and_the_default_follows_the_test():
+    """The cards (page menu, report, docs) cover exactly the offered methods, in menu order; the default is
+    the fastest card that passed within half a forward per map, else Grad-CAM labelled as failing."""
+    from meddx.explain.maps import METHODS
+    from meddx.explain.methods import DEFAULT_METHOD, FAST_METHODS, METHOD_CARDS
+
+    assert list(METHOD_CARDS) == list(METHODS)
+    cheap = [c for c in METHOD_CARDS.values() if c.forwards_per_map is not None and c.forwards_per_map <= 0.5]
+    passing = sorted((c for c in cheap if c.passed), key=lambda c: c.forwards_per_map)
+    assert (passing[0].key if passing else "gradcam") == DEFAULT_METHOD
+    assert {c.key for c in cheap} == set(FAST_METHODS)
+    gradcam = METHOD_CARDS["gradcam"]
+    assert not gradcam.passed and "failed" in gradcam.menu_note and "did not pass" in gradcam.verdict

@@ -44,7 +44,6 @@ def cmd_attribution_check(args: argparse.Namespace) -> int:
         size=args.size,
         steps=args.steps,
         methods=methods,
-        architecture=args.architecture,
         **({"seeds": seeds} if seeds else {}),
     )
     print(text, flush=True)
@@ -103,12 +102,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--images", type=int, default=40, help="held-out films per seed")
     p.add_argument("--seeds", help="comma-separated film seeds (default: two held-out seeds)")
-    p.add_argument(
-        "--architecture",
-        choices=["tiny", "tiny-cls"],
-        default="tiny",
-        help="the planted model's tower: mean pooling (default, as measured so far) or a class token",
-    )
     p.add_argument("--methods", help="comma-separated methods (default: all, with legrad@3 and rollout@3)")
     p.add_argument("--no-timing", action="store_true", help="skip the time per map on BiomedCLIP's size")
     p.add_argument("--rounds", type=int, default=3, help="timing rounds, each method beside a Grad-CAM map")

@@ -320,14 +320,13 @@ def format_report(
     return "\n".join(lines)
 
 
-def planted_encoder(folder: Path, *, steps: int = 120, size: str = "tiny") -> Encoder:
-    """Build and train the planted tiny model in ``folder`` (``size``: "tiny" pools the mean of the patch
-    tokens, "tiny-cls" its class token, as BiomedCLIP does); the loaded encoder."""
+def planted_encoder(folder: Path, *, steps: int = 120) -> Encoder:
+    """Build and train the planted tiny model in ``folder``; the loaded encoder."""
     from meddx.dev.tiny import make_tiny_model, train_planted_signal
     from meddx.model.encoder import build_encoder
     from meddx.model.spec import ModelSpec, resolve
 
-    folder = make_tiny_model(folder, size=size, seed=0)
+    folder = make_tiny_model(folder, seed=0)
     start = time.perf_counter()
     train_planted_signal(folder, seed=0, steps=steps)
     log.info("trained the planted tiny model (%d steps) in %.0f s", steps, time.perf_counter() - start)
@@ -341,11 +340,10 @@ def run_check(
     steps: int = 120,
     seeds: Sequence[int] = SEEDS,
     methods: Sequence[str] = CHECK_METHODS,
-    architecture: str = "tiny",
 ) -> tuple[str, list[Evidence]]:
     """Train the planted tiny model in a temp folder; the evidence table as text, and the evidence."""
     with tempfile.TemporaryDirectory() as tmp:
-        encoder = planted_encoder(Path(tmp) / "planted", steps=steps, size=architecture)
+        encoder = planted_encoder(Path(tmp) / "planted", steps=steps)
         results, with_blob, without = [], [], []
         for seed in seeds:
             films = held_out_films(images, size=size, seed=seed)

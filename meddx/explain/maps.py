@@ -204,13 +204,13 @@ class OcclusionMethod:
         return _channel_sum(attributions)
 
 
-METHODS: dict[str, Callable[..., AttributionMethod]] = {
+METHODS: dict[str, Callable[..., AttributionMethod]] = {  # in the order of the method cards (menu order)
     "gradcam": GradCamMethod,
+    "legrad": LeGradMethod,
+    "rollout": RolloutMethod,
     "integrated_gradients": IntegratedGradientsMethod,
     "gradient_shap": GradientShapMethod,
     "occlusion": OcclusionMethod,
-    "legrad": LeGradMethod,
-    "rollout": RolloutMethod,
 }
 TOWER_METHODS = frozenset({"legrad", "rollout"})  # read the tower's layers (`meddx.model.vision`)
 
