@@ -366,7 +366,7 @@ def test_deletion_and_insertion_beat_random_order(evidence, method):
     them back first onto the blurred film raises it faster; blacking them out also lowers it faster."""
     result = evidence[method]
     assert result.beats_random_order(), result
-    assert result.black_deletion_auc < result.random_black_deletion_auc, result
+    assert result.areas["black_deletion"] < result.random_areas["black_deletion"], result
 
 
 def test_evidence_report_text():
