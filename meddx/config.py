@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meddx.explain.methods import DEFAULT_METHOD
+
 DEFAULT_MODEL = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 DEFAULT_CACHE_DIR = Path("~/.cache/meddx").expanduser()
 
@@ -84,7 +86,7 @@ class Settings:
     zero-shot scores are uncalibrated and nothing is flagged (`meddx.model.calibration`)."""
     threads: int | None = None
     top_k_maps: int = 3
-    attribution_method: str = "gradcam"
+    attribution_method: str = DEFAULT_METHOD
     limits: Limits = field(default_factory=Limits)
     cache_dir: Path = DEFAULT_CACHE_DIR
     """Root of meddx's on-disk caches: ``text-directions/`` (per model) and ``embeddings/`` (training)."""

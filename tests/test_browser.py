@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from meddx.explain.methods import DEFAULT_METHOD, METHOD_CARDS
 from tests.helpers import running_app, wait_until_ready, write_png
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -42,6 +43,7 @@ SLOW_MAP_S = 2.5
 MAX_PHONE_HEIGHT = 13_460 // 2
 """Half the page's height on a phone before the page was shortened (13,460 px)."""
 PERCENT = re.compile(r"\d\s?%")
+DEFAULT_NAME = METHOD_CARDS[DEFAULT_METHOD].name
 
 
 def write_film(path: Path, *, seed: int) -> Path:
@@ -206,7 +208,7 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
     page.get_by_label("Clinical notes (optional)").fill("67M, productive cough and fever for 3 days. Smoker.")
     analyze(page)
     expect(page.locator("#meddx-case")).to_contain_text("patient-one.png")
-    expect(page.locator("#meddx-case")).to_contain_text("Grad-CAM (3 maps")
+    expect(page.locator("#meddx-case")).to_contain_text(f"{DEFAULT_NAME} (3 maps")
     table = page.locator("#meddx-findings table").first
     expect(table).to_contain_text("Image")
     expect(table).to_contain_text("With notes")
@@ -339,6 +341,33 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
     expect(page.locator("#meddx-status")).to_contain_text("Upload a chest X-ray first")
     no_error_badges(page)
     assert dialogs == []
+    page.close()
+
+
+def test_the_default_map_appears_for_the_top_finding(browser, app_url, tmp_path, failure_shot):
+    """The default method (the fastest that passed the faithfulness test, else Grad-CAM labelled as failing)
+    draws the top finding's map first, and the method menu says which methods passed."""
+    from playwright.sync_api import expect
+
+    page, _ = open_page(browser, app_url, "desktop")
+    failure_shot(page)
+    upload(page, write_film(tmp_path / "patient-four.png", seed=4))
+    analyze(page)
+    expect(page.locator("#meddx-case")).to_contain_text(f"with {DEFAULT_NAME} (3 maps")
+    top = page.locator('#meddx-findings td[data-label="Finding"]').first.inner_text().strip()
+    shown = page.locator("#meddx-maps [data-testid=detailed-image]")
+    first = f"Attribution map ({DEFAULT_NAME}) of {top}"
+    expect(shown).to_have_attribute("alt", re.compile(f"^{re.escape(first)}"))
+    assert map_captions(page)[0].startswith(first)
+    page.get_by_role("button", name="Report (what the downloads hold)").click()
+    expect(page.locator("#meddx-report")).to_contain_text(METHOD_CARDS[DEFAULT_METHOD].verdict)
+    page.get_by_role("button", name="Advanced options").click()
+    page.locator("#meddx-method input").click()
+    for card in METHOD_CARDS.values():
+        expect(page.get_by_role("option", name=re.compile(f"^{re.escape(card.name)} "))).to_contain_text(
+            card.menu_note
+        )
+    no_error_badges(page)
     page.close()
 
 

@@ -60,7 +60,7 @@ def test_nih_boxes_at_hand_computed_coordinates_and_on_a_resized_png(tmp_path):
 
 
 def test_rsna_boxes_on_a_pydicom_film(tmp_path):
-    from meddx.dev.attribution_check import write_dicom_film
+    from meddx.dev.annotated_sets import write_dicom_film
 
     text = "patientId,x,y,width,height,Target\nabc,,,,,0\ndef,264,152,213,379,1\ndef,562,152,256,453,1\n"
     boxes = read_boxes(write(tmp_path / "labels.csv", text), known=KNOWN)
@@ -179,7 +179,8 @@ FILMS = 40  # held-out 192-px films with a planted blob
 
 @pytest.fixture(scope="module")
 def annotated_sets(tmp_path_factory):
-    from meddx.dev.attribution_check import held_out_films, write_annotated_set
+    from meddx.dev.annotated_sets import write_annotated_set
+    from meddx.dev.attribution_check import held_out_films
 
     root = tmp_path_factory.mktemp("annotated")
     films = held_out_films(FILMS)
@@ -193,7 +194,7 @@ def annotated_sets(tmp_path_factory):
 @pytest.fixture(scope="module")
 def randomised_model_dir(planted_model_dir, tmp_path_factory):
     """The planted model with its image tower re-initialised (Adebayo et al.'s model randomisation)."""
-    from meddx.dev.attribution_check import randomised_copy
+    from meddx.dev.faithfulness import randomised_copy
     from meddx.dev.tiny import save_weights
     from meddx.model.encoder import load_encoder
 
@@ -271,7 +272,9 @@ def test_explain_eval_messages(capsys, tmp_path, tiny_model_dir):
     status = main(["explain-eval", "--images", str(tmp_path / "images"), "--boxes", str(boxes)])
     err = capsys.readouterr().err
     assert status == 2 and "00013118_008.png: " in err and "(skipped)" in err and "Traceback" not in err
-    status = main(["explain-eval", "--images", str(tmp_path), "--boxes", str(boxes), "--method", "rollout"])
-    assert status == 2 and "Unknown method 'rollout'" in capsys.readouterr().err
+    status = main(
+        ["explain-eval", "--images", str(tmp_path), "--boxes", str(boxes), "--method", "smoothgrad"]
+    )
+    assert status == 2 and "Unknown method 'smoothgrad'" in capsys.readouterr().err
     status = main(["explain-eval", "--images", str(tmp_path / "none"), "--boxes", str(tmp_path / "x.csv")])
     assert status == 2 and "Cannot read the box file x.csv" in capsys.readouterr().err

@@ -187,20 +187,21 @@ def test_cli_model_error_is_one_line(dicom_file, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_attribution_check_prints_the_evidence_table():
+def test_cli_attribution_check_prints_the_evidence_table(tmp_path):
+    out = tmp_path / "evidence.json"
     result = _run_cli(
-        "attribution-check", "--images", "2", "--steps", "5", "--threads", "1", env_model="unused"
-    )
+        "attribution-check", "--images", "2", "--steps", "5", "--threads", "1", "--seeds", "7",
+        "--methods", "gradcam,legrad,rollout@3", "--no-timing", "--json", str(out), env_model="unused",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("2 held-out 192-px films")
-    assert {line.split()[0] for line in lines[3:]} == {
-        "gradcam",
-        "integrated_gradients",
-        "gradient_shap",
-        "occlusion",
-    }
+    assert lines[0].startswith("2 held-out 192-px films per seed")
+    rows = [line.split() for line in lines[3:] if not line.startswith(" ")]
+    assert [row[:2] for row in rows] == [["gradcam", "7"], ["legrad", "7"], ["rollout@3", "7"]]
     assert "trained the planted tiny model (5 steps)" in result.stderr
+    evidence = json.loads(out.read_text())["evidence"]
+    assert [e["method"] for e in evidence] == ["gradcam", "legrad", "rollout@3"]
+    assert {"deletion", "insertion", "passes", "randomised_pointing"} <= set(evidence[0])
 
 
 @pytest.mark.slow

@@ -169,7 +169,8 @@ def test_markdown_for_flagged_findings_puts_them_first_with_evidence_and_follow_
     assert "Cough, absent&#58; lowers" in text, "one line per piece of evidence, its status in words"
     assert "- **Pneumonia**: Follow up pneumonia\\." in text
     assert "model attention" in text
-    assert "Maps and locations from Grad\\-CAM\\. Sides are the patient" in text
+    assert "Maps and locations from Grad\\-CAM\\. Grad\\-CAM did not pass meddx's faithfulness test" in text
+    assert "Sides are the patient" in text
     assert DISCLAIMER in text
 
 
@@ -191,7 +192,8 @@ def test_html_is_escaped_self_contained_and_shows_the_maps(flagged):
     assert sources and all(s.startswith("data:image/jpeg;base64,") for s in sources)
     assert "<link" not in page and "@import" not in page and "url(" not in page
     assert "right lower zone" in page
-    assert "Maps and locations from Grad-CAM. Sides are the patient&#39;s." in page
+    assert "Maps and locations from Grad-CAM. Grad-CAM did not pass meddx&#39;s faithfulness test" in page
+    assert "Sides are the patient&#39;s." in page
     assert DISCLAIMER in page
     assert page.index("Pneumonia") < page.index("Pleural effusion")
 

@@ -38,7 +38,7 @@ from meddx.app.loading import MODEL
 from meddx.app.uploads import UploadsInUse
 from meddx.config import Limits, Settings
 from meddx.errors import InputError, MeddxError
-from meddx.explain.methods import MAX_MAPS, METHOD_NAMES
+from meddx.explain.methods import DEFAULT_METHOD, MAX_MAPS, METHOD_NAMES
 from meddx.model.modes import MODES
 from meddx.model.vocabulary import MAX_LABEL_CHARS, load_vocabulary, parse_labels
 from meddx.notes import extract_concepts, without_surrogates
@@ -66,7 +66,7 @@ class AnalyzeRequest:
     findings: list[str] | None = None
     custom_findings: str | None = ""
     scoring_mode: str | None = "zero-shot"
-    attribution_method: str | None = "gradcam"
+    attribution_method: str | None = DEFAULT_METHOD
     maps: int | float | None = 3
     threshold: float | None = 0.0
 
@@ -110,7 +110,7 @@ class AnalyzeRequest:
         load_vocabulary().check_known(findings or [])  # "foo" is an error with "did you mean", not free text
         mode = _choice("scoring_mode", self.scoring_mode, MODES, default="zero-shot")
         method = _choice(
-            "attribution_method", self.attribution_method, tuple(METHOD_NAMES), default="gradcam"
+            "attribution_method", self.attribution_method, tuple(METHOD_NAMES), default=DEFAULT_METHOD
         )
         maps = _number("maps", self.maps, default=3, low=0, high=MAX_MAPS, whole=True)
         threshold = _number("threshold", self.threshold, default=0.0, low=0.0, high=0.99)
@@ -294,7 +294,7 @@ class Handlers:
         findings: list[str] | None = None,
         custom_findings: str = "",
         scoring_mode: str = "zero-shot",
-        attribution_method: str = "gradcam",
+        attribution_method: str = DEFAULT_METHOD,
         maps: int = 3,
         threshold: float = 0.0,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's documented idiom)
@@ -317,7 +317,8 @@ class Handlers:
             findings: finding ids to score, e.g. ["effusion", "pneumothorax"]; default: all.
             custom_findings: optional extra findings in plain words, comma-separated, e.g. "hiatus hernia".
             scoring_mode: "zero-shot", "fine-tuned" or "both"; the last two need a trained head.
-            attribution_method: "gradcam" (fast), "gradient_shap", "integrated_gradients" or "occlusion".
+            attribution_method: "gradcam", "legrad" or "rollout" (fast), "gradient_shap",
+                "integrated_gradients" or "occlusion" (docs/maps.md says which passed meddx's test).
             maps: how many of the top findings get a map and regions, 0 to 5.
             threshold: one flagging threshold for all findings, in (0, 1); 0 keeps each finding's own.
 

@@ -29,7 +29,7 @@ from meddx.app.handlers import AnalyzeRequest, Handlers, model_ready, shown_erro
 from meddx.app.session import SessionFilm, SessionFilms
 from meddx.errors import InputError
 from meddx.explain.cost import COSTS, describe
-from meddx.explain.methods import FAST_METHODS, METHOD_NAMES
+from meddx.explain.methods import FAST_METHODS, METHOD_CARDS, METHOD_NAMES
 from meddx.io.bounded import load_study_bounded
 from meddx.io.source import clean_name
 from meddx.report.render import render_html, render_json
@@ -53,8 +53,9 @@ class UploadGone(InputError):
     """The upload was deleted before this request could read it (another event read it first)."""
 
 
-# What the deletion/insertion check (docs/maps.md) found, where a user should know it when choosing.
-METHOD_CAVEATS = {"gradcam": "a quick pointer: it did not beat random order in the deletion test"}
+# What the deletion/insertion test found (`meddx.explain.methods.METHOD_CARDS`, docs/maps.md), where a user
+# should know it when choosing.
+METHOD_CAVEATS = {key: card.menu_note for key, card in METHOD_CARDS.items()}
 
 
 def method_choices(maps: Any) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from meddx.cli.common import settings_from
 from meddx.errors import EXIT_INPUT, InputError
+from meddx.explain.methods import DEFAULT_METHOD
 from meddx.io.sniff import IMAGE_SUFFIXES
 from meddx.io.source import clean_name
 
@@ -226,8 +227,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, help="one flagging threshold for every finding (0-1)")
     p.add_argument(
         "--method",
-        help="attribution method: gradcam (default, fast), integrated_gradients, gradient_shap or occlusion "
-        "(seconds to a minute per map on a CPU)",
+        help=f"attribution method (default {DEFAULT_METHOD}): gradcam, legrad or rollout (fast), "
+        "integrated_gradients, gradient_shap or occlusion (seconds to a minute per map on a CPU); "
+        "docs/maps.md says which passed meddx's faithfulness test",
     )
     p.add_argument("--top-k", type=int, help="maps and regions for the N most probable findings (default 3)")
     p.add_argument("--map", help="comma-separated findings to map instead of the top k")

@@ -28,18 +28,38 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
 
 
 def cmd_attribution_check(args: argparse.Namespace) -> int:
-    """Train the planted tiny model and print `meddx.dev.attribution_check`'s evidence table."""
+    """Train the planted tiny model and print `meddx.dev.attribution_check`'s evidence table, then (unless
+    ``--no-timing``) `meddx.dev.map_timing`'s time per map on BiomedCLIP's architecture."""
+    import dataclasses
     import logging
 
     import torch
 
+    from meddx.dev.attribution_check import CHECK_METHODS, run_check
     from meddx.dev.attribution_check import log as check_log
-    from meddx.dev.attribution_check import run_check
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # progress lines only, on stderr
     check_log.setLevel(logging.INFO)
     torch.set_num_threads(args.threads)
-    print(run_check(images=args.images, size=args.size, steps=args.steps))
+    methods = args.methods.split(",") if args.methods else list(CHECK_METHODS)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    text, results = run_check(
+        images=args.images,
+        size=args.size,
+        steps=args.steps,
+        methods=methods,
+        **({"seeds": seeds} if seeds else {}),
+    )
+    print(text, flush=True)
+    payload: dict = {"evidence": [dataclasses.asdict(r) | {"passes": r.passes()} for r in results]}
+    if not args.no_timing:
+        from meddx.dev.map_timing import format_timing, run_timing
+
+        timings = run_timing([m for m in methods if m != "gradcam"], rounds=args.rounds)
+        print(format_timing(timings, threads=args.threads))
+        payload["timing"] = [dataclasses.asdict(t) for t in timings]
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return 0
 
 
@@ -113,7 +133,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "attribution-check",
         help="measure how faithful the maps are on a tiny model with a planted nodule (dev)",
     )
-    p.add_argument("--images", type=int, default=30, help="held-out films per method")
+    p.add_argument("--images", type=int, default=40, help="held-out films per seed")
+    p.add_argument("--seeds", help="comma-separated film seeds (default: two held-out seeds)")
+    p.add_argument("--methods", help="comma-separated methods (default: all, with legrad@3 and rollout@3)")
+    p.add_argument("--no-timing", action="store_true", help="skip the time per map on BiomedCLIP's size")
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds, each method beside a Grad-CAM map")
+    p.add_argument("--json", help="write the evidence and timings to this file")
     p.add_argument("--size", type=int, default=192, help="film side in pixels (the model reads 96)")
     p.add_argument("--steps", type=int, default=120, help="training steps (the test fixture uses 120)")
     p.add_argument("--threads", type=int, default=2)

@@ -22,11 +22,13 @@ from meddx.errors import EXIT_INPUT, InputError
 from meddx.explain.boxes import FORMATS, AnnotatedFilm, Box, read_boxes
 from meddx.explain.evaluation import BASELINES, EVAL_SIDE, Case, baseline_case, format_table, summarise
 from meddx.explain.maps import METHODS
+from meddx.explain.methods import FAST_METHODS
 from meddx.io.sniff import IMAGE_SUFFIXES
 from meddx.io.source import clean_name
 
 IMAGE_SUFFIXES_ALL = {*IMAGE_SUFFIXES, ""}  # RSNA's DICOMs are sometimes stored without a suffix
 MAX_MAPS_PER_RUN = 5
+CHEAP_METHODS = tuple(m for m in METHODS if m in FAST_METHODS)  # the default: every map at Grad-CAM's cost
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=("auto", *FORMATS), help="box layout (default: auto)")
     p.add_argument(
         "--method",
-        default="gradcam",
-        help=f"comma-separated attribution methods (default gradcam; any of {', '.join(METHODS)})",
+        default=",".join(CHEAP_METHODS),
+        help=f"comma-separated attribution methods (default {','.join(CHEAP_METHODS)}; any of "
+        f"{', '.join(METHODS)})",
     )
     p.add_argument("--findings-map", help="YAML {frame: [w, h] | image, labels: {label: finding id}}")
     p.add_argument("--model", help="model spec (default $MEDDX_MODEL)")

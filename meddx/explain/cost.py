@@ -85,10 +85,19 @@ COSTS = MapCosts()
 def measure_units(encoder, scored, *, target: int = 0) -> dict[str, float]:
     """Per-map seconds of the slow methods, from one backward and one forward pass timed on ``scored``.
 
+    The fast methods (`meddx.explain.methods.FAST_METHODS`) are timed as they are: one map each.
+
     Returns:
-        ``{method: seconds per map}`` for integrated_gradients, gradient_shap and occlusion.
+        ``{method: seconds per map}`` for integrated_gradients, gradient_shap, occlusion and the fast methods.
     """
     from meddx.explain.maps import GradientShapMethod, IntegratedGradientsMethod, OcclusionMethod, film_maps
+    from meddx.explain.methods import FAST_METHODS
+
+    fast = {}
+    for method in sorted(FAST_METHODS):
+        tick = time.perf_counter()
+        film_maps(encoder, scored, [target], method=method)
+        fast[method] = time.perf_counter() - tick
 
     def backward(batch: int) -> float:
         tick = time.perf_counter()
@@ -111,6 +120,7 @@ def measure_units(encoder, scored, *, target: int = 0) -> dict[str, float]:
         "integrated_gradients": batched(one, two, integrated.n_steps, integrated.internal_batch_size),
         "gradient_shap": batched(one, two, shap.n_samples, shap.n_samples),
         "occlusion": (windows + 1) * forward,
+        **fast,
     }
 
 

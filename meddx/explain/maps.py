@@ -10,6 +10,8 @@ attribution object and calls ``.attribute(inputs, target=..., baselines=...)``; 
   baseline.
 - ``gradient_shap``: `GradientShap` on the pixels, baselines drawn from black films with Gaussian noise.
 - ``occlusion``: `Occlusion` of patch-sized windows (enlarged when needed to bound the number of forwards).
+- ``legrad`` and ``rollout``: attention maps on the scoring pass's tokens through the model's
+  `meddx.model.vision.VisionTower` (`meddx.explain.attention`).
 
 `film_maps` returns each map as a `FilmMap` (the square model-input map and the geometry), so that
 regions, overlays and previews ask for the size they need instead of building a 3000 x 3000 map. On the
@@ -38,6 +40,7 @@ import torch
 from captum.attr import GradientShap, IntegratedGradients, LayerGradCam, Occlusion
 from torch import nn
 
+from meddx.explain.attention import LeGradMethod, RolloutMethod
 from meddx.explain.methods import DEFAULT_METHOD
 from meddx.explain.overlay import FilmMap
 from meddx.model.encoder import Encoder
@@ -77,6 +80,7 @@ class AttributionInputs:
         scorer: pixels -> logits (an `ImageScorer`), or None.
         baseline: the "absent" film (1, 3, S, S): black, normalised like the input.
         targets: finding indices to explain.
+        tower: the image tower as a `meddx.model.vision.VisionTower` (the attention methods), or None.
     """
 
     pixels: torch.Tensor | None
@@ -85,6 +89,7 @@ class AttributionInputs:
     scorer: nn.Module | None
     baseline: torch.Tensor
     targets: list[int]
+    tower: object | None = None
 
     def batch(self, value: torch.Tensor | None, name: str) -> torch.Tensor:
         """One copy of ``value`` per target: (k, ...)."""
@@ -202,12 +207,15 @@ class OcclusionMethod:
         return _channel_sum(attributions)
 
 
-METHODS: dict[str, Callable[..., AttributionMethod]] = {
+METHODS: dict[str, Callable[..., AttributionMethod]] = {  # in the order of the method cards (menu order)
     "gradcam": GradCamMethod,
+    "legrad": LeGradMethod,
+    "rollout": RolloutMethod,
     "integrated_gradients": IntegratedGradientsMethod,
     "gradient_shap": GradientShapMethod,
     "occlusion": OcclusionMethod,
 }
+TOWER_METHODS = frozenset({"legrad", "rollout"})  # read the tower's layers (`meddx.model.vision`)
 
 
 def _method(name: str) -> Callable[..., AttributionMethod]:
@@ -245,6 +253,7 @@ def attribute(
             scorer=scorer,
             baseline=black_baseline(encoder).clone(),
             targets=list(targets),
+            tower=encoder.tower if method in TOWER_METHODS else None,
         )
         return factory(**options)(inputs).detach()
 

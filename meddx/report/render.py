@@ -20,7 +20,7 @@ import jinja2
 import numpy as np
 from PIL import Image
 
-from meddx.explain.methods import METHOD_NAMES
+from meddx.explain.methods import METHOD_CARDS, METHOD_NAMES
 from meddx.io.study import ImageInfo
 from meddx.notes import Concept, EvidenceItem
 from meddx.report import wording
@@ -256,7 +256,12 @@ def _maps_note(analysis: Analysis, has_maps: bool) -> str | None:
     if not has_maps:
         return None
     explanation = analysis.explanation
-    parts = [f"Maps and locations from {METHOD_NAMES[explanation.method]}.", explanation.location_note or ""]
+    card = METHOD_CARDS.get(explanation.method)
+    parts = [
+        f"Maps and locations from {METHOD_NAMES[explanation.method]}.",
+        card.verdict if card else "",
+        explanation.location_note or "",
+    ]
     return " ".join(p for p in parts if p)
 
 
