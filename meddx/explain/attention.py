@@ -69,7 +69,7 @@ def _logits(inputs, embedding: torch.Tensor) -> torch.Tensor:
     """(1, F) zero-shot logits of an unnormalised embedding (1, D), as the scoring tail computes them."""
     tail = inputs.tail
     unit = nn.functional.normalize(embedding, dim=-1)
-    return zero_shot_logits(unit, tail.difference, tail.logit_scale, tail.bias)
+    return zero_shot_logits(unit, tail.difference, tail.logit_scale, getattr(tail, "bias", 0.0))
 
 
 def _one_hot(inputs, logits: torch.Tensor) -> torch.Tensor:
