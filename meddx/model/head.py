@@ -88,13 +88,22 @@ def _weights_digest(path: Path) -> str:
         return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def _embed_dim_from_files(folder: Path) -> int:
+    """The embedding size a model folder's config states (an identity computed without loading the model)."""
+    open_clip = folder / "open_clip_config.json"
+    if open_clip.is_file():
+        return int(json.loads(open_clip.read_text(encoding="utf-8"))["model_cfg"]["embed_dim"])
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return int(config.get("projection_dim") or config["vision_config"]["hidden_size"])
+
+
 def encoder_identity(encoder: Encoder) -> EncoderIdentity:
     """The identity of a loaded encoder (computed once per encoder; hashes weights only when unversioned)."""
     cached = encoder.__dict__.get("_identity")
     if cached is not None:
         return cached
     folder = encoder.resolved.folder
-    embed_dim = int(encoder.embed_dim)
+    embed_dim = int(getattr(encoder, "embed_dim", None) or _embed_dim_from_files(folder))
     spec = encoder.resolved.spec
     source_path = folder / SOURCE_NAME
     source = json.loads(source_path.read_text(encoding="utf-8")) if source_path.is_file() else {}
