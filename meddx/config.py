@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meddx.device import parse_device
 from meddx.explain.methods import DEFAULT_METHOD
 
 DEFAULT_MODEL = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
@@ -99,6 +100,9 @@ class Settings:
     stem: str = "fp32"
     """The image-tower stem of the scoring pass (`meddx.model.stem`): "fp32" or "int8" (ONNX Runtime,
     exported into ``cache_dir/stem/``; int8 only if it passes the agreement gate) or "torch"."""
+    device: str = "auto"
+    """Where the model runs (``MEDDX_DEVICE``): "auto" (CUDA when PyTorch sees it, else the CPU), "cpu",
+    "cuda" or "cuda:N"; resolved (a named GPU that is missing is refused) by `meddx.device.resolve_device`."""
     examples: str | None = None
     """Example films for the page (`MEDDX_EXAMPLES`): a folder, or ``hf-dataset:owner/name[@rev][:dir]``."""
     hold_back: bool = True
@@ -143,6 +147,7 @@ class Settings:
             feedback_repo=feedback_repo,
             feedback_every_min=_int_env("MEDDX_FEEDBACK_EVERY_MIN", cls.feedback_every_min),
             stem=_choice_env("MEDDX_STEM", cls.stem, ("fp32", "int8", "torch")),
+            device=parse_device(os.environ.get("MEDDX_DEVICE")),
             examples=os.environ.get("MEDDX_EXAMPLES", "").strip() or None,
             hold_back=_choice_env("MEDDX_HOLD_BACK", "1", ("1", "0")) == "1",
         )

@@ -1,4 +1,5 @@
-"""What every command shares: `Settings` from the environment, with ``--model``/``--probe`` on top."""
+"""What every command shares: `Settings` from the environment, with ``--model``, ``--probe`` and ``--device``
+on top."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from dataclasses import replace
 
 from meddx.config import Settings
+from meddx.device import parse_device
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -15,4 +17,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
         settings = replace(settings, model=args.model)
     if getattr(args, "probe", None):
         settings = replace(settings, probe=args.probe)
+    if getattr(args, "device", None):
+        settings = replace(settings, device=parse_device(args.device))
     return settings
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device auto|cpu|cuda|cuda:N`` (default $MEDDX_DEVICE, else auto)."""
+    parser.add_argument(
+        "--device",
+        help="where the model runs: auto (CUDA if present, else CPU), cpu, cuda or cuda:N "
+        "(default $MEDDX_DEVICE)",
+    )
