@@ -97,7 +97,8 @@ def test_only_the_app_imports_gradio():
     offenders = [
         name
         for name, tree in _modules().items()
-        if not name.startswith("meddx.app") and not _is_dev(name)
+        if not name.startswith("meddx.app")
+        and not _is_dev(name)
         and any(imported.split(".")[0] in ("gradio", "gradio_client") for imported, _ in _imports(tree))
     ]
     assert not offenders
