@@ -65,6 +65,30 @@ def resolve_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def analysis_device(requested: str = "auto") -> torch.device:
+    """Where this release runs an analysis: the CPU. A missing GPU that was named is refused
+    (`resolve_device`); so is a GPU that is there, because the CUDA path of the chain is not built yet: a
+    device the user named is never swapped for another in silence. ``auto`` on a GPU machine runs on the CPU
+    and says so once in the log."""
+    import torch
+
+    device = resolve_device(requested)
+    if device.type == "cpu":
+        return device
+    if parse_device(requested) != "auto":
+        raise ModelError(
+            f"MEDDX_DEVICE / --device is {requested!r}: this release of meddx runs the analysis on the CPU "
+            "only (the CUDA path is not built yet). Use --device cpu or auto."
+        )
+    if not _told_cpu_only:
+        _told_cpu_only.append(True)
+        log.info("a CUDA device is present, but this release of meddx runs the analysis on the CPU")
+    return torch.device("cpu")
+
+
+_told_cpu_only: list[bool] = []
+
+
 def describe(device: torch.device) -> str:
     """The device in words for the model panel and the report (e.g. "CPU", "CUDA: NVIDIA L4")."""
     import torch

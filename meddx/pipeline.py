@@ -18,6 +18,7 @@ from PIL import Image
 
 from meddx.anatomy.reading import Anatomy, read_anatomy
 from meddx.config import Settings
+from meddx.device import analysis_device
 from meddx.errors import BudgetExceeded, InputError
 from meddx.explain.cost import COSTS, cached_units, measure_units
 from meddx.explain.maps import METHODS, film_maps
@@ -359,6 +360,7 @@ def analyze(
     _tell(
         on_progress, 0, 1 + (min(wanted, 1) if method in FAST_METHODS else min(wanted, MAX_MAPS)), "Scoring"
     )
+    analysis_device(settings.device)
     encoder = load_encoder(settings.model, threads=settings.threads)
     head = load_probe(settings, encoder)
     calibration = load_calibration_for(settings, encoder)
@@ -486,6 +488,7 @@ def warm_up(settings: Settings | None = None, *, background: bool = False) -> En
     runtime stem (``background``: one not yet exported is exported by a thread while PyTorch's serves) and
     release the text tower's weights (read back from the checkpoint if a custom label needs them)."""
     settings = settings or Settings.from_env()
+    analysis_device(settings.device)  # a named GPU is refused here, at start, not on a request
     encoder = load_encoder(settings.model, threads=settings.threads)
     load_probe(settings, encoder)  # a head for another encoder is refused at start, not on a request
     load_calibration_for(settings, encoder)  # so is a calibration

@@ -84,3 +84,27 @@ def test_mixed_precision_is_kept_only_when_scores_agree_with_fp32():
 
     assert autocast_dtype(disagreeing, _films(), torch.device("cpu"), dtypes=[torch.bfloat16]) is None
     assert autocast_dtype(agreeing, [], torch.device("cpu"), dtypes=[torch.bfloat16]) is None
+
+
+def test_this_release_runs_on_the_cpu_and_refuses_a_named_gpu(monkeypatch):
+    from meddx.device import analysis_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert analysis_device("auto") == torch.device("cpu")  # said once in the log, never silently for a name
+    assert analysis_device("cpu") == torch.device("cpu")
+    with pytest.raises(ModelError, match="runs the analysis on the CPU only"):
+        analysis_device("cuda")
+
+
+def test_the_cli_refuses_cuda_on_a_machine_without_one(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from meddx.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    film = tmp_path / "film.png"
+    Image.new("L", (96, 96), 90).save(film)
+    status = main(["analyze", str(film), "--model", f"local-dir:{tiny_model_dir}", "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert status == 3 and "no CUDA device" in err and err.count("\n") == 1

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from meddx.cli.common import settings_from
+from meddx.cli.common import add_device_option, settings_from
 from meddx.errors import EXIT_INPUT, InputError
 from meddx.explain.methods import DEFAULT_METHOD
 from meddx.io.sniff import IMAGE_SUFFIXES
@@ -223,6 +223,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model", help="model spec: hf-hub:org/name[@rev] or local-dir:/path (default $MEDDX_MODEL)"
     )
     p.add_argument("--probe", help="trained head spec (default $MEDDX_PROBE)")
+    add_device_option(p)
     p.add_argument("--mode", help="zero-shot, fine-tuned or both (the last two need a trained head)")
     p.add_argument("--threshold", type=float, help="one flagging threshold for every finding (0-1)")
     p.add_argument(
