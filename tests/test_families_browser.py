@@ -15,7 +15,8 @@ def test_siglip_model_on_the_page(browser, family_model_dirs, tmp_path):
 
     from meddx.config import Settings
 
-    settings = Settings(model=f"local-dir:{family_model_dirs['siglip']}", threads=1)
+    # The drawn film has no lungs: show its scores at once, as the other page tests do (tests/conftest.py).
+    settings = Settings(model=f"local-dir:{family_model_dirs['siglip']}", threads=1, hold_back=False)
     (tmp_path / "gradio").mkdir()
     with running_app(settings, tmp_path / "gradio") as url:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -37,5 +38,6 @@ def test_siglip_model_on_the_page(browser, family_model_dirs, tmp_path):
         )
         alts = page.locator("#meddx-maps .thumbnail-item img").evaluate_all("imgs => imgs.map(i => i.alt)")
         assert len([a for a in dict.fromkeys(alts) if a]) == 3
-        assert "transformers SigLIP" in page.content()  # the model card, once an analysis named the weights
+        page.get_by_role("button", name="Model and privacy").click()  # the model card, in its folded panel
+        expect(page.get_by_text("transformers SigLIP").first).to_be_visible()
         page.close()

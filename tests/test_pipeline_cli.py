@@ -164,7 +164,12 @@ def test_cli_regions_overlays_and_map_options(tmp_path, dicom_file, tiny_model_d
 
     summary = _run_cli("analyze", str(dicom_file), "--map", "nodule", env_model=model)
     assert summary.returncode == 0 and "region: " in summary.stdout
-    for bad in (["--method", "saliency"], ["--top-k", "-1"], ["--threshold", "2"], ["--map", "no such thing"]):
+    for bad in (
+        ["--method", "saliency"],
+        ["--top-k", "-1"],
+        ["--threshold", "2"],
+        ["--map", "no such thing"],
+    ):
         result = _run_cli("analyze", str(dicom_file), *bad, env_model=model)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, (bad, result.stderr)
         assert "Traceback" not in result.stderr
