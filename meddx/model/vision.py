@@ -15,6 +15,7 @@ families, chosen by the tower's structure (never by the model's name):
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
@@ -83,7 +84,7 @@ def _mha_attention(
     return attn.out_proj(out), probabilities
 
 
-class _Tower:
+class _Tower(abc.ABC):
     """What every implementation shares: the owning module (its parameters are the tower's) and the grid."""
 
     module: nn.Module
@@ -103,14 +104,17 @@ class _Tower:
         last = {id(p) for p in self.blocks[-1].parameters()} | {id(p) for p in self._head_parameters()}
         return [name for name, p in self.module.named_parameters() if id(p) not in last]
 
+    @abc.abstractmethod
     def _head_parameters(self) -> list[nn.Parameter]:
-        raise NotImplementedError
+        """The parameters of the final norm, pooling and projection."""
 
+    @abc.abstractmethod
     def block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """`VisionTower.block`."""
 
+    @abc.abstractmethod
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """`VisionTower.pool`."""
 
 
 class TimmTower(_Tower):
