@@ -9,7 +9,7 @@ import datetime as dt
 import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,14 +25,16 @@ from meddx.explain.maps import METHODS, film_maps
 from meddx.explain.methods import DEFAULT_METHOD, FAST_METHODS, MAX_MAPS, METHOD_NAMES
 from meddx.explain.overlay import FilmMap
 from meddx.explain.regions import find_regions, location_note
+from meddx.flagging import cut as operating_cut
+from meddx.flagging import finding_results, flag, flagging, scoring_mode
 from meddx.io import Study
 from meddx.io.bounded import load_study_bounded
 from meddx.model.calibration import Calibration, load_calibration
 from meddx.model.card import model_card, record_analysis_cost
 from meddx.model.encoder import Encoder, load_encoder
-from meddx.model.head import TrainedHead, combine
+from meddx.model.head import TrainedHead
 from meddx.model.head_store import load_head
-from meddx.model.modes import MODE_RULES, MODES
+from meddx.model.modes import MODE_RULES
 from meddx.model.sanity import chest_xray_probability, chest_xray_warnings
 from meddx.model.scored import score_image
 from meddx.model.vocabulary import Finding, load_vocabulary
@@ -40,16 +42,11 @@ from meddx.model.zero_shot import text_directions
 from meddx.notes import extract_concepts, finding_statuses, fuse
 from meddx.notes.demographics import demographic_warnings
 from meddx.result import (
-    PROBABILITY,
-    SCORE,
-    UNCALIBRATED,
     Analysis,
     Explanation,
     FindingResult,
-    Flagging,
     ModelInfo,
     NotesReading,
-    OperatingPoint,
     ProbeInfo,
     ScoringInfo,
     Timings,
@@ -57,13 +54,8 @@ from meddx.result import (
 
 REGION_SIDE = 512
 NO_MAP_FINDINGS = {"no_finding"}  # a map of "nothing is wrong" points at nothing useful
-NO_FINDING = "no_finding"
 Progress = Callable[[int, int, str], None]
 """``on_progress(step, total, label)``: step 0 is scoring, steps 1..total-1 the maps, ``total`` the end."""
-
-
-def _round(x: float) -> float:
-    return round(float(x), 4)
 
 
 def _notes(notes: str | None, max_chars: int) -> NotesReading | None:
@@ -89,125 +81,6 @@ def load_calibration_for(settings: Settings, encoder: Encoder) -> Calibration | 
     calibration = load_calibration(settings.calibration)
     calibration.check_encoder(encoder)
     return calibration
-
-
-@dataclass(frozen=True)
-class _Cut:
-    """One finding's image probability and the operating point it is flagged at (None: never flagged)."""
-
-    probability: float
-    threshold: float | None
-    source: str | None
-    kind: str = SCORE
-
-
-def _cut(
-    finding: Finding,
-    zero_shot: float,
-    fine_tuned: float | None,
-    mode: str,
-    head: TrainedHead | None,
-    calibration: Calibration | None,
-) -> _Cut:
-    """A trained head's probability and threshold where it scores the finding (modes other than zero-shot);
-    else a calibration's; else the raw zero-shot score, with no operating point."""
-    if head is not None and fine_tuned is not None and mode != "zero-shot":
-        cut = head.threshold(finding.id, mode)
-        return _Cut(
-            float(combine(zero_shot, fine_tuned, mode)),
-            cut,
-            "trained head" if cut is not None else None,
-            PROBABILITY,
-        )
-    if calibration is not None and calibration.covers(finding):
-        cut = calibration.threshold(finding.id)
-        return _Cut(
-            calibration.probability(finding.id, zero_shot),
-            cut,
-            None if cut is None else "calibration",
-            PROBABILITY,
-        )
-    return _Cut(zero_shot, None, None)
-
-
-def _flag(results: list[FindingResult], findings: list[Finding]) -> None:
-    """Flag at each operating point on the image probability; "no finding" never beside an abnormality;
-    follow-ups (and their tier) only on flagged findings."""
-    tiers = {f.id: f.tier for f in findings}
-    for r in results:
-        r.flagged = r.threshold is not None and r.image_probability >= r.threshold
-    if any(r.flagged for r in results if r.id != NO_FINDING):
-        for r in results:
-            if r.id == NO_FINDING:
-                r.flagged = False
-    for r in results:
-        if not r.flagged:
-            r.follow_up = ""
-        r.follow_up_tier = tiers[r.id] if r.flagged and r.follow_up else None
-
-
-def _flagging(
-    results: list[FindingResult],
-    settings: Settings,
-    head: TrainedHead | None,
-    calibration: Calibration | None,
-    threshold: float | None,
-) -> Flagging:
-    """The operating points used, and what the result says about calibration, in words."""
-    by_source: dict[str, list[str]] = {}
-    for r in results:
-        if r.operating_point:
-            by_source.setdefault(r.operating_point, []).append(r.id)
-    points = []
-    for source, ids in by_source.items():
-        if source == "user":
-            rule = (
-                f"one threshold ({threshold:g}) set by the user for every finding; not measured on any data"
-            )
-            points.append(OperatingPoint(source, None, rule, tuple(ids)))
-        elif source == "trained head":
-            data = head.metadata["data"]
-            rule = (
-                f"{head.metadata['thresholds']['rule']}; measured on the head's validation split of "
-                f"{data['description']} ({data['split']['validation']} images) only"
-            )
-            points.append(OperatingPoint(source, settings.probe, rule, tuple(ids)))
-        else:
-            points.append(OperatingPoint(source, settings.calibration, calibration.rule, tuple(ids)))
-    if not points:
-        return Flagging(UNCALIBRATED)
-    parts = []
-    for point in points:
-        count = f"{len(point.findings)} finding{'s' if len(point.findings) != 1 else ''}"
-        if point.measured:
-            parts.append(f"Flags for {count} use thresholds from the {point.source}: {point.rule}.")
-        else:
-            parts.append(
-                f"The threshold for {count} was set by the user ({threshold:g}); it is not a measured "
-                "operating point, so its sensitivity and specificity are unknown."
-            )
-    rest = len(results) - sum(len(p.findings) for p in points)
-    if rest:
-        parts.append(
-            f"The other {rest} finding{'s have' if rest != 1 else ' has'} no operating point: "
-            f"{'their scores are' if rest != 1 else 'its score is'} not calibrated for flagging and "
-            "never flagged."
-        )
-    parts.append(
-        "A flag compares the image-only probability with the threshold; the notes' adjustments were not "
-        "measured and set no flag."
-    )
-    return Flagging(" ".join(parts), tuple(points))
-
-
-def _mode(mode: str | None, head: TrainedHead | None) -> str:
-    if mode is None:
-        return "both" if head is not None else "zero-shot"
-    if mode not in MODES:
-        raise InputError(f"Unknown scoring mode {mode!r}; choose one of: {', '.join(MODES)}.")
-    if mode != "zero-shot" and head is None:
-        raise InputError(f"Scoring mode {mode!r} needs a trained head; none is configured (MEDDX_PROBE).")
-    return mode
 
 
 def _map_targets(results: list[FindingResult], findings: list[Finding], top_k: int, requested) -> list[int]:
@@ -364,7 +237,7 @@ def analyze(
     encoder = load_encoder(settings.model, threads=settings.threads)
     head = load_probe(settings, encoder)
     calibration = load_calibration_for(settings, encoder)
-    mode = _mode(mode, head)
+    mode = scoring_mode(mode, head)
     vocabulary = load_vocabulary()
     findings = vocabulary.select(labels, max_labels=limits.max_labels)
     directions = text_directions(encoder, findings, cache_dir=settings.cache_dir)
@@ -373,39 +246,14 @@ def analyze(
     chest_xray = chest_xray_probability(encoder, embedding, cache_dir=settings.cache_dir)
     fine_tuned = head.predict(embedding) if head is not None else {}
     cuts = {
-        f.id: _cut(f, z, fine_tuned.get(f.id), mode, head, calibration)
+        f.id: operating_cut(f, z, fine_tuned.get(f.id), mode, head, calibration)
         for f, z in zip(findings, scored.zero_shot.tolist(), strict=True)
     }
     fused = fuse({fid: c.probability for fid, c in cuts.items()}, list(reading.concepts) if reading else [])
     timings["score_s"] = time.perf_counter() - tick
 
-    results = []
-    for f, zero_shot in zip(findings, scored.zero_shot.tolist(), strict=True):
-        combined, cut = fused[f.id], cuts[f.id]
-        user_set = threshold is not None
-        results.append(
-            FindingResult(
-                id=f.id,
-                label=f.name,
-                probability=_round(combined.probability),
-                image_probability=_round(cut.probability),
-                zero_shot=_round(zero_shot),
-                threshold=threshold
-                if user_set
-                else cut.threshold
-                if cut.threshold is None
-                else _round(cut.threshold),
-                flagged=False,
-                follow_up=f.follow_up,
-                custom=f.custom,
-                kind=cut.kind,
-                operating_point="user" if user_set else cut.source,
-                fine_tuned=_round(fine_tuned[f.id]) if f.id in fine_tuned else None,
-                note_adjustment=_round(combined.adjustment),
-                evidence=list(combined.evidence),
-            )
-        )
-    _flag(results, findings)
+    results = finding_results(findings, scored.zero_shot.tolist(), cuts, fused, fine_tuned, threshold)
+    flag(results, findings)
     for r in results:
         r.measurement = anatomy.measurements().get(r.id)
     results.sort(key=lambda r: (r.flagged, r.image_probability), reverse=True)  # image first, always
@@ -466,7 +314,7 @@ def analyze(
         timings=Timings(**{k: round(v, 4) for k, v in timings.items()}),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         notes=reading,
-        flagging=_flagging(results, settings, head, calibration, threshold),
+        flagging=flagging(results, settings, head, calibration, threshold),
         explanation=Explanation(
             method=method,
             mapped=tuple(findings[i].id for i in targets),

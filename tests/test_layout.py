@@ -23,6 +23,7 @@ RANKS = {
     "meddx.explain": 4,
     "meddx.anatomy": 4,  # lung fields; uses the view words of meddx.explain.regions
     "meddx.result": 5,
+    "meddx.flagging": 6,  # operating points and flags: the last step before the pipeline assembles
     "meddx.pipeline": 6,
     "meddx.report": 7,
     "meddx.train": 7,
