@@ -6,7 +6,9 @@
   a device the user named is never replaced by another without a word.
 
 On a CUDA device the whole chain runs there (encoder, text directions, tail, maps, training embeddings,
-``batch`` actors); tensors leave it only at the edge (``.cpu()`` before NumPy). Mixed precision is used only
+``batch`` actors, `meddx.model.encoder.load_encoder`); embeddings and scores come back to the host, and the
+ONNX Runtime stem is not used (a CPU optimisation). The lung-field model (`meddx.anatomy`, 210k parameters)
+stays on the CPU everywhere. Mixed precision is used only
 where `autocast_dtype` measured it to agree with fp32 (`AUTOCAST_MAX_DELTA`) on generated films at warm-up,
 as the int8 stem is gated; on the CPU it is never used (bf16 autocast ran ~10x slower than fp32 there).
 """
@@ -63,30 +65,6 @@ def resolve_device(requested: str = "auto") -> torch.device:
             f"(cuda:0 to cuda:{count - 1}). Pick one of those."
         )
     return device
-
-
-def analysis_device(requested: str = "auto") -> torch.device:
-    """Where this release runs an analysis: the CPU. A missing GPU that was named is refused
-    (`resolve_device`); so is a GPU that is there, because the CUDA path of the chain is not built yet: a
-    device the user named is never swapped for another in silence. ``auto`` on a GPU machine runs on the CPU
-    and says so once in the log."""
-    import torch
-
-    device = resolve_device(requested)
-    if device.type == "cpu":
-        return device
-    if parse_device(requested) != "auto":
-        raise ModelError(
-            f"MEDDX_DEVICE / --device is {requested!r}: this release of meddx runs the analysis on the CPU "
-            "only (the CUDA path is not built yet). Use --device cpu or auto."
-        )
-    if not _told_cpu_only:
-        _told_cpu_only.append(True)
-        log.info("a CUDA device is present, but this release of meddx runs the analysis on the CPU")
-    return torch.device("cpu")
-
-
-_told_cpu_only: list[bool] = []
 
 
 def describe(device: torch.device) -> str:

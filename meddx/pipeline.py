@@ -18,7 +18,6 @@ from PIL import Image
 
 from meddx.anatomy.reading import Anatomy, read_anatomy
 from meddx.config import Settings
-from meddx.device import analysis_device
 from meddx.errors import BudgetExceeded, InputError
 from meddx.explain.cost import COSTS, cached_units, measure_units
 from meddx.explain.maps import METHODS, film_maps
@@ -35,6 +34,7 @@ from meddx.model.encoder import Encoder, load_encoder
 from meddx.model.head import TrainedHead
 from meddx.model.head_store import load_head
 from meddx.model.modes import MODE_RULES
+from meddx.model.precision import gate_autocast
 from meddx.model.sanity import chest_xray_probability, chest_xray_warnings
 from meddx.model.scored import score_image
 from meddx.model.vocabulary import Finding, load_vocabulary
@@ -233,8 +233,7 @@ def analyze(
     _tell(
         on_progress, 0, 1 + (min(wanted, 1) if method in FAST_METHODS else min(wanted, MAX_MAPS)), "Scoring"
     )
-    analysis_device(settings.device)
-    encoder = load_encoder(settings.model, threads=settings.threads)
+    encoder = load_encoder(settings.model, threads=settings.threads, device=settings.device)
     head = load_probe(settings, encoder)
     calibration = load_calibration_for(settings, encoder)
     mode = scoring_mode(mode, head)
@@ -336,8 +335,8 @@ def warm_up(settings: Settings | None = None, *, background: bool = False) -> En
     runtime stem (``background``: one not yet exported is exported by a thread while PyTorch's serves) and
     release the text tower's weights (read back from the checkpoint if a custom label needs them)."""
     settings = settings or Settings.from_env()
-    analysis_device(settings.device)  # a named GPU is refused here, at start, not on a request
-    encoder = load_encoder(settings.model, threads=settings.threads)
+    # a named GPU that is missing is refused here, at start, not on a request
+    encoder = load_encoder(settings.model, threads=settings.threads, device=settings.device)
     load_probe(settings, encoder)  # a head for another encoder is refused at start, not on a request
     load_calibration_for(settings, encoder)  # so is a calibration
     film = Image.new("L", (encoder.image_size, encoder.image_size), 40)
@@ -347,10 +346,11 @@ def warm_up(settings: Settings | None = None, *, background: bool = False) -> En
     analyze(buffer.getvalue(), "warm-up: no fever", settings=settings, top_k=1)
     # What each slow method's map costs on this model, before anyone waits for one (`meddx.explain.cost`).
     directions = text_directions(encoder, load_vocabulary().findings, cache_dir=settings.cache_dir)
+    gate_autocast(encoder, directions)  # on a GPU: mixed precision only where it gives fp32's scores
     COSTS.set_units(
         cached_units(
             lambda: measure_units(encoder, score_image(encoder, film.convert("RGB"), directions)),
-            model=encoder.fingerprint,
+            model=encoder.fingerprint + ("" if encoder.device.type == "cpu" else f"@{encoder.device}"),
             threads=torch.get_num_threads(),
             cache_dir=settings.cache_dir,
         )

@@ -25,7 +25,7 @@ from meddx.notes import Concept, EvidenceItem
 if TYPE_CHECKING:
     from meddx.anatomy.reading import Anatomy
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the JSON that `Analysis.to_dict` returns (the API's ``/analyze`` result and the CLI's).
 2: ``reference`` and ``flagging`` (operating points and the statement about calibration); per finding,
 ``threshold`` may be null, ``operating_point``, ``follow_up_tier``, and ``follow_up`` only when flagged.

@@ -39,7 +39,7 @@ def test_a_non_chest_image_is_warned_about_in_the_json_report_and_page(tiny_sett
 
     analysis = analyze(circuit, settings=tiny_settings, top_k=1)
     data = analysis.to_dict()
-    assert data["schema_version"] == SCHEMA_VERSION == 3
+    assert data["schema_version"] == SCHEMA_VERSION == 4
     assert data["anatomy"]["chest_film"] is False and data["anatomy"]["reasons"]
     assert any(w.startswith(NOT_CHEST) for w in data["warnings"])
     assert data["findings"], "the API still returns the scores, with the warning"

@@ -58,7 +58,13 @@ class LinearTail(nn.Module):
 
 def stub_encoder() -> SimpleNamespace:
     """What `film_maps` reads from an encoder, around a tower that is never called by Grad-CAM."""
-    return SimpleNamespace(visual=nn.Identity(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), image_size=S)
+    return SimpleNamespace(
+        visual=nn.Identity(),
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        image_size=S,
+        device=torch.device("cpu"),
+    )
 
 
 def expected_position(row: float, col: float, geometry: Geometry) -> tuple[int, int]:

@@ -136,3 +136,21 @@ def test_table_and_verdicts_from_numbers():
     refused["analyze_int8_over_forward"] = None
     assert verdicts(refused)["analyze_int8_over_forward"] is None
     assert "not measured" in format_table(refused) and "top 3 differs" in format_table(refused)
+
+
+@pytest.mark.slow
+def test_bench_device_quick_measures_every_column_on_the_cpu(tmp_path):
+    """``bench --device`` runs end to end here on the CPU column alone (the GPU column needs a GPU)."""
+    out = tmp_path / "device.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = ["bench", "--device", "cpu", "--quick", "--threads", "1", "--repeats", "2", "--json", str(out)]
+    result = subprocess.run(
+        [sys.executable, "-m", "meddx", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = json.loads(out.read_text())["tiny"]["cpu"]
+    assert row["device"] == "CPU" and row["precision"] == "fp32" and row["gpu_peak_mb"] is None
+    for key in ("forward_s", "analysis_s", "ig50_s", "peak_rss_mb"):
+        assert row[key] > 0, key
+    assert set(row["embed_films_per_s"]) == {"1", "8", "32"}
+    assert "| tiny | CPU | fp32 |" in result.stdout

@@ -57,6 +57,8 @@ EXPECTED = {
             "input_size": "int",
             "analysis_s": "float|None",
             "calibrated": "bool",
+            "device": "str",
+            "precision": "str",
         },
     },
     "scoring": {"mode": "str", "rule": "str", "probe": "None"},
@@ -150,7 +152,7 @@ def test_the_json_of_a_real_analysis_has_the_pinned_structure(tmp_path, tiny_set
     analysis = analyze(tmp_path / "film.png", NOTES, settings=settings, top_k=3)
     data = analysis.to_dict()
     json.dumps(data, allow_nan=False)  # plain JSON all the way down
-    assert data["schema_version"] == SCHEMA_VERSION == 3
+    assert data["schema_version"] == SCHEMA_VERSION == 4
     with_evidence = [f for f in data["findings"] if f["evidence"]]
     with_regions = [f for f in data["findings"] if f["regions"]]
     assert with_evidence and with_regions, "the film and notes must exercise evidence and regions"

@@ -50,7 +50,7 @@ def open_desk(settings: Settings, *, api=None) -> FeedbackDesk | None:
     writer = open_feedback(settings, api=api)
     if writer is None:
         return None
-    encoder = load_encoder(settings.model, threads=settings.threads)
+    encoder = load_encoder(settings.model, threads=settings.threads, device=settings.device)
     return FeedbackDesk(writer, encoder_identity(encoder).to_dict())
 
 

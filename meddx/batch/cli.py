@@ -9,7 +9,14 @@ import sys
 import threading
 from pathlib import Path
 
-from meddx.batch.upstream import InputError, Settings, check_options, load_vocabulary, parse_labels
+from meddx.batch.upstream import (
+    InputError,
+    Settings,
+    check_options,
+    load_vocabulary,
+    parse_device,
+    parse_labels,
+)
 
 MAX_MAPS = 5
 
@@ -45,7 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="scoring actors, one model each (default 2)")
     p.add_argument("--batch-size", type=int, default=8, help="films per task and per actor call (default 8)")
     p.add_argument("--threads-per-worker", type=int, help="torch threads per actor (default: CPUs / workers)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs reserved for each actor")
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="GPUs reserved for each actor, which then runs the whole analysis on CUDA (default 0: CPU)",
+    )
+    p.add_argument("--device", help="auto (default), cpu or cuda: cuda needs --gpus-per-worker")
     p.add_argument("--rows-per-part", type=int, default=1000, help="rows per Parquet part (default 1000)")
     return p
 
@@ -81,7 +94,7 @@ def run_batch(argv: list[str]) -> int:
     from dataclasses import replace
 
     args = build_parser().parse_args(argv)
-    from meddx.batch.engine import Engine, describe, import_ray, run
+    from meddx.batch.engine import Engine, actor_device, describe, import_ray, run
     from meddx.batch.output import Layout
     from meddx.batch.score import Options
     from meddx.batch.sources import read_source
@@ -96,6 +109,9 @@ def run_batch(argv: list[str]) -> int:
         settings = replace(settings, model=args.model)
     if args.probe:
         settings = replace(settings, probe=args.probe)
+    if args.device:
+        settings = replace(settings, device=parse_device(args.device))
+    actor_device(settings.device, args.gpus_per_worker)  # a contradiction is refused before Ray starts
     check_options(settings, method=args.method, mode=args.mode)
     labels = parse_labels(args.labels)
     findings = load_vocabulary().select(labels, max_labels=settings.limits.max_labels)
@@ -134,12 +150,6 @@ def run_batch(argv: list[str]) -> int:
         gpus_per_worker=args.gpus_per_worker,
         rows_per_part=args.rows_per_part,
     )
-    if args.gpus_per_worker:
-        print(
-            "meddx: note: the analysis chain runs on the CPU; --gpus-per-worker only reserves GPUs for the "
-            "scoring actors.",
-            file=sys.stderr,
-        )
     with _stop_on_sigterm():  # SIGTERM (a scheduler's stop) writes what is done and stops Ray
         summary = run(
             source,

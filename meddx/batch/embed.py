@@ -17,8 +17,8 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from meddx.batch.engine import Engine, actor_resources, import_ray, start_ray
-from meddx.batch.upstream import InputError, MeddxError, Settings, embedding_step
+from meddx.batch.engine import Engine, actor_device, actor_resources, import_ray, start_ray
+from meddx.batch.upstream import InputError, MeddxError, Settings, embedding_step, parse_device
 
 RESULT = pa.schema([("digest", pa.string()), ("embedding", pa.list_(pa.float32())), ("error", pa.string())])
 
@@ -28,7 +28,7 @@ class Embed:
 
     def __init__(self, settings: Settings) -> None:
         *_, embed_sources, load_encoder, _ = embedding_step()
-        self.encoder = load_encoder(settings.model, threads=settings.threads)
+        self.encoder = load_encoder(settings.model, threads=settings.threads, device=settings.device)
         self.embed_sources = embed_sources
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -81,6 +81,7 @@ def prefill(data, settings: Settings, cache, engine: Engine) -> dict:
         {"digest": t["digest"], "name": t["name"], "image": _bytes(t["source"], t["name"])}
         for t in todo.values()
     ]
+    device = actor_device(settings.device, engine.gpus_per_worker)  # refused before Ray starts
     started = start_ray(ray, engine)
     try:
         threads, actor_cpus = actor_resources(ray, engine)
@@ -89,7 +90,9 @@ def prefill(data, settings: Settings, cache, engine: Engine) -> dict:
         )
         dataset = dataset.map_batches(
             Embed,
-            fn_constructor_kwargs={"settings": Settings(model=settings.model, threads=threads)},
+            fn_constructor_kwargs={
+                "settings": Settings(model=settings.model, threads=threads, device=device)
+            },
             compute=ray.data.ActorPoolStrategy(size=engine.workers),
             batch_size=engine.batch_size,
             batch_format="pyarrow",
@@ -136,7 +139,8 @@ def run_batch_embed(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads-per-worker", type=int)
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs for each actor (runs it on CUDA)")
+    p.add_argument("--device", help="auto (default), cpu or cuda: cuda needs --gpus-per-worker")
     args = p.parse_args(argv)
     import_ray()
     from dataclasses import replace
@@ -145,6 +149,8 @@ def run_batch_embed(argv: list[str]) -> int:
     settings = Settings.from_env()
     if args.model:
         settings = replace(settings, model=args.model)
+    if args.device:
+        settings = replace(settings, device=parse_device(args.device))
     engine = Engine(
         ray_address=args.ray_address,
         workers=args.workers,

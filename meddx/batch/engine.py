@@ -24,7 +24,7 @@ from meddx.batch.decode import decode_batch
 from meddx.batch.output import SUMMARY_FILE, Layout, PartWriter, check_run, done_ids
 from meddx.batch.score import Options, Score
 from meddx.batch.sources import Source
-from meddx.batch.upstream import MeddxError, Settings, __version__
+from meddx.batch.upstream import InputError, MeddxError, Settings, __version__
 
 RAY_VERSION = "2.60.0"
 RAY_MISSING = f'batch needs Ray Data: pip install "meddx[scale]" (or pip install "ray[data]=={RAY_VERSION}").'
@@ -103,6 +103,36 @@ def _meddx_cause_in_text(text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
+def actor_device(requested: str, gpus_per_worker: float) -> str:
+    """The device every scoring actor runs on, from ``--device`` / ``MEDDX_DEVICE`` and ``--gpus-per-worker``.
+
+    Ray shows an actor only the GPUs reserved for it (as ``cuda:0`` upwards), so: with GPUs reserved the
+    actors run on ``cuda``, named, so that an actor that sees none refuses instead of scoring on its CPU;
+    without, on the CPU. A device that contradicts the reservation is refused before Ray starts.
+
+    Raises:
+        InputError: ``cpu`` with GPUs reserved, ``cuda:N`` with GPUs reserved, or ``cuda`` without.
+    """
+    if gpus_per_worker > 0:
+        if requested == "cpu":
+            raise InputError(
+                "--gpus-per-worker reserves GPUs, but the device is cpu (--device or MEDDX_DEVICE): drop one "
+                "of the two."
+            )
+        if requested.startswith("cuda:"):
+            raise InputError(
+                f"--device {requested}: Ray gives each actor its own GPU (cuda:0 inside the actor); use "
+                "--device cuda or auto with --gpus-per-worker."
+            )
+        return "cuda"
+    if requested.startswith("cuda"):
+        raise InputError(
+            f"--device {requested} needs --gpus-per-worker (e.g. 1): Ray gives a scoring actor a GPU only "
+            "when one is reserved for it."
+        )
+    return "cpu"
+
+
 def actor_resources(ray, engine: Engine) -> tuple[int, float]:
     """(torch threads per actor, logical CPUs each actor asks Ray for)."""
     cpus = float(ray.cluster_resources().get("CPU", 1))
@@ -144,6 +174,7 @@ def run(
         "calibration": settings.calibration,
         "workers": engine.workers,
         "batch_size": engine.batch_size,
+        "gpus_per_worker": engine.gpus_per_worker,
         "ray_address": engine.ray_address or "local",
     }
     counts: Counter = Counter()
@@ -157,7 +188,9 @@ def run(
             summary["ray_start_s"] = round(time.perf_counter() - start, 2)
             threads, actor_cpus = actor_resources(ray, engine)
             summary["threads_per_worker"] = threads
-            worker_settings = replace(settings, threads=threads)
+            worker_settings = replace(
+                settings, threads=threads, device=actor_device(settings.device, engine.gpus_per_worker)
+            )
             dataset = _pipeline(ray, source, todo, worker_settings, options, layout, engine, actor_cpus)
             try:
                 for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):

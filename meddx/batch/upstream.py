@@ -10,6 +10,7 @@ from __future__ import annotations
 from meddx import __version__
 from meddx.config import Limits as ImagingLimits
 from meddx.config import Settings
+from meddx.device import parse_device
 from meddx.errors import InputError, MeddxError
 from meddx.io import Study, load_study
 from meddx.io.sniff import IMAGE_SUFFIXES
@@ -33,6 +34,7 @@ __all__ = [
     "imaging_limits",
     "load_study",
     "load_vocabulary",
+    "parse_device",
     "parse_hub_spec",
     "parse_labels",
     "read_csv",

@@ -79,7 +79,7 @@ def _calibrate(args: argparse.Namespace) -> int:
             + f"); each needs at least {args.min_positives} positive and {args.min_negatives} negative "
             "images. Nothing was written."
         )
-    encoder = load_encoder(args.model or settings.model, threads=settings.threads)
+    encoder = load_encoder(args.model or settings.model, threads=settings.threads, device=settings.device)
     embeddings = embed_sources(encoder, data.sources, names=data.names, cache=cache, progress=True)
     directions = text_directions(encoder, list(data.findings), cache_dir=settings.cache_dir)
     metadata = fit_calibration(

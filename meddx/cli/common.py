@@ -17,6 +17,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
         settings = replace(settings, model=args.model)
     if getattr(args, "probe", None):
         settings = replace(settings, probe=args.probe)
+    return with_device(settings, args)
+
+
+def with_device(settings: Settings, args: argparse.Namespace) -> Settings:
+    """``settings`` with the command's ``--device`` (when given) on top."""
     if getattr(args, "device", None):
         settings = replace(settings, device=parse_device(args.device))
     return settings

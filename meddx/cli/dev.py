@@ -65,6 +65,22 @@ def cmd_attribution_check(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run `meddx.dev.bench` and print its table; ``--json OUT`` also writes the numbers."""
+    if args.device is not None:
+        from meddx.dev import bench_device
+        from meddx.device import parse_device
+
+        names = [n.strip() for n in (args.families or "").split(",") if n.strip()] or None
+        results = bench_device.run(
+            parse_device(args.device),
+            threads=args.threads,
+            rounds=args.repeats,
+            names=names,
+            quick=args.quick,
+        )
+        print(bench_device.format_table(results))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+        return 0
     if args.families is not None:
         from meddx.dev import bench_families
 
@@ -156,6 +172,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         const="",
         help="instead: each family's real architecture with random weights (biomedclip, medsiglip-448, "
         "whyxrayclip; comma-separated, default all): forward vs analysis, app ready and peak RSS",
+    )
+    p.add_argument(
+        "--device",
+        help="instead: each architecture (--families, default all; --quick: the tiny model) on the CPU and "
+        "on this device (e.g. cuda) in the same run: forward, analysis, IG-50, films/s, GPU memory",
     )
     p.set_defaults(func=cmd_bench)
 

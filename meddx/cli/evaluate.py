@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from meddx import __version__
+from meddx.cli.common import with_device
 from meddx.cli.eval_report import plot_models, plot_modes, print_comparison, print_eval
 from meddx.cli.labelled import add_data_options, fail, load_labelled, need_train_extra, write_json
 from meddx.errors import InputError, MeddxError, ModelError
@@ -231,7 +232,7 @@ def _score(setup: Setup, data, cache, settings, args, *, number: int, several: b
 
     head = load_head(setup.probe) if setup.probe else None
     calibration = read_calibration(setup.calibration) if setup.calibration else None
-    encoder = load_encoder(setup.model, threads=settings.threads)
+    encoder = load_encoder(setup.model, threads=settings.threads, device=settings.device)
     for option, tied in (("--probe", head), ("--calibration", calibration)):
         try:
             if tied is not None:
@@ -315,7 +316,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.resamples < 100:
         raise InputError("--resamples must be at least 100.")
-    setups = pair_setups(args.model, args.probe, args.calibration, Settings.from_env())
+    setups = pair_setups(args.model, args.probe, args.calibration, with_device(Settings.from_env(), args))
     settings, data, cache = load_labelled(args, [setup.model for setup in setups])
     scored = []
     for number, setup in enumerate(setups, start=1):

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from meddx.cli.common import settings_from
+from meddx.cli.common import add_device_option, settings_from
 from meddx.errors import EXIT_INPUT, InputError
 from meddx.explain.boxes import FORMATS, AnnotatedFilm, Box, read_boxes
 from meddx.explain.evaluation import BASELINES, EVAL_SIDE, Case, baseline_case, format_table, summarise
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random floor and the bootstrap")
     p.add_argument("--json", metavar="OUT", help="write the table as JSON to this file")
     p.add_argument("--overlays", metavar="DIR", help="write DIR/<film>.<method>.<finding>.png")
+    add_device_option(p)
     return p
 
 
@@ -128,7 +129,7 @@ def evaluate_films(args: argparse.Namespace, films: list[AnnotatedFilm], index: 
                 if overlays is not None:
                     _write_overlays(overlays, path, method, analysis, film, width, height, png_bytes)
             per_method[method] = (maps, regions)
-        grid = load_encoder(settings.model, threads=settings.threads).tower.grid
+        grid = load_encoder(settings.model, threads=settings.threads, device=settings.device).tower.grid
         for finding in findings:
             boxes = [b.scaled_to(film.frame, (width, height)) for b in film.boxes if b.finding == finding]
             by_method = cases.setdefault(finding, {})

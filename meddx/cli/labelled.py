@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from meddx.cli.common import add_device_option
 from meddx.errors import InputError, MeddxError, exit_status
 
 # What `train` and `eval` need beyond requirements.txt (requirements-train.txt): import name -> package.
@@ -60,6 +61,7 @@ def add_data_options(
         "(needs the scale extra); training then reads every embedding from the cache",
     )
     parser.add_argument("--workers", type=int, default=2, help="Ray embedding actors (with --ray-address)")
+    add_device_option(parser)
 
 
 def fail(command: str, exc: MeddxError) -> int:
@@ -71,12 +73,13 @@ def fail(command: str, exc: MeddxError) -> int:
 def load_labelled(args: argparse.Namespace, models: list[str | None] | None = None):
     """Settings, data (restricted to --labels) and the embedding cache, filled on Ray first for each model
     when ``--ray-address`` is given (``models``: the specs, None for $MEDDX_MODEL; default ``--model``)."""
+    from meddx.cli.common import with_device
     from meddx.config import Settings
     from meddx.model.vocabulary import parse_labels
     from meddx.train.datasets import load_data
     from meddx.train.embedding_cache import EmbeddingCache
 
-    settings = Settings.from_env()
+    settings = with_device(Settings.from_env(), args)
     data = load_data(args.data)
     labels = parse_labels(args.labels)
     if labels:

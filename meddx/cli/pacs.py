@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from meddx.cli.common import add_device_option
 from meddx.errors import EXIT_INPUT, InputError
 
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model spec (default $MEDDX_MODEL)")
     p.add_argument("--probe", help="trained head spec (default $MEDDX_PROBE)")
     p.add_argument("--timeout", type=float, default=60, help="seconds to wait for each HTTP answer (60)")
+    add_device_option(p)
     return p
 
 
@@ -79,7 +81,7 @@ def run_pacs(argv: list[str]) -> int:
     settings = settings_from(args)
     pacs = Pacs(args.url, headers=_headers(args), timeout_s=args.timeout)
     studies = pacs.studies(study=args.study, since=args.since)
-    encoder = load_encoder(settings.model, threads=settings.threads)
+    encoder = load_encoder(settings.model, threads=settings.threads, device=settings.device)
     head = load_probe(settings, encoder)
     key = results_key(encoder.spec, encoder.revision, settings.probe, head and head.revision)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from meddx.cli.common import add_device_option, with_device
 from meddx.cli.labelled import fail, interval_text, print_rows, write_json
 from meddx.errors import InputError, MeddxError
 
@@ -33,6 +34,7 @@ def _promote_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="OUT", help="write the decision and its numbers as JSON")
     parser.add_argument("--cache-dir", help="embedding cache folder (default $MEDDX_CACHE_DIR/embeddings)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
+    add_device_option(parser)
     return parser
 
 
@@ -63,11 +65,13 @@ def _promote(args: argparse.Namespace) -> int:
     if not candidate_spec.startswith("local-dir:"):
         raise InputError("--candidate must be a local head folder (its history is written there).")
     candidate_folder = Path(candidate_spec.removeprefix("local-dir:")).expanduser().resolve()
-    settings = Settings.from_env()
+    settings = with_device(Settings.from_env(), args)
     data = load_data(args.data)
     clear_head_cache()  # heads are re-read: a folder may have been retrained since
     candidate, current = load_head(candidate_spec), load_head(_head_spec(args.current))
-    encoder = load_encoder(args.model or candidate.encoder.spec, threads=settings.threads)
+    encoder = load_encoder(
+        args.model or candidate.encoder.spec, threads=settings.threads, device=settings.device
+    )
     candidate.check_encoder(encoder)
     current.check_encoder(encoder)
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir or settings.embedding_cache_dir)

@@ -22,6 +22,7 @@ import re
 import sys
 
 from meddx.cli.calibrate import run_calibrate
+from meddx.cli.common import with_device
 from meddx.cli.evaluate import run_eval
 from meddx.cli.labelled import add_data_options, fail, need_train_extra, print_rows
 from meddx.cli.promote import run_promote
@@ -79,10 +80,10 @@ def _train(args: argparse.Namespace) -> int:
         raise InputError("--epochs must be at least 1.")
     if not 0 < args.validation_fraction < 1:
         raise InputError("--validation-fraction must be between 0 and 1.")
-    settings = Settings.from_env()
+    settings = with_device(Settings.from_env(), args)
     sources = read_sources(args.data)
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir or settings.embedding_cache_dir)
-    encoder = load_encoder(args.model or settings.model, threads=settings.threads)
+    encoder = load_encoder(args.model or settings.model, threads=settings.threads, device=settings.device)
     config = TrainingConfig(
         epochs=args.epochs,
         seed=args.seed,

@@ -74,7 +74,7 @@ def _logits(inputs, embedding: torch.Tensor) -> torch.Tensor:
 
 def _one_hot(inputs, logits: torch.Tensor) -> torch.Tensor:
     """(k, 1, F): each target's score as a batch of backward seeds."""
-    seeds = torch.zeros(len(inputs.targets), *logits.shape, dtype=logits.dtype)
+    seeds = torch.zeros(len(inputs.targets), *logits.shape, dtype=logits.dtype, device=logits.device)
     seeds[torch.arange(len(inputs.targets)), 0, torch.tensor(inputs.targets)] = 1.0
     return seeds
 
@@ -136,7 +136,7 @@ class RolloutMethod:
         wrt = attentions + ([] if pooled is None else [pooled])
         grads = torch.autograd.grad(logits, wrt, grad_outputs=_one_hot(inputs, logits), is_grads_batched=True)
         k, length = len(inputs.targets), x.shape[1]
-        rollout = torch.eye(length).expand(k, length, length)
+        rollout = torch.eye(length, device=x.device).expand(k, length, length)
         for attention, grad in zip(attentions, grads, strict=False):
             weighted = (grad[:, 0] * attention).clamp(min=0).mean(dim=1)  # (k, L, L)
             rollout = rollout + weighted @ rollout

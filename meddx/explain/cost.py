@@ -117,11 +117,19 @@ def measure_units(encoder, scored, *, target: int = 0) -> dict[str, float]:
     windows = (side // occlusion.window(side)) ** 2
     integrated, shap = IntegratedGradientsMethod(), GradientShapMethod()
     return {
-        "integrated_gradients": batched(one, two, integrated.n_steps, integrated.internal_batch_size),
+        "integrated_gradients": batched(one, two, integrated.n_steps, _ig_batch(encoder, integrated.n_steps)),
         "gradient_shap": batched(one, two, shap.n_samples, shap.n_samples),
         "occlusion": (windows + 1) * forward,
         **fast,
     }
+
+
+def _ig_batch(encoder, steps: int) -> int:
+    """The batch Integrated Gradients runs in on this encoder's device (`meddx.explain.gpu_batch`); on a GPU
+    estimated as all steps at once."""
+    from meddx.explain.gpu_batch import CPU_BATCH
+
+    return CPU_BATCH if encoder.device.type == "cpu" else steps
 
 
 def batched(one: float, two: float, samples: int, batch: int) -> float:

@@ -41,6 +41,7 @@ from captum.attr import GradientShap, IntegratedGradients, LayerGradCam, Occlusi
 from torch import nn
 
 from meddx.explain.attention import LeGradMethod, RolloutMethod
+from meddx.explain.gpu_batch import internal_batch
 from meddx.explain.methods import DEFAULT_METHOD
 from meddx.explain.overlay import FilmMap
 from meddx.model.encoder import Encoder
@@ -122,20 +123,22 @@ def _channel_sum(attributions: torch.Tensor) -> torch.Tensor:
 
 
 class IntegratedGradientsMethod:
-    """Integrated Gradients from the black baseline; ``n_steps`` forwards+backwards per target."""
+    """Integrated Gradients from the black baseline; ``n_steps`` forwards+backwards per target, in batches of
+    ``internal_batch_size`` (None: by device, `meddx.explain.gpu_batch`)."""
 
-    def __init__(self, *, n_steps: int = 50, internal_batch_size: int = 10) -> None:
+    def __init__(self, *, n_steps: int = 50, internal_batch_size: int | None = None) -> None:
         self.n_steps = n_steps
         self.internal_batch_size = internal_batch_size
 
     def __call__(self, inputs: AttributionInputs) -> torch.Tensor:
         pixels = inputs.batch(inputs.pixels, "the preprocessed pixels")
+        batch = self.internal_batch_size or internal_batch(inputs.scorer, pixels, self.n_steps * len(pixels))
         attributions = IntegratedGradients(inputs.scorer).attribute(
             pixels,
             target=inputs.targets,
             baselines=inputs.baseline,
             n_steps=self.n_steps,
-            internal_batch_size=self.internal_batch_size,
+            internal_batch_size=batch,
         )
         return _channel_sum(attributions)
 
@@ -162,7 +165,8 @@ class GradientShapMethod:
         pixels = inputs.batch(inputs.pixels, "the preprocessed pixels")
         generator = torch.Generator().manual_seed(0)
         shape = (self.n_baselines, 1, *pixels.shape[2:])
-        baselines = inputs.baseline + self.noise * torch.randn(shape, generator=generator)
+        noise = torch.randn(shape, generator=generator).to(pixels.device)  # the same draws on any device
+        baselines = inputs.baseline + self.noise * noise
         attributions = GradientShap(inputs.scorer).attribute(
             pixels, baselines=baselines, n_samples=self.n_samples, target=inputs.targets
         )
@@ -226,8 +230,8 @@ def _method(name: str) -> Callable[..., AttributionMethod]:
 
 def black_baseline(encoder: Encoder) -> torch.Tensor:
     """The normalised value of an all-black film (1, 3, S, S): what padding and "absent" look like."""
-    mean = torch.tensor(encoder.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(encoder.std, dtype=torch.float32).view(1, 3, 1, 1)
+    mean = torch.tensor(encoder.mean, dtype=torch.float32, device=encoder.device).view(1, 3, 1, 1)
+    std = torch.tensor(encoder.std, dtype=torch.float32, device=encoder.device).view(1, 3, 1, 1)
     return (-mean / std).expand(1, 3, encoder.image_size, encoder.image_size)
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from meddx.device import describe
 from meddx.model.families import DESCRIPTIONS
 
 if TYPE_CHECKING:  # the page and result types import this module without the model stack
@@ -36,6 +37,9 @@ class ModelCard:
         input_size: the square input side in pixels.
         analysis_s: seconds one analysis took on this server at warm-up (None: not measured yet).
         calibrated: whether a calibration maps the zero-shot scores.
+        device: where the model ran, in words (`meddx.device.describe`: "CPU", "CUDA: NVIDIA L4").
+        precision: the scoring pass's precision ("fp32", or "bfloat16"/"float16" where it measured equal,
+            `meddx.model.precision`).
     """
 
     family: str
@@ -44,6 +48,8 @@ class ModelCard:
     input_size: int
     analysis_s: float | None
     calibrated: bool
+    device: str = "CPU"
+    precision: str = "fp32"
 
     def to_dict(self) -> dict:
         return {
@@ -53,6 +59,8 @@ class ModelCard:
             "input_size": self.input_size,
             "analysis_s": None if self.analysis_s is None else round(self.analysis_s, 2),
             "calibrated": self.calibrated,
+            "device": self.device,
+            "precision": self.precision,
         }
 
     def line(self) -> str:
@@ -64,8 +72,10 @@ class ModelCard:
             else "cost not measured"
         )
         calibrated = "calibrated scores" if self.calibrated else "uncalibrated zero-shot scores"
+        where = self.device if self.precision == "fp32" else f"{self.device}, {self.precision} scoring"
         return (
-            f"{self.family}; licence {self.licence}{gated}; {self.input_size} px input; {cost}; {calibrated}"
+            f"{self.family}; licence {self.licence}{gated}; {self.input_size} px input; runs on {where}; "
+            f"{cost}; {calibrated}"
         )
 
 
@@ -116,6 +126,8 @@ def model_card(encoder: Encoder, *, calibrated: bool) -> ModelCard:
         input_size=encoder.image_size,
         analysis_s=encoder.__dict__.get("_analysis_s"),
         calibrated=calibrated,
+        device=describe(encoder.device),
+        precision=str(encoder.autocast).removeprefix("torch.") if encoder.autocast else "fp32",
     )
 
 

@@ -3,11 +3,16 @@
 Every model family (`meddx.model.families`: open_clip with a Hugging Face text tower, open_clip with its own
 text transformer, transformers SigLIP, transformers CLIP) is built by its own module into this one `Encoder`,
 which the rest of meddx uses without knowing the family. Models are built with empty parameters and the
-checkpoint's tensors assigned to them (one copy of the weights), cached per process; loading is thread-safe.
+checkpoint's tensors assigned to them (one copy of the weights), cached per process and device
+(`load_encoder`: ``MEDDX_DEVICE`` / ``--device``, `meddx.device`); loading is thread-safe.
+
+On a CUDA device the model lives there; images and texts go in from the host and their embeddings come back
+to it (`embed_images`, `embed_texts`), so heads, calibrations and caches never see a device tensor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -52,6 +57,9 @@ class Encoder:
         embed_dim: the embedding size.
         resample: how `PadToSquare` resizes (the family's own preprocessing).
         text_owner: the module holding the text tower's releasable weights, or None.
+        device: where the model's weights are (`load_encoder`); inputs are moved there.
+        autocast: the mixed-precision dtype the scoring pass runs in, or None (fp32): set at warm-up on a
+            CUDA device only where its scores agree with fp32 (`meddx.model.precision`).
     """
 
     resolved: ResolvedModel
@@ -73,6 +81,8 @@ class Encoder:
     text_owner: torch.nn.Module | None = field(default=None, repr=False)
     """The module whose releasable weights are the text tower's (`meddx.model.weights`), if any."""
     direction_cache: dict = field(default_factory=dict, repr=False)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    autocast: torch.dtype | None = None
     runtime_stem: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     """Pixels (N, 3, S, S) to the tokens entering the last block in an inference runtime
     (`meddx.model.stem`), attached at warm-up; None: the PyTorch stem (`meddx.model.tower.run_stem`)."""
@@ -107,6 +117,7 @@ class Encoder:
 
         from meddx.model.vision import vision_tower
 
+        model = move_resident(model, self.device)
         own = getattr(self.model, "visual", None) is self.visual
         visual = model.visual if own else type(self.visual)(model)
         return replace(
@@ -116,7 +127,14 @@ class Encoder:
             visual=visual,
             direction_cache={},
             runtime_stem=None,
+            autocast=None,
         )
+
+    def precision(self) -> contextlib.AbstractContextManager:
+        """The scoring pass's precision: autocast to `autocast` where warm-up kept it, else fp32."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
 
     def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, Geometry]:
         """One image to a model input tensor (3, S, S) and the geometry that undoes the padding."""
@@ -127,8 +145,9 @@ class Encoder:
         return pixels, geometry
 
     def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Unit-norm image embeddings for a batch of preprocessed images (N, 3, S, S)."""
-        return torch.nn.functional.normalize(self.visual(pixels), dim=-1)
+        """Unit-norm image embeddings (N, D) on the host for a batch of preprocessed images (N, 3, S, S),
+        run on the model's device."""
+        return torch.nn.functional.normalize(self.visual(pixels.to(self.device)), dim=-1).cpu()
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Token ids trimmed to the longest text (where the family allows): padding to the full context costs
@@ -141,7 +160,8 @@ class Encoder:
         return tokens[:, : max(1, int(lengths.max()))]
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Unit-norm text embeddings (N, D), in the order given (`meddx.model.zero_shot` caches them).
+        """Unit-norm text embeddings (N, D) on the host, in the order given (`meddx.model.zero_shot` caches
+        them).
 
         Texts go through shortest first, `TEXT_BATCH` at a time, each batch trimmed to its own longest, so
         that little of a batch is padding: BiomedCLIP's 240 vocabulary prompts in 2.3 s instead of 4.5 s
@@ -152,8 +172,8 @@ class Encoder:
         with torch.inference_mode():
             parts = [
                 torch.nn.functional.normalize(
-                    self.encode_text(self._trimmed(tokens[batch], lengths[batch])), dim=-1
-                )
+                    self.encode_text(self._trimmed(tokens[batch], lengths[batch]).to(self.device)), dim=-1
+                ).cpu()
                 for batch in order.split(TEXT_BATCH)
             ]
             embeddings = torch.cat(parts)
@@ -168,20 +188,43 @@ def build_encoder(resolved: ResolvedModel) -> Encoder:
     return family_module(resolved.family).build(resolved)
 
 
-_CACHE: dict[str, Encoder] = {}
+def move_resident(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module.to(device)`` for the weights in memory; weights not read yet (on the meta device,
+    `meddx.model.weights`) stay there and are read back onto the device of the rest when first needed."""
+    return module._apply(lambda tensor: tensor if tensor.is_meta else tensor.to(device))
+
+
+_CACHE: dict[tuple[str, str], Encoder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_encoder(spec: str, *, threads: int | None = None) -> Encoder:
-    """Load a model once per process (thread-safe) and return the cached `Encoder`."""
+def load_encoder(spec: str, *, threads: int | None = None, device: str = "auto") -> Encoder:
+    """Load a model once per process and device (thread-safe) and return the cached `Encoder`.
+
+    Args:
+        spec: the model (`meddx.model.spec`).
+        threads: PyTorch's CPU threads (None: leave as set).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (`meddx.device.resolve_device`).
+
+    Raises:
+        ModelError: the model cannot be loaded, or a GPU was named that this machine does not have.
+    """
+    from meddx.device import describe, resolve_device
+
     if threads:
         torch.set_num_threads(threads)
+    where = resolve_device(device)
     with _CACHE_LOCK:
-        if spec not in _CACHE:
-            log.info("loading model %s", spec)
-            _CACHE[spec] = build_encoder(resolve(spec))
-            log.info("loaded model %s at revision %s", spec, _CACHE[spec].revision)
-        return _CACHE[spec]
+        key = (spec, str(where))
+        if key not in _CACHE:
+            log.info("loading model %s on %s", spec, describe(where))
+            encoder = build_encoder(resolve(spec))
+            if where.type != "cpu":
+                move_resident(encoder.model, where)
+                encoder.device = where
+            _CACHE[key] = encoder
+            log.info("loaded model %s at revision %s", spec, encoder.revision)
+        return _CACHE[key]
 
 
 def clear_cache() -> None:

@@ -17,6 +17,9 @@ from meddx.model.zero_shot import TextDirections, zero_shot_logits, zero_shot_pr
 class ScoredImage:
     """The result of one pass through the image tower, reused by the maps and the trained head.
 
+    The tensors the maps reuse (pixels, tokens) are on the model's device, in fp32; the scores and the
+    embedding are on the host.
+
     Attributes:
         pixels: the preprocessed film (3, S, S).
         geometry: how the film was padded and resized onto the model's square input.
@@ -38,17 +41,31 @@ class ScoredImage:
         if self.unit_embedding is not None:
             return self.unit_embedding
         with torch.inference_mode():
-            return self.tail.embed(self.tokens)
+            return self.tail.embed(self.tokens).float().cpu()
+
+
+def scoring_pass(
+    encoder: Encoder, pixels: torch.Tensor, tail: TowerTail
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Preprocessed pixels (1, 3, S, S) on the model's device to (stem tokens in fp32, unit embedding (1, D),
+    zero-shot probabilities (F,)), all still on that device: the stem once (`meddx.model.tower.run_stem`:
+    the runtime stem when one is attached) and the tail, in the model's scoring precision
+    (`meddx.model.encoder.Encoder.precision`)."""
+    with torch.inference_mode(), encoder.precision():
+        tokens = run_stem(encoder, pixels)
+        embedding = tail.embed(tokens)  # tail(tokens) in two steps: the embedding is kept for later use
+        logits = zero_shot_logits(embedding, tail.difference, tail.logit_scale, tail.bias)
+        probabilities = zero_shot_probabilities(logits.float())[0]
+    return tokens.float().clone(), embedding.float(), probabilities  # the maps run in fp32
 
 
 def score_image(encoder: Encoder, image: Image.Image, directions: TextDirections) -> ScoredImage:
-    """Preprocess ``image`` (RGB), run the stem once (`meddx.model.tower.run_stem`: the runtime stem when one
-    is attached) and the tail for each finding's zero-shot score."""
+    """Preprocess ``image`` (RGB) and run `scoring_pass` on the model's device; the scores and the
+    embedding come back to the host, the pixels and tokens stay for the maps."""
     pixels, geometry = encoder.preprocess(image)
+    pixels = pixels[None].to(encoder.device)
     tail = TowerTail(encoder, directions.difference, directions.logit_scale, directions.bias)
-    with torch.inference_mode():
-        tokens = run_stem(encoder, pixels[None])
-        embedding = tail.embed(tokens)  # tail(tokens) in two steps: the embedding is kept for later use
-        logits = zero_shot_logits(embedding, tail.difference, tail.logit_scale, tail.bias)
-        probabilities = zero_shot_probabilities(logits)[0]
-    return ScoredImage(pixels, geometry, tokens.clone(), tail, probabilities.clone(), embedding.clone())
+    tokens, embedding, probabilities = scoring_pass(encoder, pixels, tail)
+    return ScoredImage(
+        pixels[0], geometry, tokens, tail, probabilities.cpu().clone(), embedding.cpu().clone()
+    )

@@ -353,6 +353,11 @@ def attach_runtime_stem(
     results. A stem already in the cache is always loaded before this returns.
     """
     current = encoder.runtime_stem
+    if encoder.device.type != "cpu":  # ONNX Runtime's CPU stem is a CPU optimisation: on a GPU, PyTorch's
+        encoder.runtime_stem = None
+        if kind != "torch":
+            log.info("image-tower stem: PyTorch on %s (the ONNX Runtime stem is for the CPU)", encoder.device)
+        return None
     if kind == "torch" or (current is not None and getattr(current, "kind", None) == kind):
         if kind == "torch":
             encoder.runtime_stem = None

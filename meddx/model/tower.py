@@ -118,7 +118,8 @@ class TowerTail(nn.Module):
         self.prefix = int(self.tower.prefix)
         self.class_token_only = isinstance(self.tower, TimmTower) and class_token_pooled(self.tower.trunk)
         self.grid = nn.Identity()
-        self.register_buffer("difference", difference.detach().clone(), persistent=False)
+        difference = difference.detach().to(encoder.device, copy=True)
+        self.register_buffer("difference", difference, persistent=False)
         self.logit_scale = float(logit_scale)
         self.bias = float(bias)
 

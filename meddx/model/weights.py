@@ -78,6 +78,7 @@ class ReleasableWeights:
         self.owner = owner
         self.names = names
         self.prefix = next(k for k, m in encoder.model.named_modules() if m is owner)  # e.g. "visual.trunk"
+        self.encoder = weakref.ref(encoder)  # read back onto the device the encoder is on (`device`)
         self.checkpoint = encoder.checkpoint
         # the weights come back only from the file they were read from (none: a sharded checkpoint)
         self.stamp = _stamp(self.checkpoint) if self.checkpoint is not None else None
@@ -123,7 +124,9 @@ class ReleasableWeights:
                 )
             keys = {f"{self.prefix}.{n}" if self.prefix else n: n for n in self.names}
             stored, _ = read_checkpoint(self.checkpoint, keep=keys.__contains__)
-            self._set({keys[k]: tensor for k, tensor in stored.items()})
+            owner = self.encoder()
+            device = owner.device if owner is not None else torch.device("cpu")
+            self._set({keys[k]: tensor.to(device) for k, tensor in stored.items()})
             self.released = False
             log.info(
                 "%s weights read from the checkpoint (first use since loaded or released)",
