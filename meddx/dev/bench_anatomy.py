@@ -40,7 +40,7 @@ def measure(threads: int, repeats: int) -> dict:
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_tiny_model(Path(tmp) / "model", size="biomedclip")
-        encoder = load_encoder(f"local-dir:{folder}", threads=threads)
+        encoder = load_encoder(f"local-dir:{folder}", threads=threads, device="cpu")
         pixels = torch.rand(1, 3, encoder.image_size, encoder.image_size)
         grey = synthetic_film(np.random.default_rng(0), size=1024, blob=False).pixels
         net, x = network.load_network(), network.prepare(grey)

@@ -53,11 +53,11 @@ def measure_in_process(model_spec: str, cache_dir: Path, film: Path, *, threads:
 
     torch.set_num_threads(threads)
     stem = os.environ.get("MEDDX_STEM", "fp32")  # the app's setting, which serve_app passes on
-    settings = Settings(model=model_spec, threads=threads, cache_dir=cache_dir, stem=stem)
+    settings = Settings(model=model_spec, threads=threads, cache_dir=cache_dir, stem=stem, device="cpu")
     start = time.perf_counter()
     warm_up(settings)
     warm_s = time.perf_counter() - start
-    encoder = load_encoder(model_spec)
+    encoder = load_encoder(model_spec, device="cpu")
     pixels = encoder.preprocess(Image.open(film).convert("RGB"))[0][None]
     study = load_study(film)
     notes = "58-year-old smoker, cough for 3 weeks; no pneumothorax."
@@ -110,7 +110,7 @@ def _child(model_spec: str, cache_dir: Path, film: Path, threads: int, rounds: i
 
 def measure_family(name: str, tmp: Path, film: Path, *, threads: int, rounds: int) -> dict:
     """Every number for one architecture (model built into ``tmp``)."""
-    from meddx.dev.bench import _wait_for_stem, first_result, peak_rss_mb, serve_app
+    from meddx.dev.bench_app import _wait_for_stem, first_result, peak_rss_mb, serve_app
     from meddx.dev.tiny import make_tiny_model
 
     family, size = ARCHITECTURES[name]
