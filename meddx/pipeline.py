@@ -281,7 +281,16 @@ def analyze(
         names = ", ".join(findings[i].name for i in batch)
         _tell(on_progress, step, total, f"{METHOD_NAMES[method]} map {step} of {len(batches)}: {names}")
         drawn = time.perf_counter()
-        heatmaps += film_maps(encoder, scored, batch, method=method)
+        try:
+            heatmaps += film_maps(encoder, scored, batch, method=method)
+        except torch.cuda.OutOfMemoryError:  # the scores stand; the maps drawn so far are kept
+            torch.cuda.empty_cache()
+            skipped = ", ".join(findings[i].name for i in targets[len(heatmaps) :])
+            warnings.append(
+                f"The GPU ran out of memory drawing the {METHOD_NAMES[method]} map; not drawn: {skipped}. "
+                "Try Grad-CAM, fewer maps, or run meddx on the CPU (MEDDX_DEVICE=cpu)."
+            )
+            break
         COSTS.record(method, time.perf_counter() - drawn, len(batch))
     targets = targets[: len(heatmaps)]
     view = study.info.view_position

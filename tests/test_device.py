@@ -272,3 +272,23 @@ def test_the_batch_command_refuses_cuda_without_gpus_before_ray_starts(tiny_mode
     err = capsys.readouterr().err
     assert status == 2 and "needs --gpus-per-worker" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_map_that_runs_out_of_gpu_memory_leaves_the_scores_and_says_so(tiny_settings, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    from meddx import pipeline
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(pipeline, "film_maps", out_of_memory)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    buffer = io.BytesIO()
+    Image.new("L", (96, 96), 90).save(buffer, format="PNG")
+    analysis = pipeline.analyze(buffer.getvalue(), settings=tiny_settings, top_k=2)
+    assert analysis.findings and not analysis.maps
+    (warning,) = [w for w in analysis.warnings if "out of memory" in w]
+    assert "Grad-CAM map; not drawn:" in warning and "MEDDX_DEVICE=cpu" in warning

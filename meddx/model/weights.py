@@ -105,6 +105,9 @@ class ReleasableWeights:
                 self.released = True
                 del params
                 return_freed_memory()
+                owner = self.encoder()
+                if owner is not None and owner.device.type == "cuda":
+                    torch.cuda.empty_cache()  # hand the freed blocks back to the GPU, not only to PyTorch
 
     def restore(self) -> None:
         """Read the weights back from the checkpoint (a no-op if they are in memory).
