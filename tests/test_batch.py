@@ -343,3 +343,14 @@ def test_eval_embeds_on_ray_with_ray_address(films, tiny_model_dir, local_ray, t
     assert main(args) == 0  # the second run finds everything cached
     assert "embedded on Ray: 0 new, 4 already cached" in capsys.readouterr().err
     assert main([*args[:-4], "--no-cache", "--ray-address", "local"]) == 2
+
+
+def test_gpus_the_cluster_does_not_have_are_refused_not_waited_for(
+    films, tiny_model_dir, local_ray, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    model = f"local-dir:{tiny_model_dir}"
+    assert _batch(str(films), "--out", str(out), "--model", model, "--gpus-per-worker", "1") == 2
+    err = capsys.readouterr().err
+    assert "--gpus-per-worker 1, but the Ray cluster has 0 GPU(s)" in err and "Traceback" not in err
+    assert not glob.glob(str(out / "part-*.parquet"))

@@ -134,7 +134,18 @@ def actor_device(requested: str, gpus_per_worker: float) -> str:
 
 
 def actor_resources(ray, engine: Engine) -> tuple[int, float]:
-    """(torch threads per actor, logical CPUs each actor asks Ray for)."""
+    """(torch threads per actor, logical CPUs each actor asks Ray for).
+
+    Raises:
+        InputError: GPUs were asked for that the cluster does not have (Ray would wait for them forever).
+    """
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    if engine.gpus_per_worker > gpus:
+        raise InputError(
+            f"--gpus-per-worker {engine.gpus_per_worker:g}, but the Ray cluster has {gpus:g} GPU(s), so no "
+            "scoring actor could ever start. Leave --gpus-per-worker out to run on the CPUs, or use a "
+            "cluster with GPUs."
+        )
     cpus = float(ray.cluster_resources().get("CPU", 1))
     # An actor lives on one node: never ask for more CPUs than the largest node has.
     node_cpus = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=cpus)
