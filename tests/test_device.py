@@ -292,3 +292,37 @@ def test_a_map_that_runs_out_of_gpu_memory_leaves_the_scores_and_says_so(tiny_se
     assert analysis.findings and not analysis.maps
     (warning,) = [w for w in analysis.warnings if "out of memory" in w]
     assert "Grad-CAM map; not drawn:" in warning and "MEDDX_DEVICE=cpu" in warning
+
+
+@pytest.mark.slow
+def test_a_batch_actor_given_a_gpu_it_cannot_see_refuses_instead_of_using_the_cpu(
+    tiny_model_dir, tmp_path, capsys
+):
+    """A Ray node that declares a GPU PyTorch cannot see (a driver too old, a wrong CUDA_VISIBLE_DEVICES):
+    the actor asked to run on it stops with the device message; nothing is scored on the CPU instead."""
+    ray = pytest.importorskip("ray")
+    import logging
+
+    from PIL import Image
+
+    from meddx.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU the actor would see")
+    (tmp_path / "films").mkdir()
+    Image.new("L", (64, 64), 90).save(tmp_path / "films" / "a.png")
+    ray.init(
+        num_cpus=2,
+        num_gpus=1,
+        object_store_memory=200 * 2**20,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+    )
+    try:
+        args = ["batch", str(tmp_path / "films"), "--out", str(tmp_path / "out"), "--workers", "1"]
+        status = main([*args, "--model", f"local-dir:{tiny_model_dir}", "--gpus-per-worker", "1"])
+    finally:
+        ray.shutdown()
+    err = capsys.readouterr().err
+    assert status == 3 and "PyTorch sees no CUDA device on this machine" in err
+    assert not list((tmp_path / "out").glob("part-*.parquet"))

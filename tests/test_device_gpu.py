@@ -42,6 +42,14 @@ def _film(seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
+MAP_TOLERANCE = 0.02
+"""Largest mean absolute difference of two maps on the film (each in [0, 1]) counted as the same map."""
+
+
+def _map_difference(a, b) -> float:
+    return float(np.abs(a.on_film() - b.on_film()).mean())
+
+
 def _settings(folder: Path, device: str, cache: Path) -> Settings:
     return Settings(model=f"local-dir:{folder}", threads=1, hold_back=False, device=device, cache_dir=cache)
 
@@ -56,12 +64,11 @@ def test_the_analysis_on_the_gpu_gives_the_cpus_scores_and_maps(family_model_dir
     assert encoder.device.type == "cuda" and encoder.runtime_stem is None
     on_cpu = analyze(_film(), labels=LABELS, settings=cpu, top_k=2)
     on_gpu = analyze(_film(), labels=LABELS, settings=gpu, top_k=2)
-    tolerance = AUTOCAST_MAX_DELTA if encoder.autocast else 1e-4
-    for a, b in zip(on_cpu.findings, on_gpu.findings, strict=True):
-        assert a.id == b.id and abs(a.zero_shot - b.zero_shot) <= tolerance
+    for a, b in zip(on_cpu.findings, on_gpu.findings, strict=True):  # TF32 convolutions and autocast
+        assert a.id == b.id and abs(a.zero_shot - b.zero_shot) <= AUTOCAST_MAX_DELTA
     assert set(on_gpu.maps) == set(on_cpu.maps) and len(on_gpu.maps) == 2
     for fid, film_map in on_gpu.maps.items():
-        assert np.corrcoef(film_map.on_film().ravel(), on_cpu.maps[fid].on_film().ravel())[0, 1] > 0.99
+        assert _map_difference(film_map, on_cpu.maps[fid]) <= MAP_TOLERANCE
     card = on_gpu.to_dict()["model"]["card"]
     assert card["device"].startswith("CUDA: ") and card["precision"] in ("fp32", "bfloat16", "float16")
 
@@ -75,7 +82,7 @@ def test_integrated_gradients_on_the_gpu_is_batched_by_its_memory(family_model_d
     on_gpu = analyze(_film(1), labels=LABELS, settings=gpu, method="integrated_gradients", top_k=1)
     on_cpu = analyze(_film(1), labels=LABELS, settings=cpu, method="integrated_gradients", top_k=1)
     (fid,) = on_gpu.maps
-    assert np.corrcoef(on_gpu.maps[fid].on_film().ravel(), on_cpu.maps[fid].on_film().ravel())[0, 1] > 0.99
+    assert _map_difference(on_gpu.maps[fid], on_cpu.maps[fid]) <= MAP_TOLERANCE
     from meddx.model.encoder import load_encoder
 
     encoder = load_encoder(gpu.model, device="cuda")

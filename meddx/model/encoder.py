@@ -214,6 +214,8 @@ def load_encoder(spec: str, *, threads: int | None = None, device: str = "auto")
     if threads:
         torch.set_num_threads(threads)
     where = resolve_device(device)
+    if where.type == "cuda" and where.index is None:  # "cuda" and "cuda:0" share one copy of the model
+        where = torch.device("cuda", torch.cuda.current_device())
     with _CACHE_LOCK:
         key = (spec, str(where))
         if key not in _CACHE:
