@@ -452,3 +452,23 @@ def test_checked_variants_name_their_layers(planted):
     scored = _score(planted, held_out_films(1, size=96)[0])
     one, three = (film_map(planted[0], scored, "legrad", layers=k) for k in (1, 3))
     assert one.shape == three.shape == (96, 96) and not np.allclose(one, three)
+
+
+def test_gradient_shap_gives_the_same_map_every_time_and_leaves_the_global_generators_alone(planted):
+    """Captum draws from the global generators: meddx seeds them for the call and restores them after, so
+    a film's map does not depend on what ran before, and nothing else's random draws change."""
+    from meddx.dev.tiny import synthetic_film
+    from meddx.explain.maps import attribute
+
+    encoder, _ = planted
+    scored = _score(planted, synthetic_film(np.random.default_rng(5), size=128, blob=True))
+    np.random.seed(123)
+    torch.manual_seed(123)
+    expected_numpy, expected_torch = np.random.get_state()[1].copy(), torch.get_rng_state().clone()
+    first = attribute(encoder, scored, [0], method="gradient_shap", n_samples=4)
+    assert (np.random.get_state()[1] == expected_numpy).all()
+    assert torch.equal(torch.get_rng_state(), expected_torch)
+    np.random.uniform(size=100)  # whatever ran before must not matter
+    torch.rand(100)
+    second = attribute(encoder, scored, [0], method="gradient_shap", n_samples=4)
+    assert torch.equal(first, second)

@@ -249,7 +249,8 @@ def test_explain_eval_is_at_chance_for_a_randomised_model(
         capsys, tmp_path, randomised_model_dir, box_set, "--method", "gradient_shap,gradcam"
     )
     share = trained["nodule", "random"]["box_share"]
-    # Measured: trained pointing 0.90, energy 0.12; randomised 0.10 and 0.04 (the boxes cover 0.05).
+    # Measured (Gradient SHAP seeded, so the same in any test order): trained pointing 0.75; randomised
+    # pointing 0.075, energy 0.035 (the boxes cover 0.048).
     assert trained["nodule", "gradient_shap"]["pointing"]["mean"] >= 0.7
     assert randomised["nodule", "gradient_shap"]["pointing"]["mean"] <= 0.25
     assert randomised["nodule", "gradient_shap"]["energy"]["mean"] <= 1.5 * share

@@ -68,6 +68,9 @@ def randomised_copy(encoder: Encoder, *, seed: int = 0, std: float = 0.02) -> En
     Every weight matrix, convolution and embedding is redrawn from N(0, std²); LayerNorm gains are set to 1
     and every bias to 0. The text tower is untouched.
     """
+    from meddx.model.weights import restore
+
+    restore(encoder.text_owner)  # a text tower not read yet would be copied empty, and never read back
     randomised = encoder.with_model(copy.deepcopy(encoder.model))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

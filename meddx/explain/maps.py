@@ -31,7 +31,9 @@ belongs to the per-request `TowerTail`; the pixel methods only call autograd on 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -143,11 +145,29 @@ class IntegratedGradientsMethod:
         return _channel_sum(attributions)
 
 
+_GLOBAL_RANDOM = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """NumPy's and PyTorch's global generators seeded for one call and restored after it; one such call at
+    a time in the process (a concurrent one waits), so that neither sees the other's draws."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with _GLOBAL_RANDOM, torch.random.fork_rng(devices=devices):
+        state = np.random.get_state()
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
 class GradientShapMethod:
     """GradientShap with baselines drawn from black films plus Gaussian noise.
 
-    Captum draws the baselines and path points from the global random state, so two calls give slightly
-    different maps.
+    Captum draws the baselines and path points from NumPy's and PyTorch's global generators; they are seeded
+    for the call (`seeded`), so the same film gives the same map every time, whatever ran before.
 
     Args:
         n_samples: random points on the baseline-to-input paths, per target.
@@ -167,9 +187,10 @@ class GradientShapMethod:
         shape = (self.n_baselines, 1, *pixels.shape[2:])
         noise = torch.randn(shape, generator=generator).to(pixels.device)  # the same draws on any device
         baselines = inputs.baseline + self.noise * noise
-        attributions = GradientShap(inputs.scorer).attribute(
-            pixels, baselines=baselines, n_samples=self.n_samples, target=inputs.targets
-        )
+        with seeded(0, pixels.device):
+            attributions = GradientShap(inputs.scorer).attribute(
+                pixels, baselines=baselines, n_samples=self.n_samples, target=inputs.targets
+            )
         return _channel_sum(attributions)
 
 
