@@ -19,11 +19,20 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["MEDDX_CACHE_DIR"] = os.path.join(_SESSION_HOME, "meddx-cache")
 os.environ.pop("MEDDX_MODEL", None)
 os.environ.pop("MEDDX_PROBE", None)
+os.environ.pop("MEDDX_DEVICE", None)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)  # on a shared 2-core machine, 2 threads ran tests 20-60x slower (DESIGN.md)
+
+
+@pytest.fixture(autouse=True)
+def cpu_unless_marked_gpu(request, monkeypatch):
+    """Every test runs on the CPU, with the same numbers on any machine, unless it is marked ``gpu``
+    (tests/test_device_gpu.py): ``auto`` means the CPU here even where a GPU is present."""
+    if request.node.get_closest_marker("gpu") is None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
 @pytest.fixture(autouse=True)

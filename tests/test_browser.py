@@ -269,6 +269,9 @@ def test_the_clinical_workflow_at_desktop_width(browser, app_url, shots, tmp_pat
     expect(menu.locator("input")).to_have_value(re.compile("for 3 maps"))
     page.get_by_label("Number of maps").first.fill("5")
     page.get_by_label("Number of maps").first.press("Enter")
+    # The menu's costs follow the number of maps; wait for that before choosing (else a late refresh can
+    # land after the choice: seen once in a whole-suite run, the label still said "for 3 maps").
+    expect(menu.locator("input")).to_have_value(re.compile("for 5 maps"))
     menu.locator("input").click()
     page.get_by_role("option", name=re.compile("^Integrated Gradients")).click()
     expect(menu.locator("input")).to_have_value(re.compile("for 5 maps"))

@@ -198,13 +198,14 @@ _CACHE: dict[tuple[str, str], Encoder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_encoder(spec: str, *, threads: int | None = None, device: str = "auto") -> Encoder:
+def load_encoder(spec: str, *, threads: int | None = None, device: str = "cpu") -> Encoder:
     """Load a model once per process and device (thread-safe) and return the cached `Encoder`.
 
     Args:
         spec: the model (`meddx.model.spec`).
         threads: PyTorch's CPU threads (None: leave as set).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (`meddx.device.resolve_device`).
+        device: ``auto``, ``cpu`` (default: a GPU only where asked for), ``cuda`` or ``cuda:N``
+            (`meddx.device.resolve_device`); the app and the commands pass ``Settings.device``.
 
     Raises:
         ModelError: the model cannot be loaded, or a GPU was named that this machine does not have.
