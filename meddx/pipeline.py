@@ -36,7 +36,7 @@ from meddx.model.head_store import load_head
 from meddx.model.modes import MODE_RULES
 from meddx.model.precision import gate_autocast
 from meddx.model.sanity import chest_xray_probability, chest_xray_warnings
-from meddx.model.scored import score_image
+from meddx.model.scored import ScoredImage, score_image, score_images
 from meddx.model.vocabulary import Finding, load_vocabulary
 from meddx.model.zero_shot import text_directions
 from meddx.notes import extract_concepts, finding_statuses, fuse
@@ -171,6 +171,7 @@ def analyze(
     time_budget_s: float | None = None,
     keep_embedding: bool = False,
     on_progress: Progress | None = None,
+    scored: ScoredImage | None = None,
 ) -> Analysis:
     """Analyse one chest film (path, bytes or file object) with optional clinical notes.
 
@@ -195,6 +196,8 @@ def analyze(
             clinician feedback (`meddx.train.feedback`); it never goes into the JSON.
         on_progress: called as ``on_progress(step, total, label)`` before scoring (step 0), before each
             map (steps 1 to total - 1) and at the end (step total); labels are short sentences.
+        scored: this film's scoring pass, already run with the same settings and labels together with other
+            films (`score_studies`: ``batch`` actors score their films in one forward); None: run here.
 
     The result's ``warnings`` say how the file was read and what looks wrong with the input, without
     refusing it: a colour image (`meddx.io.colour`), the encoder's own "chest X-ray or not" check
@@ -240,7 +243,10 @@ def analyze(
     vocabulary = load_vocabulary()
     findings = vocabulary.select(labels, max_labels=limits.max_labels)
     directions = text_directions(encoder, findings, cache_dir=settings.cache_dir)
-    scored = score_image(encoder, study.to_pil("RGB"), directions)
+    if scored is None:
+        scored = score_image(encoder, study.to_pil("RGB"), directions)
+    elif not torch.equal(scored.tail.difference.cpu(), directions.difference):
+        raise ValueError("the scoring pass given was run for other findings or another model")
     embedding = scored.embedding()  # kept by the scoring pass: nothing is run again
     chest_xray = chest_xray_probability(encoder, embedding, cache_dir=settings.cache_dir)
     fine_tuned = head.predict(embedding) if head is not None else {}
@@ -335,6 +341,19 @@ def analyze(
         anatomy=anatomy,
         embedding=embedding[0].to(torch.float32).numpy().copy() if keep_embedding else None,
     )
+
+
+def score_studies(
+    studies: list[Study], *, labels: list[str] | None = None, settings: Settings | None = None
+) -> list[ScoredImage]:
+    """One scoring pass for several films already read (a batch through the image tower at once, on the
+    settings' device); each result goes to ``analyze(study, scored=...)`` with the same labels and settings.
+    """
+    settings = settings or Settings.from_env()
+    encoder = load_encoder(settings.model, threads=settings.threads, device=settings.device)
+    findings = load_vocabulary().select(labels, max_labels=settings.limits.max_labels)
+    directions = text_directions(encoder, findings, cache_dir=settings.cache_dir)
+    return score_images(encoder, [study.to_pil("RGB") for study in studies], directions)
 
 
 def warm_up(settings: Settings | None = None, *, background: bool = False) -> Encoder:

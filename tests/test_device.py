@@ -135,8 +135,8 @@ def test_the_scoring_pass_and_every_map_run_on_the_models_device(family_model_di
     tail = TowerTail(encoder, directions.difference, directions.logit_scale, directions.bias)
     tokens, embedding, probabilities = scoring_pass(encoder, pixels, tail)
     assert {tokens.device, embedding.device, probabilities.device} == {META}
-    assert probabilities.shape == (4,) and tokens.dtype == torch.float32
-    scored = ScoredImage(pixels[0], geometry, tokens, tail, probabilities, embedding)
+    assert probabilities.shape == (1, 4) and tokens.dtype == torch.float32
+    scored = ScoredImage(pixels[0], geometry, tokens, tail, probabilities[0], embedding)
     options = {"integrated_gradients": {"n_steps": 3}, "gradient_shap": {"n_samples": 2}}
     for method in METHODS:  # Captum and the attention methods on the device, for two targets at once
         maps = attribute(encoder, scored, [0, 2], method=method, **options.get(method, {}))
@@ -153,7 +153,7 @@ def test_a_cpu_tensor_inside_the_chain_would_be_caught(family_model_dirs, monkey
     pixels = torch.zeros(1, 3, encoder.image_size, encoder.image_size, device=META)
     tail = TowerTail(encoder, directions.difference, directions.logit_scale, directions.bias)
     tokens, embedding, probabilities = scoring_pass(encoder, pixels, tail)
-    scored = ScoredImage(pixels[0], None, tokens, tail, probabilities, embedding)
+    scored = ScoredImage(pixels[0], None, tokens, tail, probabilities[0], embedding)
     side = encoder.image_size
     monkeypatch.setattr(maps_module, "black_baseline", lambda e: torch.zeros(1, 3, side, side))
     with pytest.raises(RuntimeError, match="device"):

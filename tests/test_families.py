@@ -141,6 +141,29 @@ def test_zero_shot_follows_the_family_scoring_rule(family_model_dirs, family):
         torch.testing.assert_close(x, encoder.embed_images(scored.pixels[None]), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_films_scored_together_get_what_each_gets_alone(family_model_dirs, family):
+    """`batch` actors push a call's films through the tower in one forward: same scores, embeddings and
+    stem tokens as one film at a time, each with its own geometry (films of different shapes)."""
+    from meddx.model.scored import score_image, score_images
+
+    encoder = _encoder(family_model_dirs, family)
+    directions = text_directions(encoder, list(load_vocabulary().findings[:5]))
+    rng = np.random.default_rng(1)
+    films = [
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).convert("RGB")
+        for shape in ((200, 160), (120, 240), (150, 150))
+    ]
+    together = score_images(encoder, films, directions)
+    for film, shared in zip(films, together, strict=True):
+        alone = score_image(encoder, film, directions)
+        assert shared.geometry == alone.geometry
+        torch.testing.assert_close(shared.zero_shot, alone.zero_shot, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(shared.unit_embedding, alone.unit_embedding, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(shared.tokens, alone.tokens, atol=1e-4, rtol=1e-4)
+        assert shared.tail is not alone.tail and shared.tokens.shape == alone.tokens.shape
+
+
 @pytest.mark.parametrize("family", OTHER_FAMILIES)
 def test_text_tower_is_read_at_its_first_forward(family_model_dirs, family):
     from meddx.model.stem import text_tower_resident

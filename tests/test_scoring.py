@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -164,3 +166,46 @@ def test_custom_labels_stay_off_disk_and_are_bounded_in_memory(tiny_model_dir, t
     )  # recomputed the same
     assert len(custom) == 3 and next(reversed(custom)) == scoring._key(labels[0])
     clear_cache()
+
+
+def test_analyze_with_a_shared_scoring_pass_gives_the_one_film_result(tiny_settings):
+    """`batch` actors score a call's films together (`score_studies`) and hand each film its share: the
+    analysis is the one-film analysis; a share computed for other findings is refused."""
+    from meddx.dev.tiny import synthetic_film
+    from meddx.io import load_study
+    from meddx.pipeline import analyze, score_studies
+
+    rng = np.random.default_rng(4)
+    films = []
+    for size in (140, 180):
+        buffer = io.BytesIO()
+        Image.fromarray(synthetic_film(rng, size=size, blob=True).pixels).save(buffer, format="PNG")
+        films.append(load_study(buffer.getvalue()))
+    labels = ["effusion", "nodule", "pneumothorax"]
+    shares = score_studies(films, labels=labels, settings=tiny_settings)
+    for study, share in zip(films, shares, strict=True):
+        alone = analyze(study, "cough", labels=labels, settings=tiny_settings, top_k=1)
+        shared = analyze(study, "cough", labels=labels, settings=tiny_settings, top_k=1, scored=share)
+        assert [f.id for f in shared.findings] == [f.id for f in alone.findings]
+        for a, b in zip(alone.findings, shared.findings, strict=True):
+            assert abs(a.probability - b.probability) <= 1e-4 and a.flagged == b.flagged
+        assert set(shared.maps) == set(alone.maps)
+    with pytest.raises(ValueError, match="other findings"):
+        analyze(films[0], labels=["effusion"], settings=tiny_settings, top_k=0, scored=shares[0])
+
+
+def test_a_failing_shared_pass_falls_back_to_one_film_at_a_time():
+    pytest.importorskip("pyarrow")
+    from meddx.batch.score import Options, Score
+
+    actor = Score.__new__(Score)  # no Ray, no warm-up: only the batching logic
+    actor.options, actor.settings = Options(), None
+
+    def failing(studies, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    actor.score_studies = failing
+    assert actor.score_together({0: "film a", 3: "film b"}) == {}
+    actor.score_studies = lambda studies, **kwargs: [f"pass of {s}" for s in studies]
+    assert actor.score_together({0: "film a", 3: "film b"}) == {0: "pass of film a", 3: "pass of film b"}
+    assert actor.score_together({5: "one film"}) == {}  # alone: analyze scores it itself

@@ -47,10 +47,11 @@ def imaging_limits(settings: Settings) -> ImagingLimits:
 
 
 def analysis_chain():
-    """``(analyze, warm_up)`` from `meddx.pipeline`: one film through the whole chain, and the start-up."""
-    from meddx.pipeline import analyze, warm_up
+    """``(analyze, warm_up, score_studies)`` from `meddx.pipeline`: one film through the whole chain, the
+    start-up, and one scoring pass for several films at once."""
+    from meddx.pipeline import analyze, score_studies, warm_up
 
-    return analyze, warm_up
+    return analyze, warm_up, score_studies
 
 
 def embedding_step():

@@ -9,8 +9,8 @@ the tiny test model), each device in a child process of its own (one's memory ne
   median after warm-up (mixed precision where warm-up kept it);
 - ``ig50_s``: one Integrated Gradients map with 50 steps (batched by device memory on a GPU);
 - ``embed_films_per_s``: films per second through the image tower at batch sizes 1, 8 and 32 (what
-  ``batch-embed``, ``train`` and ``eval`` do); the ``batch`` command analyses one film per call, so its
-  films per second with one actor is about ``1 / analysis_s``;
+  ``batch-embed``, ``train`` and ``eval`` do, and the shared scoring pass of a ``batch`` actor's
+  ``--batch-size`` films; the rest of each film's analysis runs one film at a time);
 - ``gpu_peak_mb``: the most GPU memory PyTorch allocated (None on the CPU); ``peak_rss_mb`` the process's.
 
 The stem is PyTorch's on both devices (``MEDDX_STEM`` overrides it on the CPU), so the columns compare the

@@ -47,25 +47,45 @@ class ScoredImage:
 def scoring_pass(
     encoder: Encoder, pixels: torch.Tensor, tail: TowerTail
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Preprocessed pixels (1, 3, S, S) on the model's device to (stem tokens in fp32, unit embedding (1, D),
-    zero-shot probabilities (F,)), all still on that device: the stem once (`meddx.model.tower.run_stem`:
-    the runtime stem when one is attached) and the tail, in the model's scoring precision
-    (`meddx.model.encoder.Encoder.precision`)."""
+    """Preprocessed pixels (N, 3, S, S) on the model's device to (stem tokens (N, L, C) in fp32, unit
+    embeddings (N, D), zero-shot probabilities (N, F)), all still on that device: the stem once
+    (`meddx.model.tower.run_stem`: the runtime stem when one is attached) and the tail, in the model's
+    scoring precision (`meddx.model.encoder.Encoder.precision`)."""
     with torch.inference_mode(), encoder.precision():
         tokens = run_stem(encoder, pixels)
         embedding = tail.embed(tokens)  # tail(tokens) in two steps: the embedding is kept for later use
         logits = zero_shot_logits(embedding, tail.difference, tail.logit_scale, tail.bias)
-        probabilities = zero_shot_probabilities(logits.float())[0]
+        probabilities = zero_shot_probabilities(logits.float())
     return tokens.float().clone(), embedding.float(), probabilities  # the maps run in fp32
 
 
+def score_images(
+    encoder: Encoder, images: list[Image.Image], directions: TextDirections
+) -> list[ScoredImage]:
+    """Preprocess each image (RGB) and run one `scoring_pass` for all of them on the model's device (a
+    batch: what `meddx.batch` actors do with ``--batch-size`` films); each film gets its own
+    `ScoredImage` with its own tail, the scores and embedding on the host, pixels and tokens for the maps.
+    """
+    prepared = [encoder.preprocess(image) for image in images]
+    pixels = torch.stack([p for p, _ in prepared]).to(encoder.device)
+
+    def tail() -> TowerTail:
+        return TowerTail(encoder, directions.difference, directions.logit_scale, directions.bias)
+
+    tokens, embedding, probabilities = scoring_pass(encoder, pixels, tail())
+    return [
+        ScoredImage(
+            pixels[n],
+            geometry,
+            tokens[n : n + 1].clone(),
+            tail(),
+            probabilities[n].cpu().clone(),
+            embedding[n : n + 1].cpu().clone(),
+        )
+        for n, (_, geometry) in enumerate(prepared)
+    ]
+
+
 def score_image(encoder: Encoder, image: Image.Image, directions: TextDirections) -> ScoredImage:
-    """Preprocess ``image`` (RGB) and run `scoring_pass` on the model's device; the scores and the
-    embedding come back to the host, the pixels and tokens stay for the maps."""
-    pixels, geometry = encoder.preprocess(image)
-    pixels = pixels[None].to(encoder.device)
-    tail = TowerTail(encoder, directions.difference, directions.logit_scale, directions.bias)
-    tokens, embedding, probabilities = scoring_pass(encoder, pixels, tail)
-    return ScoredImage(
-        pixels[0], geometry, tokens, tail, probabilities.cpu().clone(), embedding.cpu().clone()
-    )
+    """`score_images` for one film."""
+    return score_images(encoder, [image], directions)[0]
