@@ -90,6 +90,19 @@ def family_model_dirs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs (and the machine's GPUs, where Ray finds any) for one test module."""
+    ray = pytest.importorskip("ray")
+    import logging
+
+    ray.init(
+        num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, logging_level=logging.WARNING
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
 def gradio_tmp(tmp_path_factory) -> Path:
     """Gradio's upload and cache folder for one test module's live app, set before the app is built."""
     return tmp_path_factory.mktemp("gradio-tmp")

@@ -55,18 +55,6 @@ def films(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    import logging
-
-    ray.init(
-        num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, logging_level=logging.WARNING
-    )
-    yield ray
-    ray.shutdown()
-
-
 def _rows(out: Path) -> list[dict]:
     import pyarrow.parquet as pq
 

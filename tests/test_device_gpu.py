@@ -103,26 +103,8 @@ def test_training_embeddings_on_the_gpu_equal_the_cpus(family_model_dirs):
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-@pytest.fixture
-def local_ray_with_a_gpu():
-    ray = pytest.importorskip("ray")
-    import logging
-
-    ray.init(
-        num_cpus=2,
-        num_gpus=1,
-        object_store_memory=200 * 2**20,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-    )
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.slow
-def test_batch_with_one_gpu_actor_gives_the_rows_of_analyze(
-    family_model_dirs, tmp_path, local_ray_with_a_gpu
-):
+def test_batch_with_one_gpu_actor_gives_the_rows_of_analyze(family_model_dirs, tmp_path, local_ray):
     import pyarrow.parquet as pq
 
     from meddx.cli import main

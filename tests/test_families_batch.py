@@ -17,18 +17,6 @@ from tests.conftest import OTHER_FAMILIES
 LABELS = ["effusion", "pneumothorax", "nodule"]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    import logging
-
-    ray.init(
-        num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, logging_level=logging.WARNING
-    )
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("family", OTHER_FAMILIES)
 def test_batch_rows_equal_analyze(family_model_dirs, family, local_ray, tmp_path):
