@@ -265,3 +265,43 @@ def wait_until_ready(page) -> None:
     page.locator("#meddx-film input[type=file]").wait_for(state="attached")
     page.wait_for_function("() => document.querySelectorAll('.pending, .generating').length === 0")
     page.wait_for_timeout(500)
+
+
+# --- The page's Analyze button, by hand -----------------------------------------------------------------
+
+
+def page_analyze(url: str, film: Path, notes: str, *, maps: int = 2, timeout: float = 120) -> dict:
+    """The page's Analyze button as the browser sends it: upload the film, join the queue with the page
+    event's inputs in its own order (JSON with escapes, as a browser's ``JSON.stringify`` writes it, so that
+    lone surrogates can be sent), read the event stream; the completed message."""
+    import json
+    import uuid
+
+    import httpx
+
+    from meddx.model.vocabulary import load_vocabulary
+
+    session = uuid.uuid4().hex
+    with httpx.Client(base_url=url, timeout=timeout) as http:
+        dependencies = {d["api_name"]: d for d in http.get("config").json()["dependencies"]}
+        dependency = dependencies["analyze_for_page"]
+        uploaded = http.post("gradio_api/upload", files={"files": (film.name, film.read_bytes())}).json()[0]
+        data = {"path": uploaded, "orig_name": film.name, "meta": {"_type": "gradio.FileData"}}
+        findings = [f.id for f in load_vocabulary().findings]
+        values = [data, notes, findings, "", "zero-shot", "gradcam", maps, 0]  # /analyze's parameter order
+        by_component = dict(zip(dependencies["analyze"]["inputs"], values, strict=True))
+        body = {
+            "data": [by_component[component] for component in dependency["inputs"]],  # the page's own order
+            "event_data": None,
+            "fn_index": dependency["id"],
+            "trigger_id": dependency["targets"][0][0],
+            "session_hash": session,
+        }
+        headers = {"content-type": "application/json"}
+        http.post("gradio_api/queue/join", content=json.dumps(body), headers=headers).raise_for_status()
+        with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError("the event stream ended without a result")

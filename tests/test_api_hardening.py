@@ -12,14 +12,13 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests import corpus as c
-from tests.helpers import files_under, running_app, write_png
+from tests.helpers import files_under, page_analyze, running_app, write_png
 
 pytestmark = pytest.mark.slow
 
@@ -202,38 +201,11 @@ def test_identical_uploads_get_their_own_paths(app_url, png):
         assert "event: complete" in raw_call(app_url, [film, ""])
 
 
-def call_page(app_url: str, path: Path, notes: str) -> dict:
-    """The page's Analyze button, as the browser sends it (inputs in the page event's own order)."""
-    from meddx.model.vocabulary import load_vocabulary
-
-    session = uuid.uuid4().hex
-    with httpx.Client(base_url=app_url, timeout=120) as http:
-        dependencies = {d["api_name"]: d for d in http.get("config").json()["dependencies"]}
-        dependency = dependencies["analyze_for_page"]
-        film = upload(http, path)
-        values = [film, notes, [f.id for f in load_vocabulary().findings], "", "zero-shot", "gradcam", 1, 0]
-        by_component = dict(zip(dependencies["analyze"]["inputs"], values, strict=True))
-        body = {
-            "data": [by_component[component] for component in dependency["inputs"]],
-            "event_data": None,
-            "fn_index": dependency["id"],
-            "trigger_id": dependency["targets"][0][0],
-            "session_hash": session,
-        }
-        http.post("gradio_api/queue/join", content=json.dumps(body), headers=JSON).raise_for_status()
-        with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as stream:
-            for line in stream.iter_lines():
-                message = json.loads(line[5:]) if line.startswith("data:") else {}
-                if message.get("msg") == "process_completed":
-                    return message
-    raise AssertionError("the event stream ended without a result")
-
-
 def test_lone_surrogates_in_notes_are_handled_on_every_surface(app_url, png, tiny_model_dir, gradio_tmp):
     """The page's Analyze button, /analyze and /notes over HTTP (as JSON escapes: a browser's JSON.stringify
     writes them so; gradio_client cannot send them at all), and the CLI: each reads the notes (the
     surrogates become U+FFFD) instead of failing without a message."""
-    message = call_page(app_url, png, SURROGATE_NOTES)
+    message = page_analyze(app_url, png, SURROGATE_NOTES, maps=1)
     assert message["success"], message
     assert "\ufffd" in json.dumps(message, ensure_ascii=False)
     for served in files_under(gradio_tmp):  # what Gradio serves back, as delete_cache would do later
@@ -273,7 +245,7 @@ def test_bounded_work_cases_through_the_page_event(make, phrase, app_url, gradio
     path.write_bytes(make())
     before = set(files_under(gradio_tmp))
     start = time.perf_counter()
-    message = call_page(app_url, path, "Zebulon coughs")
+    message = page_analyze(app_url, path, "Zebulon coughs", maps=1)
     assert time.perf_counter() - start < 60
     text = json.dumps(message, ensure_ascii=False)
     assert "meddx-alert" in text, "the page's status line did not get the sentence"

@@ -23,14 +23,13 @@ import re
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.corpus import dicom_truncated
-from tests.helpers import PLANTED_IDENTIFIERS, files_under, write_dicom
+from tests.helpers import PLANTED_IDENTIFIERS, files_under, page_analyze, write_dicom
 
 pytestmark = pytest.mark.slow
 
@@ -87,35 +86,6 @@ def logs(caplog):
         root.setLevel(level)
 
 
-def call_page(app_url: str, path: Path, notes: str) -> dict:
-    """The page's Analyze button, as the browser sends it: upload, join the queue, read the event stream."""
-    from meddx.model.vocabulary import load_vocabulary
-
-    session = uuid.uuid4().hex
-    with httpx.Client(base_url=app_url, timeout=120) as http:
-        dependencies = {d["api_name"]: d for d in http.get("config").json()["dependencies"]}
-        dependency = dependencies["analyze_for_page"]
-        uploaded = http.post("gradio_api/upload", files={"files": (path.name, path.read_bytes())}).json()[0]
-        film = {"path": uploaded, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
-        findings = [f.id for f in load_vocabulary().findings]
-        values = [film, notes, findings, "", "zero-shot", "gradcam", 2, 0]  # in /analyze's parameter order
-        by_component = dict(zip(dependencies["analyze"]["inputs"], values, strict=True))
-        body = {
-            "data": [by_component[component] for component in dependency["inputs"]],  # the page's own order
-            "event_data": None,
-            "fn_index": dependency["id"],
-            "trigger_id": dependency["targets"][0][0],
-            "session_hash": session,
-        }
-        http.post("gradio_api/queue/join", json=body).raise_for_status()
-        with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as stream:
-            for line in stream.iter_lines():
-                message = json.loads(line[5:]) if line.startswith("data:") else {}
-                if message.get("msg") == "process_completed":
-                    return message
-    raise AssertionError("the event stream ended without a result")
-
-
 def test_api_requests_leave_no_file_and_no_trace(client, film, tmp_path, gradio_tmp, logs, capfd):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
@@ -146,7 +116,7 @@ def test_api_requests_leave_no_file_and_no_trace(client, film, tmp_path, gradio_
 def test_the_page_event_leaves_only_what_gradio_serves(app_url, film, gradio_tmp, logs, capfd):
     before = set(Path(tempfile.gettempdir()).glob("meddx-request-*"))
 
-    message = call_page(app_url, film, NOTES)
+    message = page_analyze(app_url, film, NOTES)
 
     assert message["success"], message
     left = files_under(gradio_tmp)
@@ -172,7 +142,7 @@ def test_the_page_event_leaves_only_what_gradio_serves(app_url, film, gradio_tmp
 def test_a_failed_page_event_leaves_nothing(app_url, tmp_path, gradio_tmp):
     broken = tmp_path / "broken.dcm"
     broken.write_bytes(dicom_truncated())
-    message = call_page(app_url, broken, NOTES)
+    message = page_analyze(app_url, broken, NOTES)
     # The page answers a failure in its status line (no "Error" badge on every panel), never a traceback.
     shown = json.dumps(message["output"])
     assert "meddx-alert" in shown and "Traceback" not in shown

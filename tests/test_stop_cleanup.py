@@ -10,7 +10,6 @@ Gradio's folder and TMPDIR are empty temp folders of the test's own, so anything
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -23,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import api_client, files_under, free_port, write_png
+from tests.helpers import api_client, files_under, free_port, page_analyze, write_png
 
 pytestmark = pytest.mark.slow
 
@@ -104,40 +103,11 @@ class App:
         return sorted(found)
 
 
-def analyze_on_the_page(url: str, film: Path) -> dict:
-    """The page's Analyze button as the browser sends it; the completed message."""
-    from meddx.model.vocabulary import load_vocabulary
-
-    session = uuid.uuid4().hex
-    with httpx.Client(base_url=url, timeout=180) as http:
-        dependencies = {d["api_name"]: d for d in http.get("config").json()["dependencies"]}
-        dependency = dependencies["analyze_for_page"]
-        uploaded = http.post("gradio_api/upload", files={"files": (film.name, film.read_bytes())}).json()[0]
-        data = {"path": uploaded, "orig_name": film.name, "meta": {"_type": "gradio.FileData"}}
-        findings = [f.id for f in load_vocabulary().findings]
-        values = [data, "cough", findings, "", "zero-shot", "gradcam", 2, 0]  # /analyze's parameter order
-        by_component = dict(zip(dependencies["analyze"]["inputs"], values, strict=True))
-        body = {
-            "data": [by_component[component] for component in dependency["inputs"]],
-            "event_data": None,
-            "fn_index": dependency["id"],
-            "trigger_id": dependency["targets"][0][0],
-            "session_hash": session,
-        }
-        http.post("gradio_api/queue/join", json=body).raise_for_status()
-        with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as stream:
-            for line in stream.iter_lines():
-                message = json.loads(line[5:]) if line.startswith("data:") else {}
-                if message.get("msg") == "process_completed":
-                    return message
-    raise AssertionError("the event stream ended without a result")
-
-
 def use(app: App, film: Path) -> object:
     """A connected client, a served page analysis and an upload never analysed; the client (keep it alive)."""
     client = api_client(app.url)
     assert client.heartbeat.is_alive(), "the client must hold its heartbeat stream open"
-    message = analyze_on_the_page(app.url, film)
+    message = page_analyze(app.url, film, "cough", timeout=180)
     assert message["success"], message
     httpx.post(app.url + "gradio_api/upload", files={"files": ("later.png", film.read_bytes())}, timeout=60)
     names = {p.suffix for p in files_under(app.gradio)}
