@@ -169,6 +169,18 @@ def _open_clip_native(folder: Path, arch: FamilyArchitecture, seed: int) -> None
     save_weights(model, folder)
 
 
+def _vision_config(arch, vision) -> dict:
+    """The transformers vision-tower config of a tiny architecture (SigLIP and CLIP name it alike)."""
+    return {
+        "hidden_size": vision.hidden,
+        "intermediate_size": vision.mlp,
+        "num_hidden_layers": vision.layers,
+        "num_attention_heads": vision.heads,
+        "image_size": arch.image_size,
+        "patch_size": arch.patch,
+    }
+
+
 def _siglip(folder: Path, arch: FamilyArchitecture, seed: int) -> None:
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipTokenizer
 
@@ -191,14 +203,7 @@ def _siglip(folder: Path, arch: FamilyArchitecture, seed: int) -> None:
             "eos_token_id": 1,
             "bos_token_id": None,
         },
-        vision_config={
-            "hidden_size": vision.hidden,
-            "intermediate_size": vision.mlp,
-            "num_hidden_layers": vision.layers,
-            "num_attention_heads": vision.heads,
-            "image_size": arch.image_size,
-            "patch_size": arch.patch,
-        },
+        vision_config=_vision_config(arch, vision),
     )
     torch.manual_seed(seed)
     model = SiglipModel(config).eval()
@@ -247,14 +252,7 @@ def _clip(folder: Path, arch: FamilyArchitecture, seed: int) -> None:
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         },
-        vision_config={
-            "hidden_size": vision.hidden,
-            "intermediate_size": vision.mlp,
-            "num_hidden_layers": vision.layers,
-            "num_attention_heads": vision.heads,
-            "image_size": arch.image_size,
-            "patch_size": arch.patch,
-        },
+        vision_config=_vision_config(arch, vision),
         projection_dim=arch.embed_dim,
     )
     torch.manual_seed(seed)

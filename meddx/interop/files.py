@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from meddx.errors import InputError
 from meddx.result import Analysis
 
 
@@ -22,14 +23,22 @@ def write_interop(
             film's Patient Orientation), or a file cannot be written.
     """
     if dicom_sr:
-        from meddx.interop.sr import write_sr
+        from meddx.interop.sr import build_sr
 
-        write_sr(analysis, dicom_sr)
+        _save(build_sr(analysis), dicom_sr, "the DICOM SR")
     if fhir:
         from meddx.interop.fhir import write_fhir
 
         write_fhir(analysis, fhir)
     if overlay_sc:
-        from meddx.interop.overlay import write_overlay
+        from meddx.interop.overlay import build_overlay
 
-        write_overlay(analysis, overlay_sc)
+        _save(build_overlay(analysis), overlay_sc, "the overlay")
+
+
+def _save(dataset, path: str | Path, what: str) -> None:
+    """Save a built DICOM dataset as a file at ``path`` (an `InputError` if it cannot be written)."""
+    try:
+        dataset.save_as(path, enforce_file_format=True)
+    except OSError as exc:
+        raise InputError(f"Cannot write {what} to {path} ({exc.strerror}).") from exc

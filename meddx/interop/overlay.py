@@ -86,12 +86,3 @@ def build_overlay(analysis: Analysis, finding_id: str | None = None) -> hd.sc.SC
         "not a diagnosis."
     )
     return sc
-
-
-def write_overlay(analysis: Analysis, path) -> None:
-    """Build the Secondary Capture and save it at ``path``."""
-    sc = build_overlay(analysis)
-    try:
-        sc.save_as(path, enforce_file_format=True)
-    except OSError as exc:
-        raise InputError(f"Cannot write the overlay to {path} ({exc.strerror}).") from exc

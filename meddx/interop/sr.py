@@ -245,12 +245,3 @@ def _texts(analysis: Analysis) -> hd.sr.ContainerContentItem:
         ]
     )
     return container
-
-
-def write_sr(analysis: Analysis, path) -> None:
-    """Build the SR and save it as a DICOM file at ``path`` (an `InputError` if it cannot be written)."""
-    sr = build_sr(analysis)
-    try:
-        sr.save_as(path, enforce_file_format=True)
-    except OSError as exc:
-        raise InputError(f"Cannot write the DICOM SR to {path} ({exc.strerror}).") from exc
